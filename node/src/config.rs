@@ -1,0 +1,83 @@
+//! Node configuration with documented defaults.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::Multiaddr;
+
+/// Whether a node serves the network or only uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A vault: Kademlia server mode, in other nodes' routing tables, answers requests.
+    Vault,
+    /// A client: Kademlia client mode, never in routing tables, serves nothing.
+    Client,
+}
+
+/// How a node is set up. Build one with [`NodeConfig::vault`] or [`NodeConfig::client`].
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Vault or client.
+    pub role: Role,
+    /// The node's identity.
+    pub keypair: Keypair,
+    /// Addresses to listen on; default `/ip4/127.0.0.1/udp/0/quic-v1` for vaults, none for
+    /// clients (QUIC dials from an ephemeral socket).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join through, each with a `/p2p/<peer id>` suffix when known.
+    pub bootstrap: Vec<Multiaddr>,
+    /// How long a request may take before it fails (default 30 s).
+    pub request_timeout: Duration,
+    /// How long an iterative lookup may take (default 10 s).
+    pub lookup_timeout: Duration,
+    /// How long an unused connection stays open (default 60 s).
+    pub idle_timeout: Duration,
+    /// Inbound requests queued for the application before new ones are refused as busy
+    /// (default 256).
+    pub inbound_queue: usize,
+    /// Delays of the extra Kademlia bootstraps a new node runs while it joins, on top of
+    /// libp2p-kad's own five-minute refresh (default 0.5, 1, 2, 4, 8, 16, 32 s).
+    pub join_bootstraps: Vec<Duration>,
+}
+
+impl NodeConfig {
+    /// Defaults for a vault.
+    pub fn vault(keypair: Keypair) -> Self {
+        NodeConfig {
+            role: Role::Vault,
+            keypair,
+            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("static multiaddr")],
+            bootstrap: Vec::new(),
+            request_timeout: Duration::from_secs(30),
+            lookup_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            inbound_queue: 256,
+            join_bootstraps: [500, 1000, 2000, 4000, 8000, 16000, 32000]
+                .into_iter()
+                .map(Duration::from_millis)
+                .collect(),
+        }
+    }
+
+    /// Defaults for a client.
+    pub fn client(keypair: Keypair) -> Self {
+        NodeConfig {
+            role: Role::Client,
+            listen: Vec::new(),
+            join_bootstraps: vec![Duration::from_millis(300)],
+            ..NodeConfig::vault(keypair)
+        }
+    }
+
+    /// Sets the bootstrap peers.
+    pub fn with_bootstrap(mut self, peers: Vec<Multiaddr>) -> Self {
+        self.bootstrap = peers;
+        self
+    }
+
+    /// Sets the listen addresses.
+    pub fn with_listen(mut self, listen: Vec<Multiaddr>) -> Self {
+        self.listen = listen;
+        self
+    }
+}

@@ -1,0 +1,34 @@
+//! Kura's network layer, shared by vaults and clients.
+//!
+//! - [`Address`] and [`close_group`]: the XOR space and the one placement rule.
+//! - [`wire`]: versioned, size-limited request/response messages that decode without panics.
+//! - [`spawn`] / [`NodeHandle`]: a libp2p swarm (QUIC, Kademlia under Kura's own protocol name,
+//!   identify, request-response) run as an actor, with [`NodeHandle::closest_vaults`] built on
+//!   Kademlia's iterative lookup.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kura_node::NodeError> {
+//! use kura_node::{spawn, Address, NodeConfig};
+//! let key = libp2p::identity::Keypair::generate_ed25519();
+//! let bootstrap = vec!["/ip4/127.0.0.1/udp/4000/quic-v1".parse().unwrap()];
+//! let (node, _inbound) = spawn(NodeConfig::client(key).with_bootstrap(bootstrap)).await?;
+//! let group = node.closest_vaults(Address::of_content(b"hello"), 8).await?;
+//! println!("close group: {group:?}");
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod address;
+mod codec;
+mod config;
+mod error;
+pub mod identity;
+mod node;
+pub mod wire;
+
+pub use address::{close_group, Address, AddressParseError, ADDRESS_LEN};
+pub use codec::{read_frame, write_frame, KuraCodec};
+pub use config::{NodeConfig, Role};
+pub use error::NodeError;
+pub use libp2p::{identity::Keypair, multiaddr::Protocol, Multiaddr, PeerId};
+pub use node::{spawn, InboundRequest, NodeHandle, NodeStats};

@@ -1,0 +1,503 @@
+//! The swarm actor: one task owns the libp2p swarm; a cloneable [`NodeHandle`] talks to it.
+//!
+//! The actor is the only I/O loop. Placement rules live in [`crate::address`]; the actor feeds
+//! them the peers Kademlia finds.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::{Future, StreamExt};
+use libp2p::kad::{self, store::MemoryStore, Mode, QueryResult, StoreInserts};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::address::{close_group, Address};
+use crate::codec::KuraCodec;
+use crate::config::{NodeConfig, Role};
+use crate::error::NodeError;
+use crate::wire::{RemoteError, Request, Response, KAD_PROTOCOL, MAX_GROUP_QUERY, REQUEST_PROTOCOL};
+
+/// Commands queued to the actor before the caller waits.
+const COMMAND_QUEUE: usize = 256;
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    kad: kad::Behaviour<MemoryStore>,
+    identify: identify::Behaviour,
+    rr: request_response::Behaviour<KuraCodec>,
+}
+
+/// A request from a remote peer, waiting for the application's answer.
+#[derive(Debug)]
+pub struct InboundRequest {
+    /// Who asked.
+    pub peer: PeerId,
+    /// What they asked.
+    pub request: Request,
+    reply: oneshot::Sender<Response>,
+}
+
+impl InboundRequest {
+    /// Sends the answer back to the peer.
+    pub fn respond(self, response: Response) {
+        // The actor drops the receiver only if the node is shutting down.
+        let _ = self.reply.send(response);
+    }
+}
+
+/// Counters the node keeps about what it received.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// Requests that could not be decoded.
+    pub malformed_requests: AtomicU64,
+    /// Requests refused because the application queue was full.
+    pub busy_refusals: AtomicU64,
+    /// Inbound streams that failed (oversized, truncated, timed out).
+    pub inbound_failures: AtomicU64,
+}
+
+enum Command {
+    ClosestVaults {
+        target: Address,
+        n: usize,
+        reply: oneshot::Sender<Result<Vec<PeerId>, NodeError>>,
+    },
+    Request {
+        peer: PeerId,
+        request: Request,
+        reply: oneshot::Sender<Result<Response, NodeError>>,
+    },
+    RoutingTable {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Dial {
+        addr: Multiaddr,
+    },
+    Shutdown,
+}
+
+/// A cloneable handle to a running node. The node stops when every handle is dropped or
+/// [`NodeHandle::shutdown`] is called.
+#[derive(Clone)]
+pub struct NodeHandle {
+    peer_id: PeerId,
+    role: Role,
+    cmd: mpsc::Sender<Command>,
+    stats: Arc<NodeStats>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle").field("peer_id", &self.peer_id).finish()
+    }
+}
+
+impl NodeHandle {
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Whether this node is a vault or a client.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Counters of bad input received.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(make(tx)).await.map_err(|_| NodeError::Shutdown)?;
+        rx.await.map_err(|_| NodeError::Shutdown)
+    }
+
+    /// The `n` vaults closest to `target`, closest first, found by an iterative Kademlia lookup.
+    /// A vault counts itself among the candidates; a client never does.
+    pub async fn closest_vaults(&self, target: Address, n: usize) -> Result<Vec<PeerId>, NodeError> {
+        self.call(|reply| Command::ClosestVaults { target, n, reply }).await?
+    }
+
+    /// Sends `request` to `peer` and waits for its answer (bounded by the request timeout).
+    /// An error answer is returned as [`NodeError::Remote`].
+    pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response, NodeError> {
+        match self.call(|reply| Command::Request { peer, request, reply }).await?? {
+            Response::Error(error) => Err(NodeError::Remote { peer, error }),
+            other => Ok(other),
+        }
+    }
+
+    /// Asks a vault to look up the `n` vaults closest to `target` from its own position.
+    pub async fn remote_closest(&self, peer: PeerId, target: Address, n: u16) -> Result<Vec<PeerId>, NodeError> {
+        match self.request(peer, Request::FindClosest { target, n }).await? {
+            Response::Closest(peers) => Ok(peers),
+            _ => Err(NodeError::UnexpectedResponse { peer, request: "FindClosest" }),
+        }
+    }
+
+    /// The peers in this node's Kademlia routing table.
+    pub async fn routing_table(&self) -> Result<Vec<PeerId>, NodeError> {
+        self.call(|reply| Command::RoutingTable { reply }).await
+    }
+
+    /// The addresses this node listens on.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
+        self.call(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// Dials an address (for example a bootstrap peer learned later).
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
+        self.cmd.send(Command::Dial { addr }).await.map_err(|_| NodeError::Shutdown)
+    }
+
+    /// Stops the node's event loop.
+    pub async fn shutdown(&self) {
+        let _ = self.cmd.send(Command::Shutdown).await;
+    }
+}
+
+/// Starts a node: binds its listen addresses, dials its bootstrap peers and spawns its event
+/// loop on the current tokio runtime. Returns once every listen address is bound. Inbound
+/// requests arrive on the returned receiver (vaults only; a client's never yields).
+pub async fn spawn(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<InboundRequest>), NodeError> {
+    let peer_id = config.keypair.public().to_peer_id();
+    let mut swarm = build_swarm(&config)?;
+
+    for addr in &config.listen {
+        swarm.listen_on(addr.clone()).map_err(|e| NodeError::Listen {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    let mut listen_addrs = Vec::new();
+    while listen_addrs.len() < config.listen.len() {
+        let event = tokio::time::timeout(Duration::from_secs(10), swarm.select_next_some())
+            .await
+            .map_err(|_| NodeError::Listen {
+                addr: format!("{:?}", config.listen),
+                reason: "no listen address reported within 10 s".into(),
+            })?;
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => listen_addrs.push(address),
+            SwarmEvent::ListenerError { error, .. } | SwarmEvent::ListenerClosed { reason: Err(error), .. } => {
+                return Err(NodeError::Listen {
+                    addr: format!("{:?}", config.listen),
+                    reason: error.to_string(),
+                })
+            }
+            other => debug!(?other, "event before listening"),
+        }
+    }
+
+    for addr in &config.bootstrap {
+        if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+            if peer == peer_id {
+                continue;
+            }
+            swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        }
+        if let Err(e) = swarm.dial(addr.clone()) {
+            warn!(%addr, error = %e, "cannot dial bootstrap peer");
+        }
+    }
+
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (in_tx, in_rx) = mpsc::channel(config.inbound_queue.max(1));
+    let stats = Arc::new(NodeStats::default());
+    let now = Instant::now();
+    let actor = Actor {
+        swarm,
+        role: config.role,
+        local: peer_id,
+        listen_addrs,
+        inbound: in_tx,
+        stats: stats.clone(),
+        lookups: HashMap::new(),
+        requests: HashMap::new(),
+        replies: FuturesUnordered::new(),
+        join_bootstraps: config.join_bootstraps.iter().rev().map(|d| now + *d).collect(),
+        request_timeout: config.request_timeout,
+    };
+    let span = tracing::info_span!("node", peer = %peer_id);
+    tokio::spawn(tracing::Instrument::instrument(actor.run(cmd_rx), span));
+    Ok((
+        NodeHandle {
+            peer_id,
+            role: config.role,
+            cmd: cmd_tx,
+            stats,
+        },
+        in_rx,
+    ))
+}
+
+fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
+    let role = config.role;
+    let lookup_timeout = config.lookup_timeout;
+    let request_timeout = config.request_timeout;
+    let swarm = SwarmBuilder::with_existing_identity(config.keypair.clone())
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            let mut kcfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+            kcfg.set_query_timeout(lookup_timeout);
+            // Data never lives in libp2p's record store: refuse remote puts outright.
+            kcfg.set_record_filtering(StoreInserts::FilterBoth);
+            let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kcfg);
+            // Automatic mode waits for a confirmed external address, which a loopback testnet
+            // never has; the role decides instead.
+            kad.set_mode(Some(match role {
+                Role::Vault => Mode::Server,
+                Role::Client => Mode::Client,
+            }));
+            let identify = identify::Behaviour::new(
+                identify::Config::new("/kura/id/1".into(), key.public())
+                    .with_agent_version(format!("kura/{}", env!("CARGO_PKG_VERSION"))),
+            );
+            let support = match role {
+                Role::Vault => ProtocolSupport::Full,
+                Role::Client => ProtocolSupport::Outbound,
+            };
+            let rr = request_response::Behaviour::new(
+                [(StreamProtocol::new(REQUEST_PROTOCOL), support)],
+                request_response::Config::default().with_request_timeout(request_timeout),
+            );
+            Behaviour { kad, identify, rr }
+        })
+        .map_err(|e| NodeError::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+        .build();
+    Ok(swarm)
+}
+
+type ReplyFuture = Pin<Box<dyn Future<Output = (ResponseChannel<Response>, Response)> + Send>>;
+
+struct Lookup {
+    target: Address,
+    n: usize,
+    reply: oneshot::Sender<Result<Vec<PeerId>, NodeError>>,
+}
+
+struct Actor {
+    swarm: Swarm<Behaviour>,
+    role: Role,
+    local: PeerId,
+    listen_addrs: Vec<Multiaddr>,
+    inbound: mpsc::Sender<InboundRequest>,
+    stats: Arc<NodeStats>,
+    lookups: HashMap<kad::QueryId, Lookup>,
+    requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, NodeError>>>,
+    replies: FuturesUnordered<ReplyFuture>,
+    /// Due times of the remaining join bootstraps, latest first (so `pop` yields the next).
+    join_bootstraps: Vec<Instant>,
+    request_timeout: Duration,
+}
+
+impl Actor {
+    async fn run(mut self, mut cmd_rx: mpsc::Receiver<Command>) {
+        loop {
+            let next_bootstrap = self.join_bootstraps.last().copied();
+            tokio::select! {
+                biased;
+                // Answers the application has ready go out first: they finish work already done.
+                Some((channel, response)) = self.replies.next(), if !self.replies.is_empty() => {
+                    if self.swarm.behaviour_mut().rr.send_response(channel, response).is_err() {
+                        debug!("peer went away before its answer was sent");
+                    }
+                }
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                cmd = cmd_rx.recv() => match cmd {
+                    Some(Command::Shutdown) | None => break,
+                    Some(cmd) => self.on_command(cmd),
+                },
+                _ = tokio::time::sleep_until(next_bootstrap.unwrap_or_else(Instant::now)), if next_bootstrap.is_some() => {
+                    self.join_bootstraps.pop();
+                    if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+                        debug!(error = %e, "join bootstrap skipped");
+                    }
+                }
+            }
+        }
+        info!("node stopped");
+    }
+
+    fn routing_table(&mut self) -> Vec<PeerId> {
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .flat_map(|b| b.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>())
+            .collect()
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::ClosestVaults { target, n, reply } => {
+                // Ask Kademlia for a full k-set even when fewer are wanted: the extra answers
+                // make the top `n` more reliable at little cost on a healthy network.
+                let want = NonZeroUsize::new(20).expect("nonzero");
+                let id = self.swarm.behaviour_mut().kad.get_n_closest_peers(target.0.to_vec(), want);
+                self.lookups.insert(id, Lookup { target, n, reply });
+            }
+            Command::Request { peer, request, reply } => {
+                let id = self.swarm.behaviour_mut().rr.send_request(&peer, request);
+                self.requests.insert(id, reply);
+            }
+            Command::RoutingTable { reply } => {
+                let _ = reply.send(self.routing_table());
+            }
+            Command::ListenAddrs { reply } => {
+                let _ = reply.send(self.listen_addrs.clone());
+            }
+            Command::Dial { addr } => {
+                if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                }
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    warn!(%addr, error = %e, "dial failed");
+                }
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                let is_vault = info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL);
+                if is_vault {
+                    for addr in info.listen_addrs.into_iter().filter(dialable) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(e)) => self.on_request_response(e),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| a != &address),
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => debug!(peer = %peer_id, "connected"),
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, error = %error, "outgoing connection failed")
+            }
+            _ => {}
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        if let kad::Event::OutboundQueryProgressed { id, result, step, .. } = event {
+            let QueryResult::GetClosestPeers(result) = result else { return };
+            if !step.last {
+                return;
+            }
+            let Some(lookup) = self.lookups.remove(&id) else { return };
+            let peers = match result {
+                Ok(ok) => ok.peers,
+                // A timed-out lookup still tells us the best peers it reached; a lookup that
+                // reached none is an error.
+                Err(kad::GetClosestPeersError::Timeout { peers, .. }) if !peers.is_empty() => peers,
+                Err(e) => {
+                    let _ = lookup.reply.send(Err(NodeError::Lookup {
+                        target: lookup.target,
+                        reason: e.to_string(),
+                    }));
+                    return;
+                }
+            };
+            let mut candidates: Vec<PeerId> = peers.into_iter().map(|p| p.peer_id).collect();
+            if self.role == Role::Vault {
+                candidates.push(self.local);
+            }
+            let _ = lookup.reply.send(Ok(close_group(&lookup.target, candidates, lookup.n)));
+        }
+    }
+
+    fn on_request_response(&mut self, event: request_response::Event<Request, Response>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                self.on_inbound(peer, request, channel)
+            }
+            Event::Message { message: Message::Response { request_id, response }, .. } => {
+                if let Some(reply) = self.requests.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure { peer, request_id, error, .. } => {
+                if let Some(reply) = self.requests.remove(&request_id) {
+                    let _ = reply.send(Err(NodeError::Request { peer, reason: error.to_string() }));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                self.stats.inbound_failures.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, %error, "inbound request failed");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_inbound(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
+        let immediate = match &request {
+            Request::Undecodable(e) => {
+                self.stats.malformed_requests.fetch_add(1, Ordering::Relaxed);
+                warn!(%peer, error = %e, "malformed request");
+                Some(Response::Error(RemoteError::Malformed(e.clone())))
+            }
+            Request::FindClosest { n, .. } if *n > MAX_GROUP_QUERY => Some(Response::Error(
+                RemoteError::Invalid(format!("n = {n} exceeds the limit of {MAX_GROUP_QUERY}")),
+            )),
+            _ if self.role == Role::Client => Some(Response::Error(RemoteError::NotAVault)),
+            _ => None,
+        };
+        if let Some(response) = immediate {
+            let _ = self.swarm.behaviour_mut().rr.send_response(channel, response);
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        match self.inbound.try_send(InboundRequest { peer, request, reply: tx }) {
+            Ok(()) => {
+                let timeout = self.request_timeout;
+                self.replies.push(Box::pin(async move {
+                    let response = match tokio::time::timeout(timeout, rx).await {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(_)) => Response::Error(RemoteError::Internal("request dropped".into())),
+                        Err(_) => Response::Error(RemoteError::Internal("request timed out".into())),
+                    };
+                    (channel, response)
+                }));
+            }
+            Err(_) => {
+                self.stats.busy_refusals.fetch_add(1, Ordering::Relaxed);
+                let _ = self.swarm.behaviour_mut().rr.send_response(channel, Response::Error(RemoteError::Busy));
+            }
+        }
+    }
+}
+
+/// Whether an advertised listen address is worth putting in a routing table.
+fn dialable(addr: &Multiaddr) -> bool {
+    !addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}

@@ -1,0 +1,245 @@
+//! Kura's own request/response messages and their byte format.
+//!
+//! A frame on the wire is `u32 big-endian length ‖ body`, and a body is
+//! `version byte ‖ postcard(message)`. The length is checked against [`MAX_FRAME_LEN`] before a
+//! single body byte is read, so an oversized frame costs the reader nothing. Decoding is total:
+//! any byte string yields either a message or a [`WireError`], never a panic (see the proptest
+//! below and `fuzz/`).
+
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+
+use crate::address::Address;
+
+/// The wire version this build speaks. Bump it when a message's encoding changes.
+pub const WIRE_VERSION: u8 = 1;
+
+/// The largest frame body accepted, in bytes (a shard of a 4 MiB chunk at k = 1 plus headroom).
+pub const MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
+
+/// The libp2p protocol name of Kura's request/response messages.
+pub const REQUEST_PROTOCOL: &str = "/kura/req/1";
+
+/// The libp2p protocol name of Kura's Kademlia (kept apart from the public IPFS DHT).
+pub const KAD_PROTOCOL: &str = "/kura/kad/1";
+
+/// The largest close group a peer may ask for.
+pub const MAX_GROUP_QUERY: u16 = 20;
+
+/// A request one Kura node sends another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Request {
+    /// Liveness probe; answered with [`Response::Pong`].
+    Ping,
+    /// Ask a vault for its status (routing table, storage use).
+    Status,
+    /// Ask a vault to run an iterative lookup and report the `n` closest vaults to `target`,
+    /// itself included.
+    FindClosest {
+        /// The address looked up.
+        target: Address,
+        /// How many vaults to return (at most [`MAX_GROUP_QUERY`]).
+        n: u16,
+    },
+    /// A frame that arrived but could not be decoded. Never sent: the codec produces it so the
+    /// receiver can answer with a clear error instead of silently dropping the stream.
+    #[serde(skip)]
+    Undecodable(WireError),
+}
+
+/// A reply to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Response {
+    /// Reply to [`Request::Ping`].
+    Pong,
+    /// Reply to [`Request::Status`].
+    Status(VaultStatus),
+    /// Reply to [`Request::FindClosest`]: closest first.
+    Closest(Vec<PeerId>),
+    /// The request was refused or failed.
+    Error(RemoteError),
+}
+
+/// What a vault reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultStatus {
+    /// The vault's peer id.
+    pub peer_id: PeerId,
+    /// Addresses the vault listens on.
+    pub listen_addrs: Vec<Multiaddr>,
+    /// Peers in its Kademlia routing table.
+    pub routing_table_size: u32,
+    /// Records (shards) it stores.
+    pub records_stored: u64,
+    /// Bytes of records it stores.
+    pub bytes_used: u64,
+    /// Its capacity quota in bytes.
+    pub capacity: u64,
+    /// Seconds since it started.
+    pub uptime_secs: u64,
+    /// Requests it refused because they could not be decoded.
+    pub malformed_requests: u64,
+    /// The software version it runs.
+    pub version: String,
+}
+
+/// Why a remote node refused or failed a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// The request could not be decoded.
+    #[error("malformed request: {0}")]
+    Malformed(WireError),
+    /// The request was well formed but not acceptable.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The node is overloaded; try again later.
+    #[error("node busy")]
+    Busy,
+    /// The node failed to serve the request.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A client-mode node does not serve requests.
+    #[error("not a vault")]
+    NotAVault,
+}
+
+/// Why bytes could not be decoded into a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The frame body was empty.
+    #[error("empty frame")]
+    Empty,
+    /// The frame names a wire version this build does not speak.
+    #[error("unsupported wire version {got} (this node speaks {supported})")]
+    UnsupportedVersion {
+        /// Version in the frame.
+        got: u8,
+        /// Version this node speaks.
+        supported: u8,
+    },
+    /// The frame announced more bytes than allowed.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    Oversized {
+        /// Announced length.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The body is not a valid message.
+    #[error("undecodable message body: {0}")]
+    Body(String),
+    /// The body decoded but bytes were left over.
+    #[error("{0} trailing bytes after message")]
+    Trailing(usize),
+}
+
+/// Encodes a message body: version byte then postcard.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
+    let mut out = vec![WIRE_VERSION];
+    let body = postcard::to_stdvec(msg).map_err(|e| WireError::Body(e.to_string()))?;
+    if body.len() + 1 > MAX_FRAME_LEN {
+        return Err(WireError::Oversized {
+            len: (body.len() + 1) as u64,
+            max: MAX_FRAME_LEN as u64,
+        });
+    }
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Decodes a message body written by [`encode`]; never panics on any input.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, WireError> {
+    let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
+    if version != WIRE_VERSION {
+        return Err(WireError::UnsupportedVersion {
+            got: version,
+            supported: WIRE_VERSION,
+        });
+    }
+    let (msg, rest) = postcard::take_from_bytes(body).map_err(|e| WireError::Body(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(WireError::Trailing(rest.len()));
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn requests_round_trip() {
+        for req in [
+            Request::Ping,
+            Request::Status,
+            Request::FindClosest {
+                target: Address::random(),
+                n: 8,
+            },
+        ] {
+            let bytes = encode(&req).unwrap();
+            assert_eq!(bytes[0], WIRE_VERSION);
+            assert_eq!(decode::<Request>(&bytes).unwrap(), req);
+        }
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let status = VaultStatus {
+            peer_id: PeerId::random(),
+            listen_addrs: vec!["/ip4/127.0.0.1/udp/4000/quic-v1".parse().unwrap()],
+            routing_table_size: 19,
+            records_stored: 3,
+            bytes_used: 1000,
+            capacity: 1 << 30,
+            uptime_secs: 5,
+            malformed_requests: 0,
+            version: "0.1.0".into(),
+        };
+        for resp in [
+            Response::Pong,
+            Response::Status(status),
+            Response::Closest(vec![PeerId::random(), PeerId::random()]),
+            Response::Error(RemoteError::Malformed(WireError::Empty)),
+        ] {
+            assert_eq!(decode::<Response>(&encode(&resp).unwrap()).unwrap(), resp);
+        }
+    }
+
+    #[test]
+    fn undecodable_request_cannot_be_sent() {
+        assert!(encode(&Request::Undecodable(WireError::Empty)).is_err());
+    }
+
+    #[test]
+    fn bad_bodies_are_errors() {
+        assert_eq!(decode::<Request>(&[]), Err(WireError::Empty));
+        assert_eq!(
+            decode::<Request>(&[9, 0]),
+            Err(WireError::UnsupportedVersion { got: 9, supported: 1 })
+        );
+        assert!(matches!(decode::<Request>(&[1, 200]), Err(WireError::Body(_))));
+        assert_eq!(decode::<Request>(&[1, 0, 0]), Err(WireError::Trailing(1)));
+        // A truncated FindClosest.
+        let mut bytes = encode(&Request::FindClosest { target: Address::random(), n: 3 }).unwrap();
+        bytes.truncate(10);
+        assert!(matches!(decode::<Request>(&bytes), Err(WireError::Body(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<Request>(&bytes);
+            let _ = decode::<Response>(&bytes);
+            let mut versioned = bytes.clone();
+            versioned.insert(0, WIRE_VERSION);
+            let _ = decode::<Request>(&versioned);
+            let _ = decode::<Response>(&versioned);
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Vault configuration with documented defaults and presets.
+
+use std::path::PathBuf;
+
+use kura_node::Multiaddr;
+
+/// How a vault is set up.
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    /// Directory holding the identity key, the records and the status file.
+    pub root: PathBuf,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join through.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Most bytes of records the vault stores before refusing new ones.
+    pub capacity: u64,
+    /// Inbound requests handled at once; more wait in the node's bounded queue.
+    pub max_concurrent_requests: usize,
+}
+
+impl VaultConfig {
+    /// A vault of a local testnet: loopback, an OS-assigned port, 1 GiB.
+    pub fn local(root: PathBuf) -> Self {
+        VaultConfig {
+            root,
+            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("static multiaddr")],
+            bootstrap: Vec::new(),
+            capacity: 1 << 30,
+            max_concurrent_requests: 64,
+        }
+    }
+
+    /// A vault on a real network: every interface, port 12000, 50 GiB.
+    pub fn production(root: PathBuf) -> Self {
+        VaultConfig {
+            listen: vec!["/ip4/0.0.0.0/udp/12000/quic-v1".parse().expect("static multiaddr")],
+            capacity: 50 << 30,
+            ..VaultConfig::local(root)
+        }
+    }
+}

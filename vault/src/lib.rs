@@ -1,0 +1,20 @@
+//! The Kura vault: a storage provider that joins the network, answers requests and (as the
+//! storage issues land) stores, repairs and audits shards under a capacity quota.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kura_vault::VaultError> {
+//! let vault = kura_vault::Vault::start(kura_vault::VaultConfig::local("/tmp/v1".into())).await?;
+//! println!("{}", vault.node().peer_id());
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod config;
+mod error;
+mod info;
+mod server;
+
+pub use config::VaultConfig;
+pub use error::VaultError;
+pub use info::{VaultInfo, INFO_FILE};
+pub use server::Vault;
