@@ -30,7 +30,9 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// How long an iterative lookup may take (default 10 s).
     pub lookup_timeout: Duration,
-    /// How long an unused connection stays open (default 60 s).
+    /// How long an unused connection stays open. Vaults keep theirs for an hour, so that a
+    /// closed connection means a departed peer (QUIC keep-alives detect a dead one within
+    /// 10 s); clients close theirs after 60 s.
     pub idle_timeout: Duration,
     /// Inbound requests queued for the application before new ones are refused as busy
     /// (default 256).
@@ -50,7 +52,7 @@ impl NodeConfig {
             bootstrap: Vec::new(),
             request_timeout: Duration::from_secs(30),
             lookup_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(3600),
             inbound_queue: 256,
             join_bootstraps: [500, 1000, 2000, 4000, 8000, 16000, 32000]
                 .into_iter()
@@ -64,6 +66,7 @@ impl NodeConfig {
         NodeConfig {
             role: Role::Client,
             listen: Vec::new(),
+            idle_timeout: Duration::from_secs(60),
             join_bootstraps: vec![Duration::from_millis(300)],
             ..NodeConfig::vault(keypair)
         }

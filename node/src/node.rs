@@ -17,7 +17,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -29,6 +29,18 @@ use crate::wire::{RemoteError, Request, Response, KAD_PROTOCOL, MAX_GROUP_QUERY,
 
 /// Commands queued to the actor before the caller waits.
 const COMMAND_QUEUE: usize = 256;
+/// Routing events buffered per subscriber; a slower subscriber sees `Lagged` and should
+/// re-read the routing table.
+const EVENT_QUEUE: usize = 1024;
+
+/// A change in this node's view of the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A vault entered the routing table.
+    PeerAdded(PeerId),
+    /// A vault left the routing table: its connection failed or it closed it.
+    PeerRemoved(PeerId),
+}
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -97,6 +109,7 @@ pub struct NodeHandle {
     role: Role,
     cmd: mpsc::Sender<Command>,
     stats: Arc<NodeStats>,
+    events: broadcast::Sender<NodeEvent>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -114,6 +127,11 @@ impl NodeHandle {
     /// Whether this node is a vault or a client.
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// Subscribes to routing table changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
     }
 
     /// Counters of bad input received.
@@ -219,6 +237,7 @@ pub async fn spawn(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Inb
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (in_tx, in_rx) = mpsc::channel(config.inbound_queue.max(1));
     let stats = Arc::new(NodeStats::default());
+    let (events, _) = broadcast::channel(EVENT_QUEUE);
     let now = Instant::now();
     let actor = Actor {
         swarm,
@@ -227,6 +246,7 @@ pub async fn spawn(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Inb
         listen_addrs,
         inbound: in_tx,
         stats: stats.clone(),
+        events: events.clone(),
         lookups: HashMap::new(),
         requests: HashMap::new(),
         replies: FuturesUnordered::new(),
@@ -241,6 +261,7 @@ pub async fn spawn(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Inb
             role: config.role,
             cmd: cmd_tx,
             stats,
+            events,
         },
         in_rx,
     ))
@@ -301,6 +322,7 @@ struct Actor {
     listen_addrs: Vec<Multiaddr>,
     inbound: mpsc::Sender<InboundRequest>,
     stats: Arc<NodeStats>,
+    events: broadcast::Sender<NodeEvent>,
     lookups: HashMap<kad::QueryId, Lookup>,
     requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, NodeError>>>,
     replies: FuturesUnordered<ReplyFuture>,
@@ -396,6 +418,15 @@ impl Actor {
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| a != &address),
             SwarmEvent::ConnectionEstablished { peer_id, .. } => debug!(peer = %peer_id, "connected"),
+            // Vaults hold their connections open, so losing the last one to an error or a
+            // remote close means the peer left: drop it now rather than let every lookup stall
+            // on it until a dial times out. A live peer is re-added when it is next seen.
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause: Some(cause), .. } => {
+                if self.swarm.behaviour_mut().kad.remove_peer(&peer_id).is_some() {
+                    debug!(peer = %peer_id, %cause, "peer left");
+                    let _ = self.events.send(NodeEvent::PeerRemoved(peer_id));
+                }
+            }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, error = %error, "outgoing connection failed")
             }
@@ -404,6 +435,10 @@ impl Actor {
     }
 
     fn on_kad(&mut self, event: kad::Event) {
+        if let kad::Event::RoutingUpdated { peer, is_new_peer: true, .. } = event {
+            let _ = self.events.send(NodeEvent::PeerAdded(peer));
+            return;
+        }
         if let kad::Event::OutboundQueryProgressed { id, result, step, .. } = event {
             let QueryResult::GetClosestPeers(result) = result else { return };
             if !step.last {

@@ -131,7 +131,7 @@ pub fn wait_started(index: usize, root: &Path, pid: u32, timeout: Duration) -> R
                 return Ok(Started { info, pid });
             }
         }
-        if !is_alive(pid) {
+        if !exists(pid) {
             return Err(TestnetError::VaultStart {
                 index,
                 reason: "process exited".into(),
@@ -151,21 +151,27 @@ pub fn wait_started(index: usize, root: &Path, pid: u32, timeout: Duration) -> R
 
 /// Whether `pid` is a live (not zombie) `kura-vault` process.
 pub fn is_alive(pid: u32) -> bool {
+    if !exists(pid) {
+        return false;
+    }
+    // A reaped pid may be reused by an unrelated process. (Not checked in `exists`: right
+    // after fork a child still shows its parent's command line.)
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).contains("kura-vault")
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn exists(pid: u32) -> bool {
     let Ok(raw) = i32::try_from(pid) else { return false };
     // Reap it if it is our own exited child; for anyone else's process this is a no-op.
     let _ = nix::sys::wait::waitpid(Pid::from_raw(raw), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
     if kill(Pid::from_raw(raw), None).is_err() {
         return false;
     }
-    // A reaped pid may be reused by an unrelated process, and an unreaped child lingers as a
-    // zombie: check both through /proc.
+    // An unreaped child (of another parent) lingers as a zombie.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
-    if matches!(state, Some("Z") | Some("X") | None) {
-        return false;
-    }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    String::from_utf8_lossy(&cmdline).contains("kura-vault")
+    !matches!(state, Some("Z") | Some("X") | None)
 }
 
 /// Stops `pid`: SIGTERM (or SIGKILL when `hard`), then waits for it to go, escalating to

@@ -206,7 +206,7 @@ impl Testnet {
     fn start(&self, bin: &std::path::Path, index: usize, port: u16, capacity: u64, peers_file: Option<PathBuf>, peers: Vec<String>) -> Result<VaultEntry, TestnetError> {
         let launch = self.launch(bin, index, port, capacity, peers_file, peers);
         let pid = process::spawn(&launch)?;
-        entry_of(&launch, process::wait_started(index, &launch.root, pid, START_TIMEOUT)?)
+        started_or_stopped(&launch, pid)
     }
 
     fn start_many(&self, bin: &std::path::Path, indices: std::ops::Range<usize>, capacity: u64, peers_file: Option<PathBuf>, peers: Vec<String>) -> Result<Vec<VaultEntry>, TestnetError> {
@@ -216,11 +216,26 @@ impl Testnet {
             let pid = process::spawn(&launch)?;
             launched.push((launch, pid));
         }
-        launched
-            .into_iter()
-            .map(|(launch, pid)| entry_of(&launch, process::wait_started(launch.index, &launch.root, pid, START_TIMEOUT)?))
-            .collect()
+        let results: Vec<_> = launched.iter().map(|(launch, pid)| started_or_stopped(launch, *pid)).collect();
+        if results.iter().any(Result::is_err) {
+            // All or nothing: a half-started batch would be running but not in the state file.
+            for (_, pid) in &launched {
+                process::stop(*pid, true, STOP_GRACE);
+            }
+        }
+        results.into_iter().collect()
     }
+}
+
+/// Waits for a spawned vault to publish its address; stops it if it does not, so no process
+/// outlives the state that tracks it.
+fn started_or_stopped(launch: &Launch, pid: u32) -> Result<VaultEntry, TestnetError> {
+    let started = process::wait_started(launch.index, &launch.root, pid, START_TIMEOUT)
+        .and_then(|started| entry_of(launch, started));
+    if started.is_err() {
+        process::stop(pid, true, STOP_GRACE);
+    }
+    started
 }
 
 fn entry_of(launch: &Launch, started: process::Started) -> Result<VaultEntry, TestnetError> {
