@@ -215,11 +215,11 @@ fn print_status(rt: &tokio::runtime::Runtime, net: &Testnet, report: &HealthRepo
             Some(s) => (
                 s.routing_table_size.to_string(),
                 s.records_stored.to_string(),
-                format!("{} / {}", bytesize::ByteSize(s.bytes_used), bytesize::ByteSize(s.capacity)),
+                format!("{} / {}", bytesize::ByteSize(s.bytes_used).to_string_as(true), bytesize::ByteSize(s.capacity).to_string_as(true)),
             ),
-            None => ("-".into(), "-".into(), format!("- / {}", bytesize::ByteSize(v.capacity))),
+            None => ("-".into(), "-".into(), format!("- / {}", bytesize::ByteSize(v.capacity).to_string_as(true))),
         };
-        let rss = if up { process::rss_bytes(v.pid).map(|b| format!(" rss {}", bytesize::ByteSize(b))) } else { None };
+        let rss = if up { process::rss_bytes(v.pid).map(|b| format!(" rss {}", bytesize::ByteSize(b).to_string_as(true))) } else { None };
         println!(
             "{:>3}  {:<52}  {:<32}  {:>7}  {:<4}  {:>5}  {:>7}  {:>21}{}",
             v.index,

@@ -85,8 +85,13 @@ impl Testnet {
         // The first vault founds the network; the rest join through it all at once.
         let seed = self.start(&bin, 0, 0, capacity, None, vec![])?;
         let seed_addr = seed.addr.clone();
+        let seed_pid = seed.pid;
         state.vaults.push(seed);
-        let more = self.start_many(&bin, 1..nodes, capacity, None, vec![seed_addr])?;
+        let more = self
+            .start_many(&bin, 1..nodes, capacity, None, vec![seed_addr])
+            .inspect_err(|_| {
+                process::stop(seed_pid, true, STOP_GRACE);
+            })?;
         state.vaults.extend(more);
         self.save(&state)?;
         let pointer = kura_client::peers::latest_testnet_pointer();

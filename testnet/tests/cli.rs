@@ -1,0 +1,128 @@
+//! Process-level: `kura-testnet up/status/kill/restart/add/down` on 12 real kura-vault
+//! processes. A drop guard kills every vault by pid even when an assertion fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kura_testnet::state::Layout;
+
+/// Stops every vault the testnet ever started, whatever happened to the test.
+struct Guard {
+    dir: PathBuf,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(state) = Layout::new(self.dir.clone()).load() {
+            for v in state.vaults {
+                kura_testnet::process::stop(v.pid, true, std::time::Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn vault_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_kura-testnet")).with_file_name("kura-vault");
+    assert!(bin.is_file(), "{} missing: run the tests with --workspace", bin.display());
+    bin
+}
+
+fn testnet(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_kura-testnet"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env("KURA_VAULT_BIN", vault_bin())
+        .env("XDG_DATA_HOME", dir.join("xdg"))
+        .env_remove("CARGO")
+        .output()
+        .expect("run kura-testnet");
+    eprintln!(
+        "$ kura-testnet {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = testnet(dir, args);
+    assert!(out.status.success(), "kura-testnet {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn pids(dir: &Path) -> Vec<u32> {
+    Layout::new(dir.to_path_buf()).load().unwrap().vaults.iter().map(|v| v.pid).collect()
+}
+
+fn rows_with(status: &str, word: &str) -> usize {
+    status.lines().filter(|l| l.split_whitespace().nth(4) == Some(word)).count()
+}
+
+#[test]
+fn testnet_lifecycle_on_twelve_vaults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let _guard = Guard { dir: dir.clone() };
+
+    let up = ok(&dir, &["up", "--nodes", "12", "--timeout", "60"]);
+    assert!(up.contains("12 vaults healthy"), "{up}");
+    let peers = std::fs::read_to_string(dir.join("peers")).unwrap();
+    assert_eq!(peers.lines().count(), 12);
+    assert!(peers.lines().all(|l| l.starts_with("/ip4/127.0.0.1/udp/") && l.contains("/quic-v1/p2p/")));
+    // The latest-testnet pointer lets clients find it without --peers.
+    let pointer = std::fs::read_to_string(dir.join("xdg/kura/latest-testnet")).unwrap();
+    assert_eq!(Path::new(pointer.trim()), dir.canonicalize().unwrap());
+
+    let status = ok(&dir, &["status", "--probes", "20"]);
+    assert_eq!(rows_with(&status, "up"), 12, "{status}");
+    assert!(status.contains("healthy: 12 vaults up"));
+    for line in status.lines().skip(1).take(12) {
+        let table: usize = line.split_whitespace().nth(5).unwrap().parse().unwrap();
+        assert_eq!(table, 11, "every vault knows the 11 others: {line}");
+    }
+
+    let before = pids(&dir);
+    ok(&dir, &["kill", "--count", "2"]);
+    ok(&dir, &["kill", "--node", "5", "--hard"]);
+    let after = pids(&dir);
+    let dead: Vec<usize> = (0..12).filter(|&i| !kura_testnet::process::is_alive(after[i])).collect();
+    assert!(dead.len() == 3 || (dead.len() == 2 && dead.contains(&5)), "dead: {dead:?}");
+    assert!(dead.contains(&5));
+    assert_eq!(std::fs::read_to_string(dir.join("peers")).unwrap().lines().count(), 12 - dead.len());
+
+    // Vault 5 comes back with its identity and data directory.
+    let key_before = std::fs::read(dir.join("vault-5/identity.key")).unwrap();
+    ok(&dir, &["restart", "--node", "5", "--timeout", "60"]);
+    assert_eq!(std::fs::read(dir.join("vault-5/identity.key")).unwrap(), key_before);
+    let restarted = pids(&dir);
+    assert_ne!(restarted[5], before[5]);
+    assert!(kura_testnet::process::is_alive(restarted[5]));
+
+    let add = ok(&dir, &["add", "--nodes", "2", "--timeout", "60"]);
+    assert!(add.contains("added vaults [12, 13]"), "{add}");
+    let status = ok(&dir, &["status", "--probes", "20"]);
+    assert_eq!(rows_with(&status, "up"), 14 - (dead.len() - 1), "{status}");
+    assert_eq!(rows_with(&status, "down"), dead.len() - 1);
+
+    // status exits non-zero when the network is not healthy: here, with no vault at all.
+    ok(&dir, &["down"]);
+    assert!(pids(&dir).iter().all(|&p| !kura_testnet::process::is_alive(p)));
+    let status = testnet(&dir, &["status", "--probes", "5"]);
+    assert!(!status.status.success(), "status of a stopped testnet must fail");
+    assert!(String::from_utf8_lossy(&status.stdout).contains("no vault is running"));
+}
+
+#[test]
+fn bad_commands_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let _guard = Guard { dir: dir.clone() };
+    let out = testnet(&dir, &["restart", "--node", "3"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no vault 3"));
+    let out = testnet(&dir, &["add", "--nodes", "1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kura-testnet up"));
+}
