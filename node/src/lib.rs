@@ -31,4 +31,4 @@ pub use codec::{read_frame, write_frame, KuraCodec};
 pub use config::{NodeConfig, Role};
 pub use error::NodeError;
 pub use libp2p::{identity::Keypair, multiaddr::Protocol, Multiaddr, PeerId};
-pub use node::{spawn, InboundRequest, NodeEvent, NodeHandle, NodeStats};
+pub use node::{spawn, InboundRequest, Lookup, NodeEvent, NodeHandle, NodeStats};

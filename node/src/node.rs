@@ -82,7 +82,7 @@ enum Command {
     ClosestVaults {
         target: Address,
         n: usize,
-        reply: oneshot::Sender<Result<Vec<PeerId>, NodeError>>,
+        reply: oneshot::Sender<Result<Lookup, NodeError>>,
     },
     Request {
         peer: PeerId,
@@ -148,6 +148,11 @@ impl NodeHandle {
     /// The `n` vaults closest to `target`, closest first, found by an iterative Kademlia lookup.
     /// A vault counts itself among the candidates; a client never does.
     pub async fn closest_vaults(&self, target: Address, n: usize) -> Result<Vec<PeerId>, NodeError> {
+        Ok(self.lookup(target, n).await?.peers)
+    }
+
+    /// Like [`NodeHandle::closest_vaults`], with the lookup's cost.
+    pub async fn lookup(&self, target: Address, n: usize) -> Result<Lookup, NodeError> {
         self.call(|reply| Command::ClosestVaults { target, n, reply }).await?
     }
 
@@ -309,10 +314,21 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
 
 type ReplyFuture = Pin<Box<dyn Future<Output = (ResponseChannel<Response>, Response)> + Send>>;
 
-struct Lookup {
+/// The result of an iterative lookup.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// The closest vaults, closest first.
+    pub peers: Vec<PeerId>,
+    /// Requests the lookup sent (libp2p-kad does not expose its hop count).
+    pub requests: u32,
+    /// Requests that were answered.
+    pub successes: u32,
+}
+
+struct PendingLookup {
     target: Address,
     n: usize,
-    reply: oneshot::Sender<Result<Vec<PeerId>, NodeError>>,
+    reply: oneshot::Sender<Result<Lookup, NodeError>>,
 }
 
 struct Actor {
@@ -323,7 +339,7 @@ struct Actor {
     inbound: mpsc::Sender<InboundRequest>,
     stats: Arc<NodeStats>,
     events: broadcast::Sender<NodeEvent>,
-    lookups: HashMap<kad::QueryId, Lookup>,
+    lookups: HashMap<kad::QueryId, PendingLookup>,
     requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, NodeError>>>,
     replies: FuturesUnordered<ReplyFuture>,
     /// Due times of the remaining join bootstraps, latest first (so `pop` yields the next).
@@ -375,7 +391,7 @@ impl Actor {
                 // make the top `n` more reliable at little cost on a healthy network.
                 let want = NonZeroUsize::new(20).expect("nonzero");
                 let id = self.swarm.behaviour_mut().kad.get_n_closest_peers(target.0.to_vec(), want);
-                self.lookups.insert(id, Lookup { target, n, reply });
+                self.lookups.insert(id, PendingLookup { target, n, reply });
             }
             Command::Request { peer, request, reply } => {
                 let id = self.swarm.behaviour_mut().rr.send_request(&peer, request);
@@ -439,7 +455,7 @@ impl Actor {
             let _ = self.events.send(NodeEvent::PeerAdded(peer));
             return;
         }
-        if let kad::Event::OutboundQueryProgressed { id, result, step, .. } = event {
+        if let kad::Event::OutboundQueryProgressed { id, result, step, stats } = event {
             let QueryResult::GetClosestPeers(result) = result else { return };
             if !step.last {
                 return;
@@ -462,7 +478,11 @@ impl Actor {
             if self.role == Role::Vault {
                 candidates.push(self.local);
             }
-            let _ = lookup.reply.send(Ok(close_group(&lookup.target, candidates, lookup.n)));
+            let _ = lookup.reply.send(Ok(Lookup {
+                peers: close_group(&lookup.target, candidates, lookup.n),
+                requests: stats.num_requests(),
+                successes: stats.num_successes(),
+            }));
         }
     }
 

@@ -83,6 +83,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = kura_testnet::process::run_as_vault_if_invoked_so() {
+        return code;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -14,12 +14,13 @@ use crate::error::TestnetError;
 /// Environment variable naming the `kura-vault` binary to launch.
 pub const VAULT_BIN_ENV: &str = "KURA_VAULT_BIN";
 
-/// Finds the `kura-vault` binary: `$KURA_VAULT_BIN`, else the one beside this executable.
-///
-/// When run through `cargo run` (cargo sets `$CARGO`), the sibling is first built with the same
-/// profile, so `cargo run -p kura-testnet -- up` works on a fresh checkout and never launches a
-/// stale vault.
-pub fn vault_binary() -> Result<PathBuf, TestnetError> {
+/// Finds the `kura-vault` program to launch for the testnet in `dir`: `$KURA_VAULT_BIN`; else
+/// a `kura-vault` built beside this executable, if it is at least as new; else this very
+/// executable under the name `kura-vault` (a symlink in `dir/bin`), which runs the same vault
+/// command line (`kura_vault::cli`). The last case is what makes
+/// `cargo run -p kura-testnet -- up` work on a fresh checkout: `cargo run` builds only the
+/// binary it runs, and holds the build lock while it runs, so the vault cannot be built then.
+pub fn vault_binary(dir: &Path) -> Result<PathBuf, TestnetError> {
     if let Ok(bin) = std::env::var(VAULT_BIN_ENV) {
         let bin = PathBuf::from(bin);
         return if bin.is_file() {
@@ -29,28 +30,31 @@ pub fn vault_binary() -> Result<PathBuf, TestnetError> {
         };
     }
     let exe = std::env::current_exe().map_err(|e| TestnetError::VaultBinary(e.to_string()))?;
-    let dir = exe.parent().ok_or_else(|| TestnetError::VaultBinary("executable has no directory".into()))?;
-    let sibling = dir.join("kura-vault");
-    if let Ok(cargo) = std::env::var("CARGO") {
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "kura-vault"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().map_err(|e| TestnetError::VaultBinary(format!("running cargo: {e}")))?;
-        if !status.success() {
-            return Err(TestnetError::VaultBinary(format!("cargo build -p kura-vault failed: {status}")));
+    let sibling = exe.with_file_name(VAULT_PROGRAM);
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(theirs), Some(ours)) = (modified(&sibling), modified(&exe)) {
+        if theirs >= ours {
+            return Ok(sibling);
         }
     }
-    if sibling.is_file() {
-        Ok(sibling)
-    } else {
-        Err(TestnetError::VaultBinary(format!(
-            "{} not found; build it with `cargo build --release -p kura-vault` or set ${VAULT_BIN_ENV}",
-            sibling.display()
-        )))
-    }
+    let bin_dir = dir.join("bin");
+    std::fs::create_dir_all(&bin_dir).map_err(|e| TestnetError::io(&bin_dir, e))?;
+    let link = bin_dir.join(VAULT_PROGRAM);
+    let tmp = bin_dir.join(format!("{VAULT_PROGRAM}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&exe, &tmp).map_err(|e| TestnetError::io(&tmp, e))?;
+    std::fs::rename(&tmp, &link).map_err(|e| TestnetError::io(&link, e))?;
+    Ok(link)
+}
+
+/// The vault program's name; `kura-testnet` run under this name is a vault.
+pub const VAULT_PROGRAM: &str = "kura-vault";
+
+/// Runs the vault command line if this process was invoked as `kura-vault` (see
+/// [`vault_binary`]). Every program that launches testnets through this crate calls it first.
+pub fn run_as_vault_if_invoked_so() -> Option<std::process::ExitCode> {
+    let argv0 = PathBuf::from(std::env::args_os().next()?);
+    (argv0.file_name()? == VAULT_PROGRAM).then(kura_vault::cli::main)
 }
 
 /// What to launch.

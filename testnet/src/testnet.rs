@@ -80,7 +80,7 @@ impl Testnet {
             std::fs::remove_dir_all(&root).map_err(|e| TestnetError::io(&root, e))?;
         }
         std::fs::create_dir_all(&self.layout.dir).map_err(|e| TestnetError::io(&self.layout.dir, e))?;
-        let bin = process::vault_binary()?;
+        let bin = process::vault_binary(&self.layout.dir)?;
         let mut state = TestnetState::default();
         // The first vault founds the network; the rest join through it all at once.
         let seed = self.start(&bin, 0, 0, capacity, None, vec![])?;
@@ -108,7 +108,7 @@ impl Testnet {
         if self.running(&state).is_empty() {
             return Err(TestnetError::Usage("no running vault to join; run `kura-testnet up` first".into()));
         }
-        let bin = process::vault_binary()?;
+        let bin = process::vault_binary(&self.layout.dir)?;
         let first = state.vaults.len();
         let peers = Some(self.layout.peers_file());
         let added = self.start_many(&bin, first..first + nodes, capacity, peers, vec![])?;
@@ -125,7 +125,7 @@ impl Testnet {
         if process::is_alive(entry.pid) {
             return Err(TestnetError::Usage(format!("vault {index} is running (pid {})", entry.pid)));
         }
-        let bin = process::vault_binary()?;
+        let bin = process::vault_binary(&self.layout.dir)?;
         let peers = (!self.running(&state).is_empty()).then(|| self.layout.peers_file());
         let restarted = self.start(&bin, index, entry.port, entry.capacity, peers, vec![])?;
         state.vaults[index] = restarted;

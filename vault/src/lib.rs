@@ -9,6 +9,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod cli;
 mod config;
 mod error;
 mod info;
