@@ -92,6 +92,11 @@ enum Command {
     RoutingTable {
         reply: oneshot::Sender<Vec<PeerId>>,
     },
+    LocalClosest {
+        target: Address,
+        n: usize,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
     ListenAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
     },
@@ -171,6 +176,13 @@ impl NodeHandle {
             Response::Closest(peers) => Ok(peers),
             _ => Err(NodeError::UnexpectedResponse { peer, request: "FindClosest" }),
         }
+    }
+
+    /// The `n` vaults closest to `target` that this node knows without asking anyone: its
+    /// routing table, and itself if it is a vault. Accurate near the node's own address, which
+    /// is where a vault checks its responsibility for records.
+    pub async fn local_closest(&self, target: Address, n: usize) -> Result<Vec<PeerId>, NodeError> {
+        self.call(|reply| Command::LocalClosest { target, n, reply }).await
     }
 
     /// The peers in this node's Kademlia routing table.
@@ -399,6 +411,13 @@ impl Actor {
             }
             Command::RoutingTable { reply } => {
                 let _ = reply.send(self.routing_table());
+            }
+            Command::LocalClosest { target, n, reply } => {
+                let mut candidates = self.routing_table();
+                if self.role == Role::Vault {
+                    candidates.push(self.local);
+                }
+                let _ = reply.send(close_group(&target, candidates, n));
             }
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(self.listen_addrs.clone());

@@ -10,6 +10,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 
 use crate::address::Address;
+use crate::record::Shard;
 
 /// The wire version this build speaks. Bump it when a message's encoding changes.
 pub const WIRE_VERSION: u8 = 1;
@@ -42,6 +43,14 @@ pub enum Request {
         /// How many vaults to return (at most [`MAX_GROUP_QUERY`]).
         n: u16,
     },
+    /// Store a shard. The vault checks it against its hash and that it is among the vaults
+    /// responsible for the chunk.
+    PutShard(Shard),
+    /// Ask for every shard of `chunk` the vault holds.
+    GetShards {
+        /// The chunk.
+        chunk: Address,
+    },
     /// A frame that arrived but could not be decoded. Never sent: the codec produces it so the
     /// receiver can answer with a clear error instead of silently dropping the stream.
     #[serde(skip)]
@@ -60,6 +69,10 @@ pub enum Response {
     Closest(Vec<PeerId>),
     /// The request was refused or failed.
     Error(RemoteError),
+    /// The record is stored (durably, on disk for a disk-backed vault).
+    Stored,
+    /// Reply to [`Request::GetShards`]: the verified shards held (may be empty).
+    Shards(Vec<Shard>),
 }
 
 /// What a vault reports about itself.
@@ -81,6 +94,10 @@ pub struct VaultStatus {
     pub uptime_secs: u64,
     /// Requests it refused because they could not be decoded.
     pub malformed_requests: u64,
+    /// Records it refused because it was full.
+    pub refused_full: u64,
+    /// Stored records found corrupt (and dropped) when read.
+    pub corrupt_records: u64,
     /// The software version it runs.
     pub version: String,
 }
@@ -104,6 +121,19 @@ pub enum RemoteError {
     /// A client-mode node does not serve requests.
     #[error("not a vault")]
     NotAVault,
+    /// The vault's capacity quota would be exceeded.
+    #[error("vault full: {used} of {capacity} bytes used, {wanted} more refused")]
+    Full {
+        /// Bytes stored.
+        used: u64,
+        /// The quota.
+        capacity: u64,
+        /// Bytes the refused record needed.
+        wanted: u64,
+    },
+    /// The vault is not among the vaults responsible for the address.
+    #[error("not responsible for {0}")]
+    NotResponsible(Address),
 }
 
 /// Why bytes could not be decoded into a message.
@@ -199,6 +229,8 @@ mod tests {
             capacity: 1 << 30,
             uptime_secs: 5,
             malformed_requests: 0,
+            refused_full: 0,
+            corrupt_records: 0,
             version: "0.1.0".into(),
         };
         for resp in [

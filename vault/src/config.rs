@@ -17,6 +17,17 @@ pub struct VaultConfig {
     pub capacity: u64,
     /// Inbound requests handled at once; more wait in the node's bounded queue.
     pub max_concurrent_requests: usize,
+    /// Where records are kept.
+    pub storage: Storage,
+}
+
+/// Which record store backs a vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// Files under `root/records`, indexed in `root/index` (crash-safe).
+    Disk,
+    /// Memory only (tests).
+    Memory,
 }
 
 impl VaultConfig {
@@ -28,6 +39,7 @@ impl VaultConfig {
             bootstrap: Vec::new(),
             capacity: 1 << 30,
             max_concurrent_requests: 64,
+            storage: Storage::Disk,
         }
     }
 

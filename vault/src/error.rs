@@ -17,6 +17,9 @@ pub enum VaultError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The record store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),

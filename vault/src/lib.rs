@@ -14,8 +14,9 @@ mod config;
 mod error;
 mod info;
 mod server;
+pub mod store;
 
-pub use config::VaultConfig;
+pub use config::{Storage, VaultConfig};
 pub use error::VaultError;
 pub use info::{VaultInfo, INFO_FILE};
 pub use server::Vault;

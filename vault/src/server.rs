@@ -1,46 +1,74 @@
 //! The vault's request loop: takes requests from the node and answers them.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use kura_node::wire::{RemoteError, Request, Response, VaultStatus};
-use kura_node::{InboundRequest, NodeHandle};
+use kura_node::wire::{self, RemoteError, Request, Response, VaultStatus, MAX_FRAME_LEN};
+use kura_node::{Address, InboundRequest, NodeHandle, RecordKind, Shard};
 use tokio::sync::{mpsc, Semaphore};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use crate::config::VaultConfig;
+use crate::config::{Storage, VaultConfig};
 use crate::error::VaultError;
 use crate::info::VaultInfo;
+use crate::store::{DiskStore, MemoryStore, RecordStore, StoreError};
+
+/// How far past the close group a vault still accepts shards: a vault that refuses (full)
+/// pushes its shard to the next-closest vault, so holders may sit a little beyond `n`.
+pub const PLACEMENT_WINDOW: usize = 20;
 
 /// A running vault.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Vault {
     node: NodeHandle,
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault").field("peer", &self.node.peer_id()).finish()
+    }
+}
+
 struct Shared {
     config: VaultConfig,
     started: Instant,
+    store: Arc<dyn RecordStore>,
+    disk: Option<Arc<DiskStore>>,
+    refused_full: AtomicU64,
+    corrupt_records: AtomicU64,
 }
 
 impl Vault {
-    /// Starts a vault: loads or creates its identity under `config.root`, joins the network and
-    /// serves requests on the current tokio runtime until [`Vault::shutdown`].
+    /// Starts a vault: loads or creates its identity under `config.root`, opens its record
+    /// store, joins the network and serves requests on the current tokio runtime until
+    /// [`Vault::shutdown`].
     pub async fn start(config: VaultConfig) -> Result<Vault, VaultError> {
         std::fs::create_dir_all(&config.root).map_err(|source| VaultError::Io {
             path: config.root.clone(),
             source,
         })?;
         let keypair = kura_node::identity::load_or_create(&config.root)?;
+        let (store, disk): (Arc<dyn RecordStore>, _) = match config.storage {
+            Storage::Disk => {
+                let root = config.root.clone();
+                let capacity = config.capacity;
+                let disk = tokio::task::spawn_blocking(move || DiskStore::open(&root, capacity))
+                    .await
+                    .map_err(|e| VaultError::Config(format!("opening store: {e}")))??;
+                let disk = Arc::new(disk);
+                (disk.clone(), Some(disk))
+            }
+            Storage::Memory => (Arc::new(MemoryStore::new(config.capacity)), None),
+        };
         let node_config = kura_node::NodeConfig::vault(keypair)
             .with_listen(config.listen.clone())
             .with_bootstrap(config.bootstrap.clone());
         let (node, inbound) = kura_node::spawn(node_config).await?;
         let listen = node.listen_addrs().await?;
-        info!(peer = %node.peer_id(), ?listen, "vault started");
+        let usage = store.usage();
+        info!(peer = %node.peer_id(), ?listen, records = usage.records, bytes = usage.bytes, "vault started");
         VaultInfo {
             peer_id: node.peer_id().to_string(),
             listen_addrs: listen.iter().map(|a| a.to_string()).collect(),
@@ -50,7 +78,14 @@ impl Vault {
         .write(&config.root)?;
         let vault = Vault {
             node,
-            shared: Arc::new(Shared { config, started: Instant::now() }),
+            shared: Arc::new(Shared {
+                config,
+                started: Instant::now(),
+                store,
+                disk,
+                refused_full: AtomicU64::new(0),
+                corrupt_records: AtomicU64::new(0),
+            }),
         };
         tokio::spawn(vault.clone().serve(inbound));
         Ok(vault)
@@ -61,9 +96,20 @@ impl Vault {
         &self.node
     }
 
-    /// Stops the vault's network node and removes its status file.
+    /// The vault's record store.
+    pub fn store(&self) -> &Arc<dyn RecordStore> {
+        &self.shared.store
+    }
+
+    /// Stops the vault's network node, marks its store cleanly closed and removes its status
+    /// file.
     pub async fn shutdown(&self) {
         self.node.shutdown().await;
+        if let Some(disk) = &self.shared.disk {
+            if let Err(e) = disk.close() {
+                warn!(error = %e, "closing the record store");
+            }
+        }
         VaultInfo::remove(&self.shared.config.root);
     }
 
@@ -74,7 +120,7 @@ impl Vault {
             let vault = self.clone();
             tokio::spawn(async move {
                 let peer = req.peer;
-                let response = vault.handle(&req.request).await;
+                let response = vault.handle(req.request.clone()).await;
                 debug!(%peer, "answered request");
                 req.respond(response);
                 drop(permit);
@@ -82,37 +128,102 @@ impl Vault {
         }
     }
 
-    async fn handle(&self, request: &Request) -> Response {
-        match request {
-            Request::Ping => Response::Pong,
-            Request::Status => match self.status().await {
-                Ok(s) => Response::Status(s),
-                Err(e) => Response::Error(RemoteError::Internal(e.to_string())),
-            },
+    async fn handle(&self, request: Request) -> Response {
+        let result = match request {
+            Request::Ping => Ok(Response::Pong),
+            Request::Status => self.status().await.map(Response::Status).map_err(internal),
             Request::FindClosest { target, n } => {
-                match self.node.closest_vaults(*target, usize::from(*n)).await {
-                    Ok(peers) => Response::Closest(peers),
-                    Err(e) => Response::Error(RemoteError::Internal(e.to_string())),
+                self.node.closest_vaults(target, usize::from(n)).await.map(Response::Closest).map_err(internal)
+            }
+            Request::PutShard(shard) => self.put_shard(shard).await.map(|()| Response::Stored),
+            Request::GetShards { chunk } => self.get_shards(chunk).await.map(Response::Shards),
+            other => Err(RemoteError::Invalid(format!("unsupported request {other:?}"))),
+        };
+        result.unwrap_or_else(Response::Error)
+    }
+
+    async fn put_shard(&self, shard: Shard) -> Result<(), RemoteError> {
+        shard.verify().map_err(|e| RemoteError::Invalid(e.to_string()))?;
+        let chunk = shard.header.chunk;
+        let window = PLACEMENT_WINDOW.max(shard.header.n());
+        let group = self.node.local_closest(chunk, window).await.map_err(internal)?;
+        if !group.contains(&self.node.peer_id()) {
+            return Err(RemoteError::NotResponsible(chunk));
+        }
+        let key = shard.key();
+        let bytes = wire::encode(&shard).map_err(|e| RemoteError::Invalid(e.to_string()))?;
+        let store = self.shared.store.clone();
+        match tokio::task::spawn_blocking(move || store.put(&key, &bytes)).await.map_err(internal)? {
+            Ok(()) => Ok(()),
+            Err(StoreError::Full { used, capacity, wanted }) => {
+                self.shared.refused_full.fetch_add(1, Ordering::Relaxed);
+                Err(RemoteError::Full { used, capacity, wanted })
+            }
+            Err(e) => {
+                warn!(%key, error = %e, "storing a shard failed");
+                Err(internal(e))
+            }
+        }
+    }
+
+    /// Every verified shard of `chunk` held here. Corrupt ones are deleted and counted, never
+    /// served.
+    async fn get_shards(&self, chunk: Address) -> Result<Vec<Shard>, RemoteError> {
+        let store = self.shared.store.clone();
+        let (shards, corrupt) = tokio::task::spawn_blocking(move || {
+            let mut shards = Vec::new();
+            let mut corrupt = 0u64;
+            let mut size = 0usize;
+            for key in store.keys_at(RecordKind::Shard, &chunk) {
+                let Some(bytes) = store.get(&key)? else { continue };
+                let shard = wire::decode::<Shard>(&bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| s.verify().map(|()| s).map_err(|e| e.to_string()))
+                    .and_then(|s| if s.key() == key { Ok(s) } else { Err("stored under another key".into()) });
+                match shard {
+                    Ok(s) => {
+                        size += s.data.len() + 1024;
+                        if size > MAX_FRAME_LEN - 64 * 1024 {
+                            break;
+                        }
+                        shards.push(s);
+                    }
+                    Err(reason) => {
+                        warn!(%key, %reason, "corrupt record dropped");
+                        corrupt += 1;
+                        store.delete(&key)?;
+                    }
                 }
             }
-            other => Response::Error(RemoteError::Invalid(format!("unsupported request {other:?}"))),
-        }
+            Ok::<_, StoreError>((shards, corrupt))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        self.shared.corrupt_records.fetch_add(corrupt, Ordering::Relaxed);
+        Ok(shards)
     }
 
     /// The vault's current status.
     pub async fn status(&self) -> Result<VaultStatus, VaultError> {
         let routing = self.node.routing_table().await?;
+        let usage = self.shared.store.usage();
         Ok(VaultStatus {
             peer_id: self.node.peer_id(),
             listen_addrs: self.node.listen_addrs().await?,
             routing_table_size: routing.len() as u32,
-            // No record kinds are stored yet: the shard store arrives with file storage.
-            records_stored: 0,
-            bytes_used: 0,
-            capacity: self.shared.config.capacity,
+            records_stored: usage.records,
+            bytes_used: usage.bytes,
+            capacity: usage.capacity,
             uptime_secs: self.shared.started.elapsed().as_secs(),
             malformed_requests: self.node.stats().malformed_requests.load(Ordering::Relaxed),
+            refused_full: self.shared.refused_full.load(Ordering::Relaxed),
+            corrupt_records: self.shared.corrupt_records.load(Ordering::Relaxed),
             version: env!("CARGO_PKG_VERSION").to_string(),
         })
     }
+}
+
+fn internal(e: impl std::fmt::Display) -> RemoteError {
+    RemoteError::Internal(e.to_string())
 }

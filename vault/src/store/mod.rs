@@ -1,0 +1,209 @@
+//! Record stores: one trait, a memory backend and a crash-safe disk backend.
+//!
+//! A store keeps opaque bytes under [`RecordKey`]s within a capacity quota. It knows nothing of
+//! what a record means: the vault checks records of each kind before storing and after
+//! reading, so later record kinds reuse the same stores.
+
+mod disk;
+mod memory;
+
+use std::path::PathBuf;
+
+use kura_node::{Address, RecordKey, RecordKind};
+
+pub use disk::DiskStore;
+pub use memory::MemoryStore;
+
+/// How full a store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Records stored.
+    pub records: u64,
+    /// Bytes of records stored.
+    pub bytes: u64,
+    /// The quota in bytes.
+    pub capacity: u64,
+}
+
+/// What went wrong in a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Storing the record would exceed the quota; nothing was written.
+    #[error("store full: {used} of {capacity} bytes used, {wanted} more refused")]
+    Full {
+        /// Bytes stored.
+        used: u64,
+        /// The quota.
+        capacity: u64,
+        /// Bytes the refused record needed.
+        wanted: u64,
+    },
+    /// A file could not be read or written (a full disk shows up here too).
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The sled index failed.
+    #[error("index: {0}")]
+    Index(String),
+}
+
+/// A place to keep records.
+pub trait RecordStore: Send + Sync + 'static {
+    /// Stores `value` under `key`, replacing any earlier value. When this returns `Ok` the
+    /// record is durable (for the disk store: fsynced and renamed into place).
+    fn put(&self, key: &RecordKey, value: &[u8]) -> Result<(), StoreError>;
+    /// The value under `key`, if any.
+    fn get(&self, key: &RecordKey) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Removes `key`; returns whether it was there.
+    fn delete(&self, key: &RecordKey) -> Result<bool, StoreError>;
+    /// Every key, in order.
+    fn keys(&self) -> Vec<RecordKey>;
+    /// The keys of `kind` at `address` (for shards: the shards of one chunk held here).
+    fn keys_at(&self, kind: RecordKind, address: &Address) -> Vec<RecordKey>;
+    /// Current usage.
+    fn usage(&self) -> Usage;
+}
+
+/// The in-memory index both backends keep: key → length, and the byte total.
+#[derive(Debug, Default)]
+struct Index {
+    lens: std::collections::BTreeMap<RecordKey, u64>,
+    bytes: u64,
+    /// Bytes reserved by puts in progress.
+    reserved: u64,
+}
+
+impl Index {
+    /// Reserves room for a record of `len` bytes replacing `key`, or refuses.
+    fn reserve(&mut self, key: &RecordKey, len: u64, capacity: u64) -> Result<(), StoreError> {
+        let existing = self.lens.get(key).copied().unwrap_or(0);
+        let used = self.bytes + self.reserved;
+        if used.saturating_sub(existing) + len > capacity {
+            return Err(StoreError::Full { used: self.bytes, capacity, wanted: len });
+        }
+        self.reserved += len;
+        Ok(())
+    }
+
+    /// Completes a reservation: the record of `len` bytes is now stored (or not, if `stored`
+    /// is false).
+    fn settle(&mut self, key: &RecordKey, len: u64, stored: bool) {
+        self.reserved -= len;
+        if stored {
+            if let Some(old) = self.lens.insert(*key, len) {
+                self.bytes -= old;
+            }
+            self.bytes += len;
+        }
+    }
+
+    fn remove(&mut self, key: &RecordKey) -> bool {
+        match self.lens.remove(key) {
+            Some(len) => {
+                self.bytes -= len;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn keys_at(&self, kind: RecordKind, address: &Address) -> Vec<RecordKey> {
+        let lo = RecordKey { kind, address: *address, index: 0 };
+        let hi = RecordKey { kind, address: *address, index: u8::MAX };
+        self.lens.range(lo..=hi).map(|(k, _)| *k).collect()
+    }
+
+    fn usage(&self, capacity: u64) -> Usage {
+        Usage { records: self.lens.len() as u64, bytes: self.bytes, capacity }
+    }
+}
+
+/// The behaviour every store must have; run against each backend.
+#[cfg(test)]
+#[macro_export]
+macro_rules! store_suite {
+    ($open:expr) => {
+        use kura_node::{Address, RecordKey, RecordKind};
+        use $crate::store::{RecordStore, StoreError};
+
+        fn key(i: u8) -> RecordKey {
+            RecordKey::shard(Address([i; 32]), i % 3)
+        }
+
+        #[test]
+        fn put_get_delete() {
+            let (_dir, store) = $open(1 << 20);
+            assert_eq!(store.get(&key(1)).unwrap(), None);
+            store.put(&key(1), b"hello").unwrap();
+            assert_eq!(store.get(&key(1)).unwrap().as_deref(), Some(&b"hello"[..]));
+            assert_eq!(store.usage().records, 1);
+            assert_eq!(store.usage().bytes, 5);
+            assert!(store.delete(&key(1)).unwrap());
+            assert!(!store.delete(&key(1)).unwrap());
+            assert_eq!(store.get(&key(1)).unwrap(), None);
+            assert_eq!(store.usage().bytes, 0);
+        }
+
+        #[test]
+        fn overwrite_replaces_and_accounts_once() {
+            let (_dir, store) = $open(1 << 20);
+            store.put(&key(2), &[1; 100]).unwrap();
+            store.put(&key(2), &[2; 40]).unwrap();
+            assert_eq!(store.get(&key(2)).unwrap(), Some(vec![2; 40]));
+            assert_eq!(store.usage().bytes, 40);
+            assert_eq!(store.usage().records, 1);
+        }
+
+        #[test]
+        fn keys_at_lists_the_shards_of_one_chunk() {
+            let (_dir, store) = $open(1 << 20);
+            let chunk = Address([7; 32]);
+            for i in [0u8, 3, 5] {
+                store.put(&RecordKey::shard(chunk, i), &[i]).unwrap();
+            }
+            store.put(&key(9), b"other").unwrap();
+            let at: Vec<u8> = store.keys_at(RecordKind::Shard, &chunk).iter().map(|k| k.index).collect();
+            assert_eq!(at, vec![0, 3, 5]);
+            assert_eq!(store.keys().len(), 4);
+        }
+
+        #[test]
+        fn full_store_refuses_and_loses_nothing() {
+            let (_dir, store) = $open(1000);
+            store.put(&key(1), &[1; 600]).unwrap();
+            match store.put(&key(2), &[2; 500]) {
+                Err(StoreError::Full { used: 600, capacity: 1000, wanted: 500 }) => {}
+                other => panic!("expected Full, got {other:?}"),
+            }
+            assert_eq!(store.get(&key(1)).unwrap(), Some(vec![1; 600]));
+            assert_eq!(store.get(&key(2)).unwrap(), None);
+            // Replacing a record may reuse its own room.
+            store.put(&key(1), &[3; 900]).unwrap();
+            assert_eq!(store.usage().bytes, 900);
+            store.put(&key(2), &[2; 100]).unwrap();
+            assert_eq!(store.usage().bytes, 1000);
+        }
+
+        #[test]
+        fn concurrent_puts_never_exceed_capacity() {
+            let (_dir, store) = $open(10_000);
+            let store = std::sync::Arc::new(store);
+            let handles: Vec<_> = (0..8u8)
+                .map(|t| {
+                    let store = store.clone();
+                    std::thread::spawn(move || {
+                        (0..10u8).filter(|i| store.put(&RecordKey::shard(Address([t; 32]), *i), &[0; 300]).is_ok()).count()
+                    })
+                })
+                .collect();
+            let stored: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+            assert_eq!(stored, 33, "exactly floor(10000 / 300) fit");
+            assert_eq!(store.usage().bytes, 9_900);
+        }
+    };
+}
