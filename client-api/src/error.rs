@@ -20,6 +20,55 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The user's key could not be read or created.
+    #[error("user key {path}: {reason}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Stored bytes are not what they should be (data map, root record, manifest, address).
+    #[error("malformed: {0}")]
+    Malformed(String),
+    /// A private address was sealed to another user's key.
+    #[error("cannot open this private address: it was stored with another user's key")]
+    NotYourKey,
+    /// A shard of a chunk could not be stored on any vault.
+    #[error("chunk {chunk}: shard {shard} could not be stored; tried {tried}")]
+    StoreShard {
+        /// The chunk.
+        chunk: kura_node::Address,
+        /// The shard's index.
+        shard: u8,
+        /// The vaults tried and what each said.
+        tried: String,
+    },
+    /// Too few shards of a chunk could be found to rebuild it.
+    #[error("chunk {chunk} is unavailable: {found} verified shards of the {needed} needed, from {asked} vaults asked ({detail})")]
+    ChunkUnavailable {
+        /// The chunk.
+        chunk: kura_node::Address,
+        /// Verified shards found.
+        found: usize,
+        /// Shards needed.
+        needed: usize,
+        /// Vaults asked.
+        asked: usize,
+        /// What the vaults said.
+        detail: String,
+    },
+    /// Self-encryption failed.
+    #[error("self-encryption: {0}")]
+    Encryption(String),
+    /// A local file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// None of the bootstrap peers could be reached.
     #[error("could not reach any of {tried} bootstrap peers within {secs} s")]
     Unreachable {

@@ -1,4 +1,9 @@
-//! The Kura client library: join the network as a client and use it.
+//! The Kura client library: join the network as a client, store and fetch files.
+//!
+//! Files are self-encrypted (`self_encryption`), each chunk Reed-Solomon coded into k + m
+//! shards, and shard `i` stored on the `i`-th closest vault to the chunk's address. The data
+//! map becomes a root record, sealed to the user's key unless public, stored as a chunk too;
+//! its address is the file's address.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kura_client::ClientError> {
@@ -10,9 +15,15 @@
 //! ```
 #![deny(missing_docs)]
 
+mod chunks;
 mod client;
 mod error;
+mod files;
+pub mod keys;
 pub mod peers;
+pub mod root;
 
-pub use client::Client;
+pub use client::{Client, ClientConfig};
 pub use error::ClientError;
+pub use keys::UserKey;
+pub use root::{RootRecord, Visibility};

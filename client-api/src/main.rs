@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use kura_client::{peers, Client};
+use kura_client::{peers, Client, UserKey, Visibility};
 use kura_node::Address;
 
 /// Use a Kura storage network.
@@ -21,6 +21,22 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Store a file or directory tree; prints its address as the last line.
+    Put {
+        /// The file or directory.
+        path: PathBuf,
+        /// Store a data map anyone holding the address can open (default: private, sealed to
+        /// your key in $KURA_HOME).
+        #[arg(long)]
+        public: bool,
+    },
+    /// Fetch ADDRESS into OUT (a file, or a directory for a stored tree).
+    Get {
+        /// The address `kura put` printed.
+        address: Address,
+        /// Where to write it.
+        out: PathBuf,
+    },
     /// Print the N vaults closest to an address (64 hex characters), closest first.
     Closest {
         /// The address.
@@ -49,7 +65,27 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let bootstrap = peers::resolve(cli.peers.as_deref())?;
     let client = Client::connect(bootstrap).await.context("joining the network")?;
-    match cli.command {
+    let result = run(&client, cli.command).await;
+    client.close().await;
+    result
+}
+
+async fn run(client: &Client, command: Command) -> Result<()> {
+    match command {
+        Command::Put { path, public } => {
+            let key = UserKey::load_or_create(&UserKey::home())?;
+            let visibility = if public { Visibility::Public } else { Visibility::Private };
+            let bar = progress_bar();
+            let address = client.put_path(&path, visibility, &key, &bar).await?;
+            bar.finish_and_clear();
+            println!("{address}");
+        }
+        Command::Get { address, out } => {
+            let key = UserKey::load_or_create(&UserKey::home())?;
+            let bar = progress_bar();
+            client.get_path(address, &out, &key, &bar).await?;
+            bar.finish_and_clear();
+        }
         Command::Closest { address, n } => {
             for peer in client.closest_vaults(address, n).await? {
                 println!("{peer}");
@@ -60,8 +96,21 @@ async fn main() -> Result<()> {
             println!("{}", serde_json_like(&s));
         }
     }
-    client.close().await;
     Ok(())
+}
+
+/// A bytes/rate/ETA bar on a terminal; nothing when stderr is not one.
+fn progress_bar() -> indicatif::ProgressBar {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }
 
 fn serde_json_like(s: &kura_node::wire::VaultStatus) -> String {

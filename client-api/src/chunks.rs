@@ -1,0 +1,154 @@
+//! Storing and fetching one chunk as erasure-coded shards on its close group.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use kura_node::erasure::{self, Coding};
+use kura_node::wire::{RemoteError, Request, Response};
+use kura_node::{Address, NodeError, PeerId, Shard};
+use tracing::debug;
+
+use crate::client::Client;
+use crate::error::ClientError;
+
+/// Vaults a lookup returns: the close group and the spares behind it.
+const CANDIDATES: usize = 20;
+/// Attempts on one vault for transient (transport) failures.
+const ATTEMPTS_PER_VAULT: u32 = 3;
+/// First retry delay; doubles each attempt.
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// Whether a failure may pass if the same vault is asked again.
+fn transient(e: &NodeError) -> bool {
+    match e {
+        NodeError::Request { .. } => true,
+        NodeError::Remote { error, .. } => matches!(error, RemoteError::Busy | RemoteError::Internal(_)),
+        _ => false,
+    }
+}
+
+impl Client {
+    async fn candidates(&self, chunk: Address) -> Result<Vec<PeerId>, ClientError> {
+        let mut delay = BACKOFF;
+        for attempt in 1..=ATTEMPTS_PER_VAULT {
+            match self.node().closest_vaults(chunk, CANDIDATES).await {
+                Ok(peers) if !peers.is_empty() => return Ok(peers),
+                Ok(_) => debug!(%chunk, attempt, "lookup found no vaults"),
+                Err(e) => debug!(%chunk, attempt, error = %e, "lookup failed"),
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+        Err(ClientError::ChunkUnavailable {
+            chunk,
+            found: 0,
+            needed: 0,
+            asked: 0,
+            detail: "no vaults found for its address".into(),
+        })
+    }
+
+    /// Stores `content` as `coding.n()` shards, shard `i` on the `i`-th closest vault; a shard a
+    /// vault refuses goes to the next-closest vault that accepts. Returns the chunk's address.
+    pub async fn put_chunk(&self, content: Bytes, coding: Coding) -> Result<Address, ClientError> {
+        let shards = tokio::task::spawn_blocking(move || coding.encode(&content))
+            .await
+            .map_err(|e| ClientError::Encryption(e.to_string()))?
+            .map_err(|e| ClientError::Malformed(e.to_string()))?;
+        let chunk = shards[0].header.chunk;
+        let candidates = self.candidates(chunk).await?;
+        let mut spare = candidates.iter().skip(shards.len()).copied();
+        let mut used: HashSet<PeerId> = HashSet::new();
+        let mut tried: Vec<Vec<String>> = vec![Vec::new(); shards.len()];
+        let mut inflight = FuturesUnordered::new();
+        let send = |shard: Shard, vault: PeerId, attempt: u32| {
+            let node = self.node().clone();
+            async move {
+                if attempt > 1 {
+                    tokio::time::sleep(BACKOFF * 2u32.pow(attempt - 2)).await;
+                }
+                let index = usize::from(shard.header.index);
+                let result = node.request(vault, Request::PutShard(shard)).await;
+                (index, vault, attempt, result)
+            }
+        };
+        for (i, shard) in shards.iter().enumerate() {
+            // With fewer vaults than shards, some vaults hold several shards of one chunk.
+            let vault = candidates[i % candidates.len()];
+            used.insert(vault);
+            inflight.push(send(shard.clone(), vault, 1));
+        }
+        while let Some((i, vault, attempt, result)) = inflight.next().await {
+            match result {
+                Ok(Response::Stored) => continue,
+                Ok(other) => tried[i].push(format!("{vault}: unexpected answer {other:?}")),
+                Err(e) if transient(&e) && attempt < ATTEMPTS_PER_VAULT => {
+                    tried[i].push(format!("{vault}: {e} (retrying)"));
+                    inflight.push(send(shards[i].clone(), vault, attempt + 1));
+                    continue;
+                }
+                Err(e) => tried[i].push(format!("{vault}: {e}")),
+            }
+            match spare.find(|p| !used.contains(p)) {
+                Some(next) => {
+                    used.insert(next);
+                    inflight.push(send(shards[i].clone(), next, 1));
+                }
+                None => {
+                    return Err(ClientError::StoreShard { chunk, shard: i as u8, tried: tried[i].join("; ") });
+                }
+            }
+        }
+        Ok(chunk)
+    }
+
+    /// Fetches a chunk: asks the whole close group at once, decodes from the first `k` shards
+    /// that verify, checks the result against the address, and asks the vaults behind the
+    /// close group when the group cannot deliver.
+    pub async fn get_chunk(&self, chunk: Address) -> Result<Bytes, ClientError> {
+        let candidates = self.candidates(chunk).await?;
+        let group = self.config.coding.n().min(candidates.len());
+        let mut shards: Vec<Shard> = Vec::new();
+        let mut detail = Vec::new();
+        let mut asked = 0;
+        for wave in [&candidates[..group], &candidates[group..]] {
+            let mut replies: FuturesUnordered<_> = wave
+                .iter()
+                .map(|&vault| {
+                    let node = self.node().clone();
+                    async move { (vault, node.request(vault, Request::GetShards { chunk }).await) }
+                })
+                .collect();
+            asked += wave.len();
+            while let Some((vault, reply)) = replies.next().await {
+                match reply {
+                    Ok(Response::Shards(got)) => {
+                        let before = shards.len();
+                        shards.extend(got.into_iter().filter(|s| s.header.chunk == chunk && s.verify().is_ok()));
+                        if shards.len() == before {
+                            detail.push(format!("{vault}: none"));
+                        }
+                    }
+                    Ok(other) => detail.push(format!("{vault}: unexpected {other:?}")),
+                    Err(e) => detail.push(format!("{vault}: {e}")),
+                }
+                let k = shards.first().map_or(usize::MAX, |s| usize::from(s.header.k));
+                if shards.len() >= k {
+                    let attempt = shards.clone();
+                    let decoded = tokio::task::spawn_blocking(move || erasure::decode(chunk, attempt))
+                        .await
+                        .map_err(|e| ClientError::Encryption(e.to_string()))?;
+                    if let Ok(bytes) = decoded {
+                        return Ok(Bytes::from(bytes));
+                    }
+                }
+            }
+        }
+        let needed = shards.first().map_or(usize::from(self.config.coding.k), |s| usize::from(s.header.k));
+        let distinct: HashSet<u8> = shards.iter().map(|s| s.header.index).collect();
+        Err(ClientError::ChunkUnavailable { chunk, found: distinct.len(), needed, asked, detail: detail.join("; ") })
+    }
+}

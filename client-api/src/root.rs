@@ -1,0 +1,196 @@
+//! What a file address opens: a root record, public or sealed to its owner's key.
+//!
+//! The root record is stored as a chunk (erasure-coded like any other); the file's address is
+//! that chunk's address. Its bytes are `"KURA" ‖ version ‖ visibility ‖ payload`: a public
+//! payload is the postcard-encoded [`RootRecord`]; a private one is a 24-byte nonce and the
+//! record sealed with XChaCha20-Poly1305 under the user's key, the header bound as associated
+//! data. Vaults see only the sealed bytes, so a private file's data map (and with it every
+//! chunk's key) stays with its owner.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ClientError;
+use crate::keys::UserKey;
+
+const MAGIC: &[u8; 4] = b"KURA";
+/// Version of the root record format.
+pub const ROOT_VERSION: u8 = 1;
+const PUBLIC: u8 = 0;
+const PRIVATE: u8 = 1;
+const HEADER_LEN: usize = 6;
+const NONCE_LEN: usize = 24;
+
+/// Who can open an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// Anyone holding the address.
+    Public,
+    /// Only the holder of the key that stored it.
+    Private,
+}
+
+/// What an address leads to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RootRecord {
+    /// Content too small for self-encryption (under 3 bytes), kept in the record itself.
+    Inline(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A self-encrypted file: its data map (self_encryption's encoding) and size.
+    File {
+        /// `self_encryption::DataMap::to_bytes`.
+        #[serde(with = "serde_bytes")]
+        data_map: Vec<u8>,
+        /// The file's size in bytes.
+        size: u64,
+    },
+    /// A directory tree: its manifest (a postcard list of [`DirEntry`]), itself stored as content.
+    Directory {
+        /// Where the manifest's bytes are.
+        manifest: Box<RootRecord>,
+    },
+}
+
+/// One entry of a directory manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// Path relative to the stored directory, `/`-separated, without `.` or `..` components.
+    pub path: String,
+    /// Unix permission bits.
+    pub mode: u32,
+    /// What it is.
+    pub kind: EntryKind,
+}
+
+/// The kind of a directory entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A directory.
+    Dir,
+    /// A regular file and where its content is.
+    File {
+        /// Size in bytes.
+        size: u64,
+        /// Its content (never a directory).
+        content: RootRecord,
+    },
+    /// A symbolic link and its target.
+    Symlink(String),
+}
+
+impl RootRecord {
+    /// Encodes the record for storage, sealing it to `key` when private.
+    pub fn seal(&self, visibility: Visibility, key: &UserKey) -> Result<Vec<u8>, ClientError> {
+        let body = postcard::to_stdvec(self).map_err(|e| ClientError::Malformed(format!("root record: {e}")))?;
+        let mut out = MAGIC.to_vec();
+        out.push(ROOT_VERSION);
+        match visibility {
+            Visibility::Public => {
+                out.push(PUBLIC);
+                out.extend_from_slice(&body);
+            }
+            Visibility::Private => {
+                out.push(PRIVATE);
+                let nonce: [u8; NONCE_LEN] = rand::random();
+                let cipher = XChaCha20Poly1305::new((&key.0).into());
+                let sealed = cipher
+                    .encrypt(XNonce::from_slice(&nonce), Payload { msg: &body, aad: &out[..HEADER_LEN] })
+                    .map_err(|_| ClientError::Malformed("sealing failed".into()))?;
+                out.extend_from_slice(&nonce);
+                out.extend_from_slice(&sealed);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decodes stored bytes, opening them with `key` when private.
+    pub fn open(bytes: &[u8], key: &UserKey) -> Result<(RootRecord, Visibility), ClientError> {
+        if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
+            return Err(ClientError::Malformed("not a Kura root record (bad magic)".into()));
+        }
+        if bytes[4] != ROOT_VERSION {
+            return Err(ClientError::Malformed(format!(
+                "root record version {} (this build reads {ROOT_VERSION})",
+                bytes[4]
+            )));
+        }
+        let (body, visibility) = match bytes[5] {
+            PUBLIC => (bytes[HEADER_LEN..].to_vec(), Visibility::Public),
+            PRIVATE => {
+                let rest = &bytes[HEADER_LEN..];
+                if rest.len() < NONCE_LEN {
+                    return Err(ClientError::Malformed("private root record too short".into()));
+                }
+                let (nonce, sealed) = rest.split_at(NONCE_LEN);
+                let cipher = XChaCha20Poly1305::new((&key.0).into());
+                let body = cipher
+                    .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad: &bytes[..HEADER_LEN] })
+                    .map_err(|_| ClientError::NotYourKey)?;
+                (body, Visibility::Private)
+            }
+            other => return Err(ClientError::Malformed(format!("unknown visibility {other}"))),
+        };
+        let (record, rest) = postcard::take_from_bytes::<RootRecord>(&body)
+            .map_err(|e| ClientError::Malformed(format!("root record: {e}")))?;
+        if !rest.is_empty() {
+            return Err(ClientError::Malformed(format!("root record has {} trailing bytes", rest.len())));
+        }
+        Ok((record, visibility))
+    }
+}
+
+/// Checks that a manifest path stays inside the directory it is restored into.
+pub fn safe_relative_path(path: &str) -> Result<std::path::PathBuf, ClientError> {
+    let p = std::path::Path::new(path);
+    let ok = !path.is_empty()
+        && p.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if ok {
+        Ok(p.to_path_buf())
+    } else {
+        Err(ClientError::Malformed(format!("unsafe path {path:?} in directory manifest")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RootRecord {
+        RootRecord::File { data_map: vec![1, 2, 3], size: 99 }
+    }
+
+    #[test]
+    fn public_and_private_round_trip() {
+        let key = UserKey::generate();
+        for vis in [Visibility::Public, Visibility::Private] {
+            let bytes = sample().seal(vis, &key).unwrap();
+            assert_eq!(RootRecord::open(&bytes, &key).unwrap(), (sample(), vis));
+        }
+    }
+
+    #[test]
+    fn private_record_needs_the_owners_key() {
+        let bytes = sample().seal(Visibility::Private, &UserKey::generate()).unwrap();
+        assert!(matches!(RootRecord::open(&bytes, &UserKey::generate()), Err(ClientError::NotYourKey)));
+        // Flipping the visibility byte is caught too.
+        let mut flipped = bytes.clone();
+        flipped[5] = PUBLIC;
+        assert!(RootRecord::open(&flipped, &UserKey::generate()).is_err());
+    }
+
+    #[test]
+    fn malformed_records_are_errors() {
+        let key = UserKey::generate();
+        for bad in [&b""[..], b"KUR", b"NOPE\x01\x00", b"KURA\x09\x00", b"KURA\x01\x07", b"KURA\x01\x01short", b"KURA\x01\x00\xff\xff"] {
+            assert!(RootRecord::open(bad, &key).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unsafe_manifest_paths_are_refused() {
+        for bad in ["", "/etc/passwd", "../x", "a/../../b", "./a"] {
+            assert!(safe_relative_path(bad).is_err(), "{bad}");
+        }
+        assert!(safe_relative_path("a/b/c.txt").is_ok());
+    }
+}
