@@ -103,6 +103,10 @@ enum Command {
     Dial {
         addr: Multiaddr,
     },
+    AddAddress {
+        peer: PeerId,
+        addr: Multiaddr,
+    },
     Shutdown,
 }
 
@@ -198,6 +202,11 @@ impl NodeHandle {
     /// Dials an address (for example a bootstrap peer learned later).
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
         self.cmd.send(Command::Dial { addr }).await.map_err(|_| NodeError::Shutdown)
+    }
+
+    /// Records where `peer` can be reached, so requests to it can dial it.
+    pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), NodeError> {
+        self.cmd.send(Command::AddAddress { peer, addr }).await.map_err(|_| NodeError::Shutdown)
     }
 
     /// Stops the node's event loop.
@@ -430,6 +439,7 @@ impl Actor {
                     warn!(%addr, error = %e, "dial failed");
                 }
             }
+            Command::AddAddress { peer, addr } => self.swarm.add_peer_address(peer, addr),
             Command::Shutdown => {}
         }
     }

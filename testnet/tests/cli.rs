@@ -1,31 +1,13 @@
 //! Process-level: `kura-testnet up/status/kill/restart/add/down` on 12 real kura-vault
 //! processes. A drop guard kills every vault by pid even when an assertion fails.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use kura_testnet::state::Layout;
 
-/// Stops every vault the testnet ever started, whatever happened to the test.
-struct Guard {
-    dir: PathBuf,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Ok(state) = Layout::new(self.dir.clone()).load() {
-            for v in state.vaults {
-                kura_testnet::process::stop(v.pid, true, std::time::Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-fn vault_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_kura-testnet")).with_file_name("kura-vault");
-    assert!(bin.is_file(), "{} missing: run the tests with --workspace", bin.display());
-    bin
-}
+mod common;
+use common::{vault_bin, Guard};
 
 fn testnet(dir: &Path, args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_kura-testnet"))

@@ -19,4 +19,4 @@ pub mod store;
 pub use config::{Storage, VaultConfig};
 pub use error::VaultError;
 pub use info::{VaultInfo, INFO_FILE};
-pub use server::Vault;
+pub use server::{Vault, PLACEMENT_WINDOW};
