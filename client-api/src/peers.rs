@@ -54,11 +54,12 @@ pub fn resolve(explicit: Option<&Path>) -> Result<Vec<Multiaddr>, ClientError> {
     }
     if let Ok(value) = std::env::var(PEERS_ENV) {
         let value = value.trim();
-        if value.starts_with('/') {
-            return non_empty(parse_peers(value).map_err(|reason| ClientError::PeersFile {
-                path: PathBuf::from(format!("${PEERS_ENV}")),
-                reason,
-            })?);
+        // Multiaddrs and absolute paths both start with '/': whatever parses as multiaddrs
+        // is taken as such, anything else as a file.
+        if let Ok(peers) = parse_peers(value) {
+            if !peers.is_empty() {
+                return Ok(peers);
+            }
         }
         if !value.is_empty() {
             return non_empty(read_peers_file(Path::new(value))?);
@@ -87,6 +88,16 @@ mod tests {
         let text = "# testnet\n/ip4/127.0.0.1/udp/1/quic-v1\n\n/ip4/127.0.0.1/udp/2/quic-v1,/ip4/127.0.0.1/udp/3/quic-v1\n";
         assert_eq!(parse_peers(text).unwrap().len(), 3);
         assert!(parse_peers("not-an-addr").is_err());
+    }
+
+    #[test]
+    fn env_takes_multiaddrs_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("peers");
+        std::fs::write(&f, "/ip4/127.0.0.1/udp/9/quic-v1\n").unwrap();
+        // Both forms start with '/'; only one parses as multiaddrs.
+        assert!(parse_peers(f.to_str().unwrap()).is_err());
+        assert_eq!(read_peers_file(&f).unwrap().len(), 1);
     }
 
     #[test]
