@@ -1,31 +1,40 @@
 #!/usr/bin/env bash
-# The main job on one machine: build, start a local testnet of real vault processes, use it,
-# and tear it down. Usage: scripts/demo.sh [NODES]
+# The main job on one machine: build, start a local testnet of real vault processes, store and
+# fetch a private file and a public directory tree, lose vaults, fetch again, tear down.
+# Usage: scripts/demo.sh [NODES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nodes="${1:-25}"
 dir="$(mktemp -d "${TMPDIR:-/tmp}/kura-demo.XXXXXX")"
-cleanup() { ./target/release/kura-testnet --dir "$dir" down >/dev/null 2>&1 || true; }
+bin=./target/release
+cleanup() { "$bin/kura-testnet" --dir "$dir/net" down >/dev/null 2>&1 || true; rm -rf "$dir"; }
 trap cleanup EXIT
 
 echo "== building (release)"
 cargo build --release --locked -p kura-vault -p kura-testnet -p kura-client
 
-echo "== starting $nodes vaults in $dir"
-./target/release/kura-testnet --dir "$dir" up --nodes "$nodes"
-export KURA_PEERS="$dir/peers"
+echo "== starting $nodes vaults"
+"$bin/kura-testnet" --dir "$dir/net" up --nodes "$nodes"
+export KURA_PEERS="$dir/net/peers" KURA_HOME="$dir/home"
 
-echo "== network status"
-./target/release/kura-testnet --dir "$dir" status --probes 20
+echo "== storing a private 64 MiB file"
+head -c $((64 << 20)) /dev/urandom > "$dir/file"
+address="$("$bin/kura" put "$dir/file" | tail -n 1)"
+echo "address: $address"
+"$bin/kura" get "$address" "$dir/file.back"
+cmp "$dir/file" "$dir/file.back" && echo "fetched back byte-identical"
 
-target="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-echo "== the close group (8 vaults) of address $target"
-./target/release/kura closest "$target" -n 8
+echo "== storing a public directory tree"
+mkdir -p "$dir/tree/docs" && echo "hello from kura" > "$dir/tree/docs/hello.txt"
+head -c 3000000 /dev/urandom > "$dir/tree/blob.bin"
+tree_address="$("$bin/kura" put --public "$dir/tree" | tail -n 1)"
+"$bin/kura" get "$tree_address" "$dir/tree.back"
+diff -r "$dir/tree" "$dir/tree.back" && echo "tree fetched back identical"
 
-echo "== stopping 3 vaults, restarting one"
-./target/release/kura-testnet --dir "$dir" kill --count 3
-victim="$(./target/release/kura-testnet --dir "$dir" status --probes 1 2>/dev/null | awk '$5 == "down" {print $1; exit}' || true)"
-if [ -n "$victim" ]; then ./target/release/kura-testnet --dir "$dir" restart --node "$victim"; fi
-./target/release/kura closest "$target" -n 8
+echo "== stopping 4 vaults; the file still comes back"
+"$bin/kura-testnet" --dir "$dir/net" kill --count 4
+"$bin/kura" get "$address" "$dir/file.again"
+cmp "$dir/file" "$dir/file.again" && echo "fetched back byte-identical with 4 vaults down"
+"$bin/kura-testnet" --dir "$dir/net" status --probes 10 || true
 
 echo "== done; stopping the testnet"

@@ -30,6 +30,14 @@ fn transient(e: &NodeError) -> bool {
     }
 }
 
+/// Codes a chunk into shards off the async threads.
+async fn encode(content: Bytes, coding: Coding) -> Result<Vec<Shard>, ClientError> {
+    tokio::task::spawn_blocking(move || coding.encode(&content))
+        .await
+        .map_err(|e| ClientError::Encryption(e.to_string()))?
+        .map_err(|e| ClientError::Malformed(e.to_string()))
+}
+
 impl Client {
     async fn candidates(&self, chunk: Address) -> Result<Vec<PeerId>, ClientError> {
         let mut delay = BACKOFF;
@@ -54,15 +62,16 @@ impl Client {
     /// Stores `content` as `coding.n()` shards, shard `i` on the `i`-th closest vault; a shard a
     /// vault refuses goes to the next-closest vault that accepts. Returns the chunk's address.
     pub async fn put_chunk(&self, content: Bytes, coding: Coding) -> Result<Address, ClientError> {
-        let shards = tokio::task::spawn_blocking(move || coding.encode(&content))
-            .await
-            .map_err(|e| ClientError::Encryption(e.to_string()))?
-            .map_err(|e| ClientError::Malformed(e.to_string()))?;
+        let shards = encode(content.clone(), coding).await?;
+        let n = shards.len();
         let chunk = shards[0].header.chunk;
+        // First sends take the shards themselves; the rare resend codes the chunk again rather
+        // than every send copying a shard it will almost never need.
+        let mut resend: Option<Vec<Shard>> = None;
         let candidates = self.candidates(chunk).await?;
-        let mut spare = candidates.iter().skip(shards.len()).copied();
+        let mut spare = candidates.iter().skip(n).copied();
         let mut used: HashSet<PeerId> = HashSet::new();
-        let mut tried: Vec<Vec<String>> = vec![Vec::new(); shards.len()];
+        let mut tried: Vec<Vec<String>> = vec![Vec::new(); n];
         let mut inflight = FuturesUnordered::new();
         let send = |shard: Shard, vault: PeerId, attempt: u32| {
             let node = self.node().clone();
@@ -75,27 +84,36 @@ impl Client {
                 (index, vault, attempt, result)
             }
         };
-        for (i, shard) in shards.iter().enumerate() {
+        for (i, shard) in shards.into_iter().enumerate() {
             // With fewer vaults than shards, some vaults hold several shards of one chunk.
             let vault = candidates[i % candidates.len()];
             used.insert(vault);
-            inflight.push(send(shard.clone(), vault, 1));
+            inflight.push(send(shard, vault, 1));
         }
         while let Some((i, vault, attempt, result)) = inflight.next().await {
-            match result {
+            let next = match result {
                 Ok(Response::Stored) => continue,
-                Ok(other) => tried[i].push(format!("{vault}: unexpected answer {other:?}")),
+                Ok(other) => {
+                    tried[i].push(format!("{vault}: unexpected answer {other:?}"));
+                    spare.find(|p| !used.contains(p)).map(|p| (p, 1))
+                }
                 Err(e) if transient(&e) && attempt < ATTEMPTS_PER_VAULT => {
                     tried[i].push(format!("{vault}: {e} (retrying)"));
-                    inflight.push(send(shards[i].clone(), vault, attempt + 1));
-                    continue;
+                    Some((vault, attempt + 1))
                 }
-                Err(e) => tried[i].push(format!("{vault}: {e}")),
-            }
-            match spare.find(|p| !used.contains(p)) {
-                Some(next) => {
+                Err(e) => {
+                    tried[i].push(format!("{vault}: {e}"));
+                    spare.find(|p| !used.contains(p)).map(|p| (p, 1))
+                }
+            };
+            match next {
+                Some((next, attempt)) => {
                     used.insert(next);
-                    inflight.push(send(shards[i].clone(), next, 1));
+                    if resend.is_none() {
+                        resend = Some(encode(content.clone(), coding).await?);
+                    }
+                    let shard = resend.as_ref().map(|all| all[i].clone()).ok_or(ClientError::Malformed("no shard".into()))?;
+                    inflight.push(send(shard, next, attempt));
                 }
                 None => {
                     return Err(ClientError::StoreShard { chunk, shard: i as u8, tried: tried[i].join("; ") });

@@ -22,13 +22,13 @@ pub struct ClientConfig {
     pub max_bytes_in_flight: usize,
     /// Chunks `streaming_decrypt` asks for at once (default 4).
     pub download_batch: usize,
-    /// Chunks fetched ahead of decryption (default 8).
+    /// Chunks fetched ahead of decryption (default 4).
     pub prefetch: usize,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { coding: Coding::default(), max_bytes_in_flight: 32 << 20, download_batch: 4, prefetch: 8 }
+        ClientConfig { coding: Coding::default(), max_bytes_in_flight: 32 << 20, download_batch: 4, prefetch: 4 }
     }
 }
 

@@ -297,9 +297,10 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
     let role = config.role;
     let lookup_timeout = config.lookup_timeout;
     let request_timeout = config.request_timeout;
+    let mtu = config.mtu_upper_bound;
     let swarm = SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_quic()
+        .with_quic_config(|c| c.mtu_upper_bound(mtu))
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
             let mut kcfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));

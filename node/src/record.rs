@@ -106,9 +106,10 @@ impl ShardHeader {
     }
 }
 
-/// The length of each shard when a `chunk_len`-byte chunk is split into `k` data shards.
+/// The length of each shard when a `chunk_len`-byte chunk is split into `k` data shards
+/// (rounded up to an even length, which the Reed-Solomon code works in).
 pub fn shard_len(chunk_len: usize, k: usize) -> usize {
-    chunk_len.div_ceil(k.max(1)).max(1)
+    (chunk_len.div_ceil(k.max(1)).max(1) + 1) & !1
 }
 
 /// One shard of a chunk with its header.

@@ -167,18 +167,16 @@ pub enum WireError {
     Trailing(usize),
 }
 
-/// Encodes a message body: version byte then postcard.
+/// Encodes a message body: version byte then postcard, in one exactly-sized allocation (shard
+/// messages are ~1 MiB; growing a buffer for them would copy them several times).
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
-    let mut out = vec![WIRE_VERSION];
-    let body = postcard::to_stdvec(msg).map_err(|e| WireError::Body(e.to_string()))?;
-    if body.len() + 1 > MAX_FRAME_LEN {
-        return Err(WireError::Oversized {
-            len: (body.len() + 1) as u64,
-            max: MAX_FRAME_LEN as u64,
-        });
+    let size = postcard::experimental::serialized_size(msg).map_err(|e| WireError::Body(e.to_string()))? + 1;
+    if size > MAX_FRAME_LEN {
+        return Err(WireError::Oversized { len: size as u64, max: MAX_FRAME_LEN as u64 });
     }
-    out.extend_from_slice(&body);
-    Ok(out)
+    let mut out = Vec::with_capacity(size);
+    out.push(WIRE_VERSION);
+    postcard::to_extend(msg, out).map_err(|e| WireError::Body(e.to_string()))
 }
 
 /// Decodes a message body written by [`encode`]; never panics on any input.

@@ -105,7 +105,9 @@ pub fn spawn(l: &Launch) -> Result<u32, TestnetError> {
         .arg("--listen")
         .arg(format!("/ip4/127.0.0.1/udp/{}/quic-v1", l.port))
         .arg("--max-capacity")
-        .arg(l.capacity.to_string());
+        .arg(l.capacity.to_string())
+        // Many vaults share this machine's cores: one worker each avoids thrashing them.
+        .args(["--threads", "1"]);
     if let Some(f) = &l.peers_file {
         cmd.arg("--peers-file").arg(f);
     }

@@ -53,6 +53,9 @@ struct RunArgs {
     /// Requests served at once.
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_concurrent_requests: usize,
+    /// Worker threads (a local testnet runs many vaults on few cores, and gives each one).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    threads: usize,
 }
 
 /// Runs the `kura-vault` command line on this process's arguments.
@@ -76,9 +79,12 @@ fn run_cli() -> Result<(), VaultError> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    // Two workers are plenty for a vault and keep its idle footprint small.
+    let threads = match &cli.command {
+        Command::Run(args) => args.threads.max(1),
+        Command::Id { .. } => 1,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()
         .map_err(|source| VaultError::Io { path: "tokio runtime".into(), source })?;
