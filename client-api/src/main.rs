@@ -70,14 +70,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn main_inner() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    kura_node::init_logging("warn");
     let cli = Cli::parse();
     let bootstrap = peers::resolve(cli.peers.as_deref())?;
     let client = Client::connect(bootstrap).await.context("joining the network")?;

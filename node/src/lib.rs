@@ -34,4 +34,16 @@ pub use config::{NodeConfig, Role};
 pub use error::NodeError;
 pub use record::{RecordKey, RecordKind, Shard, ShardHeader};
 pub use libp2p::{identity::Keypair, multiaddr::Protocol, Multiaddr, PeerId};
+/// Sends `tracing` output to stderr, filtered by `RUST_LOG` or else `default` (quiet by
+/// default: `"warn"`), coloured only on a terminal. For binaries; call once at start.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
 pub use node::{spawn, InboundRequest, Lookup, NodeEvent, NodeHandle, NodeStats};

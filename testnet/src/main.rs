@@ -86,14 +86,7 @@ fn main() -> ExitCode {
     if let Some(code) = kura_testnet::process::run_as_vault_if_invoked_so() {
         return code;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    kura_node::init_logging("warn");
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {

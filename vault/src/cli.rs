@@ -70,14 +70,7 @@ pub fn main() -> ExitCode {
 }
 
 fn run_cli() -> Result<(), VaultError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,kura_vault=info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    kura_node::init_logging("warn,kura_vault=info");
     let cli = Cli::parse();
     let threads = match &cli.command {
         Command::Run(args) => args.threads.max(1),
