@@ -46,4 +46,4 @@ pub fn init_logging(default: &str) {
         .try_init();
 }
 
-pub use node::{spawn, InboundRequest, Lookup, NodeEvent, NodeHandle, NodeStats};
+pub use node::{spawn, InboundRequest, Lookup, NodeEvent, NodeHandle, NodeStats, Responder};

@@ -62,8 +62,24 @@ pub struct InboundRequest {
 impl InboundRequest {
     /// Sends the answer back to the peer.
     pub fn respond(self, response: Response) {
+        self.into_parts().2.respond(response);
+    }
+
+    /// Splits the request from the handle that answers it, so the request can be consumed.
+    pub fn into_parts(self) -> (PeerId, Request, Responder) {
+        (self.peer, self.request, Responder(self.reply))
+    }
+}
+
+/// Answers one inbound request.
+#[derive(Debug)]
+pub struct Responder(oneshot::Sender<Response>);
+
+impl Responder {
+    /// Sends the answer back to the peer.
+    pub fn respond(self, response: Response) {
         // The actor drops the receiver only if the node is shutting down.
-        let _ = self.reply.send(response);
+        let _ = self.0.send(response);
     }
 }
 

@@ -119,10 +119,10 @@ impl Vault {
             let Ok(permit) = permits.clone().acquire_owned().await else { break };
             let vault = self.clone();
             tokio::spawn(async move {
-                let peer = req.peer;
-                let response = vault.handle(req.request.clone()).await;
+                let (peer, request, responder) = req.into_parts();
+                let response = vault.handle(request).await;
                 debug!(%peer, "answered request");
-                req.respond(response);
+                responder.respond(response);
                 drop(permit);
             });
         }
