@@ -566,7 +566,6 @@ impl Actor {
             Request::FindClosest { n, .. } if *n > MAX_GROUP_QUERY => Some(Response::Error(
                 RemoteError::Invalid(format!("n = {n} exceeds the limit of {MAX_GROUP_QUERY}")),
             )),
-            _ if self.role == Role::Client => Some(Response::Error(RemoteError::NotAVault)),
             _ => None,
         };
         if let Some(response) = immediate {

@@ -118,9 +118,6 @@ pub enum RemoteError {
     /// The node failed to serve the request.
     #[error("internal error: {0}")]
     Internal(String),
-    /// A client-mode node does not serve requests.
-    #[error("not a vault")]
-    NotAVault,
     /// The vault's capacity quota would be exceeded.
     #[error("vault full: {used} of {capacity} bytes used, {wanted} more refused")]
     Full {
