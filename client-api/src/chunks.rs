@@ -155,12 +155,19 @@ impl Client {
                 }
                 let k = shards.first().map_or(usize::MAX, |s| usize::from(s.header.k));
                 if shards.len() >= k {
-                    let attempt = shards.clone();
-                    let decoded = tokio::task::spawn_blocking(move || erasure::decode(chunk, attempt))
-                        .await
-                        .map_err(|e| ClientError::Encryption(e.to_string()))?;
-                    if let Ok(bytes) = decoded {
-                        return Ok(Bytes::from(bytes));
+                    // Verified on arrival above; decode without hashing them again.
+                    let attempt = std::mem::take(&mut shards);
+                    let (decoded, back) = tokio::task::spawn_blocking(move || {
+                        (erasure::decode_verified(chunk, &attempt), attempt)
+                    })
+                    .await
+                    .map_err(|e| ClientError::Encryption(e.to_string()))?;
+                    match decoded {
+                        Ok(bytes) => return Ok(Bytes::from(bytes)),
+                        Err(e) => {
+                            detail.push(format!("decode: {e}"));
+                            shards = back;
+                        }
                     }
                 }
             }

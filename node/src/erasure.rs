@@ -118,7 +118,14 @@ impl Coding {
 /// hashes to the chunk's address. Shards that fail verification are skipped, and shards whose
 /// headers disagree are tried as separate codings, so a lying holder cannot poison a decode.
 pub fn decode(chunk: Address, shards: impl IntoIterator<Item = Shard>) -> Result<Vec<u8>, ErasureError> {
-    let groups = group_verified(chunk, shards);
+    let verified: Vec<Shard> = shards.into_iter().filter(|s| s.verify().is_ok()).collect();
+    decode_verified(chunk, &verified)
+}
+
+/// [`decode`] for shards the caller has already checked with [`Shard::verify`] (a download
+/// verifies each shard as it arrives, and should not hash it twice).
+pub fn decode_verified(chunk: Address, shards: &[Shard]) -> Result<Vec<u8>, ErasureError> {
+    let groups = group(chunk, shards);
     let mut best = 0;
     let mut need = 0;
     for group in &groups {
@@ -142,7 +149,8 @@ pub fn decode(chunk: Address, shards: impl IntoIterator<Item = Shard>) -> Result
 /// Rebuilds every shard of a chunk from any `k` that verify (for repair): decodes, checks the
 /// chunk address, re-encodes and checks every shard against the header's hashes.
 pub fn rebuild_all(chunk: Address, shards: impl IntoIterator<Item = Shard>) -> Result<Vec<Shard>, ErasureError> {
-    let groups = group_verified(chunk, shards);
+    let verified: Vec<Shard> = shards.into_iter().filter(|s| s.verify().is_ok()).collect();
+    let groups = group(chunk, &verified);
     let header = groups
         .iter()
         .find(|g| g.len() >= usize::from(g[0].header.k))
@@ -152,7 +160,7 @@ pub fn rebuild_all(chunk: Address, shards: impl IntoIterator<Item = Shard>) -> R
             have: groups.iter().map(Vec::len).max().unwrap_or(0),
             need: groups.first().map_or(1, |g| usize::from(g[0].header.k)),
         })?;
-    let bytes = decode(chunk, groups.into_iter().flatten())?;
+    let bytes = decode_verified(chunk, &verified)?;
     let rebuilt = Coding { k: header.k, m: header.m }.encode(&bytes)?;
     if rebuilt.first().map(|s| &s.header.shard_hashes) != Some(&header.shard_hashes) {
         return Err(ErasureError::AddressMismatch(chunk));
@@ -160,13 +168,10 @@ pub fn rebuild_all(chunk: Address, shards: impl IntoIterator<Item = Shard>) -> R
     Ok(rebuilt)
 }
 
-/// Verified shards of `chunk`, one per index, grouped by coding.
-fn group_verified(chunk: Address, shards: impl IntoIterator<Item = Shard>) -> Vec<Vec<Shard>> {
-    let mut groups: Vec<Vec<Shard>> = Vec::new();
-    for shard in shards {
-        if shard.header.chunk != chunk || shard.verify().is_err() {
-            continue;
-        }
+/// Shards of `chunk`, one per index, grouped by coding, largest group first.
+fn group(chunk: Address, shards: &[Shard]) -> Vec<Vec<&Shard>> {
+    let mut groups: Vec<Vec<&Shard>> = Vec::new();
+    for shard in shards.iter().filter(|s| s.header.chunk == chunk) {
         match groups.iter_mut().find(|g| g[0].header.same_coding(&shard.header)) {
             Some(g) if g.iter().any(|s| s.header.index == shard.header.index) => {}
             Some(g) => g.push(shard),
@@ -178,7 +183,7 @@ fn group_verified(chunk: Address, shards: impl IntoIterator<Item = Shard>) -> Ve
 }
 
 /// Reconstructs the chunk bytes from one group of verified shards (at least k).
-fn reconstruct_chunk(group: &[Shard]) -> Result<Vec<u8>, ErasureError> {
+fn reconstruct_chunk(group: &[&Shard]) -> Result<Vec<u8>, ErasureError> {
     let h = &group[0].header;
     let k = usize::from(h.k);
     Coding::check(h.k, h.m)?;

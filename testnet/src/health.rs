@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::{stream, StreamExt};
 use kura_client::Client;
+use kura_node::wire::VaultStatus;
 use kura_node::{close_group, Address, PeerId};
 use rand::seq::SliceRandom;
 
@@ -40,8 +41,15 @@ pub struct VaultHealth {
     pub index: usize,
     /// Peer id.
     pub peer: PeerId,
-    /// Routing table size, or why it could not be read.
-    pub routing_table: Result<u32, String>,
+    /// The vault's status, or why it could not be read.
+    pub status: Result<VaultStatus, String>,
+}
+
+impl VaultHealth {
+    /// Its routing table size, if it answered.
+    pub fn routing_table(&self) -> Option<u32> {
+        self.status.as_ref().ok().map(|s| s.routing_table_size)
+    }
 }
 
 /// A lookup whose answer differed from the true close group.
@@ -85,7 +93,7 @@ impl HealthReport {
     }
 
     fn table_ok(&self, v: &VaultHealth) -> bool {
-        matches!(v.routing_table, Ok(n) if n as usize >= self.required_table)
+        v.routing_table().is_some_and(|n| n as usize >= self.required_table)
     }
 
     /// What is wrong, one line per problem (empty when healthy).
@@ -95,10 +103,10 @@ impl HealthReport {
             out.push("no vault is running".to_string());
         }
         for v in self.vaults.iter().filter(|v| !self.table_ok(v)) {
-            out.push(match &v.routing_table {
-                Ok(n) => format!(
-                    "vault {} ({}) has {n} peers in its routing table, needs {}",
-                    v.index, v.peer, self.required_table
+            out.push(match &v.status {
+                Ok(s) => format!(
+                    "vault {} ({}) has {} peers in its routing table, needs {}",
+                    v.index, v.peer, s.routing_table_size, self.required_table
                 ),
                 Err(e) => format!("vault {} ({}) did not answer: {e}", v.index, v.peer),
             });
@@ -129,12 +137,12 @@ pub async fn check(client: &Client, vaults: &[(usize, PeerId)], cfg: HealthConfi
     let mut report = HealthReport { required_table: required_table_size(vaults.len()), ..Default::default() };
     report.vaults = stream::iter(vaults.iter().copied())
         .map(|(index, peer)| async move {
-            let routing_table = match tokio::time::timeout(QUERY_TIMEOUT, client.vault_status(peer)).await {
-                Ok(Ok(s)) => Ok(s.routing_table_size),
+            let status = match tokio::time::timeout(QUERY_TIMEOUT, client.vault_status(peer)).await {
+                Ok(Ok(s)) => Ok(s),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err("timed out".to_string()),
             };
-            VaultHealth { index, peer, routing_table }
+            VaultHealth { index, peer, status }
         })
         .buffer_unordered(cfg.concurrency.max(1))
         .collect()
@@ -191,20 +199,36 @@ mod tests {
         assert_eq!(required_table_size(50), 20);
     }
 
+    fn status(peer: PeerId, table: u32) -> Result<VaultStatus, String> {
+        Ok(VaultStatus {
+            peer_id: peer,
+            listen_addrs: vec![],
+            routing_table_size: table,
+            records_stored: 0,
+            bytes_used: 0,
+            capacity: 0,
+            uptime_secs: 0,
+            malformed_requests: 0,
+            refused_full: 0,
+            corrupt_records: 0,
+            version: String::new(),
+        })
+    }
+
     #[test]
     fn report_needs_tables_lookups_and_agreement() {
         let peer = PeerId::random();
         let mut r = HealthReport {
-            vaults: vec![VaultHealth { index: 0, peer, routing_table: Ok(11) }],
+            vaults: vec![VaultHealth { index: 0, peer, status: status(peer, 11) }],
             required_table: 11,
             lookups: 3,
             disagreements: vec![],
         };
         assert!(r.healthy());
-        r.vaults[0].routing_table = Ok(10);
+        r.vaults[0].status = status(peer, 10);
         assert!(!r.healthy());
         assert!(r.problems()[0].contains("needs 11"));
-        r.vaults[0].routing_table = Ok(11);
+        r.vaults[0].status = status(peer, 11);
         r.disagreements.push(Disagreement {
             target: Address::random(),
             from: peer,

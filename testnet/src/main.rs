@@ -111,7 +111,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { probes } => {
             let report = rt.block_on(net.health(HealthConfig { probes, ..Default::default() }))?;
-            print_status(&rt, &net, &report)?;
+            print_status(&net, &report)?;
             Ok(verdict(&report))
         }
         Command::Kill { count, node, hard } => {
@@ -181,25 +181,11 @@ fn verdict(report: &HealthReport) -> ExitCode {
     }
 }
 
-fn print_status(rt: &tokio::runtime::Runtime, net: &Testnet, report: &HealthReport) -> Result<()> {
+fn print_status(net: &Testnet, report: &HealthReport) -> Result<()> {
     let state = net.state()?;
     let running = net.running(&state);
-    let statuses = rt.block_on(async {
-        let peers = kura_client::peers::read_peers_file(&net.layout().peers_file()).ok()?;
-        let client = kura_client::Client::connect(peers).await.ok()?;
-        let mut out = std::collections::HashMap::new();
-        for v in state.vaults.iter().filter(|v| running.contains(&v.index)) {
-            if let Ok(peer) = v.peer_id.parse() {
-                let fut = client.vault_status(peer);
-                if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(5), fut).await {
-                    out.insert(v.index, s);
-                }
-            }
-        }
-        client.close().await;
-        Some(out)
-    });
-    let statuses = statuses.unwrap_or_default();
+    let statuses: std::collections::HashMap<usize, &kura_node::wire::VaultStatus> =
+        report.vaults.iter().filter_map(|v| v.status.as_ref().ok().map(|s| (v.index, s))).collect();
     println!(
         "{:>3}  {:<52}  {:<32}  {:>7}  {:<4}  {:>5}  {:>7}  {:>21}",
         "#", "peer id", "listen", "pid", "up", "table", "records", "used / capacity"
