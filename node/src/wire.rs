@@ -51,6 +51,11 @@ pub enum Request {
         /// The chunk.
         chunk: Address,
     },
+    /// Ask which shard indices of `chunk` the vault holds (cheap: no shard bytes move).
+    ShardIndices {
+        /// The chunk.
+        chunk: Address,
+    },
     /// A frame that arrived but could not be decoded. Never sent: the codec produces it so the
     /// receiver can answer with a clear error instead of silently dropping the stream.
     #[serde(skip)]
@@ -73,6 +78,8 @@ pub enum Response {
     Stored,
     /// Reply to [`Request::GetShards`]: the verified shards held (may be empty).
     Shards(Vec<Shard>),
+    /// Reply to [`Request::ShardIndices`].
+    Indices(Vec<u8>),
 }
 
 /// What a vault reports about itself.
@@ -98,6 +105,14 @@ pub struct VaultStatus {
     pub refused_full: u64,
     /// Stored records found corrupt (and dropped) when read.
     pub corrupt_records: u64,
+    /// Chunks waiting for the repair worker.
+    pub pending_repairs: u64,
+    /// Shards this vault rebuilt and placed on other vaults.
+    pub shards_repaired: u64,
+    /// Shards this vault handed to closer vaults (and then deleted).
+    pub shards_handed_over: u64,
+    /// Shard bytes this vault fetched or sent for repair and handover.
+    pub repair_bytes: u64,
     /// The software version it runs.
     pub version: String,
 }
@@ -226,6 +241,10 @@ mod tests {
             malformed_requests: 0,
             refused_full: 0,
             corrupt_records: 0,
+            pending_repairs: 0,
+            shards_repaired: 0,
+            shards_handed_over: 0,
+            repair_bytes: 0,
             version: "0.1.0".into(),
         };
         for resp in [

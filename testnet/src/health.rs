@@ -211,6 +211,10 @@ mod tests {
             malformed_requests: 0,
             refused_full: 0,
             corrupt_records: 0,
+            pending_repairs: 0,
+            shards_repaired: 0,
+            shards_handed_over: 0,
+            repair_bytes: 0,
             version: String::new(),
         })
     }

@@ -34,6 +34,10 @@ enum Command {
         /// Seconds to wait for health before giving up.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Run the vaults without repair and handover (to see what erasure coding alone
+        /// survives).
+        #[arg(long)]
+        no_repair: bool,
     },
     /// Print one row per vault; exit non-zero when the network is not healthy.
     Status {
@@ -101,9 +105,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let net = Testnet::new(dir.clone());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match cli.command {
-        Command::Up { nodes, capacity, timeout } => {
+        Command::Up { nodes, capacity, timeout, no_repair } => {
             let start = Instant::now();
-            net.up(nodes, capacity.as_u64())?;
+            let args = if no_repair { vec!["--no-repair".to_string()] } else { Vec::new() };
+            net.up_with(nodes, capacity.as_u64(), args)?;
             let code = wait(&rt, &net, timeout, start)?;
             println!("data and logs: {}/vault-<i>/ (log: {}/vault-<i>/log)", dir.display(), dir.display());
             println!("peers file:    {}", net.layout().peers_file().display());
@@ -187,23 +192,35 @@ fn print_status(net: &Testnet, report: &HealthReport) -> Result<()> {
     let statuses: std::collections::HashMap<usize, &kura_node::wire::VaultStatus> =
         report.vaults.iter().filter_map(|v| v.status.as_ref().ok().map(|s| (v.index, s))).collect();
     println!(
-        "{:>3}  {:<52}  {:<32}  {:>7}  {:<4}  {:>5}  {:>7}  {:>21}",
-        "#", "peer id", "listen", "pid", "up", "table", "records", "used / capacity"
+        "{:>3}  {:<52}  {:<32}  {:>7}  {:<4}  {:>5}  {:>7}  {:>21}  {:>7}  {:>8}  {:>7}  {:>9}",
+        "#", "peer id", "listen", "pid", "up", "table", "records", "used / capacity", "pending", "repaired", "handed", "moved"
     );
     for v in &state.vaults {
         let up = running.contains(&v.index);
         let listen = v.addr.split("/p2p/").next().unwrap_or(&v.addr);
-        let (table, records, used) = match statuses.get(&v.index) {
+        let (table, records, used, repair) = match statuses.get(&v.index) {
             Some(s) => (
                 s.routing_table_size.to_string(),
                 s.records_stored.to_string(),
                 format!("{} / {}", bytesize::ByteSize(s.bytes_used).to_string_as(true), bytesize::ByteSize(s.capacity).to_string_as(true)),
+                format!(
+                    "{:>7}  {:>8}  {:>7}  {:>9}",
+                    s.pending_repairs,
+                    s.shards_repaired,
+                    s.shards_handed_over,
+                    bytesize::ByteSize(s.repair_bytes).to_string_as(true)
+                ),
             ),
-            None => ("-".into(), "-".into(), format!("- / {}", bytesize::ByteSize(v.capacity).to_string_as(true))),
+            None => (
+                "-".into(),
+                "-".into(),
+                format!("- / {}", bytesize::ByteSize(v.capacity).to_string_as(true)),
+                format!("{:>7}  {:>8}  {:>7}  {:>9}", "-", "-", "-", "-"),
+            ),
         };
         let rss = if up { process::rss_bytes(v.pid).map(|b| format!(" rss {}", bytesize::ByteSize(b).to_string_as(true))) } else { None };
         println!(
-            "{:>3}  {:<52}  {:<32}  {:>7}  {:<4}  {:>5}  {:>7}  {:>21}{}",
+            "{:>3}  {:<52}  {:<32}  {:>7}  {:<4}  {:>5}  {:>7}  {:>21}  {}{}",
             v.index,
             v.peer_id,
             listen,
@@ -212,6 +229,7 @@ fn print_status(net: &Testnet, report: &HealthReport) -> Result<()> {
             table,
             records,
             used,
+            repair,
             rss.unwrap_or_default()
         );
     }

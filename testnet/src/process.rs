@@ -74,6 +74,8 @@ pub struct Launch {
     pub peers_file: Option<PathBuf>,
     /// Bootstrap peers given directly.
     pub peers: Vec<String>,
+    /// Extra `kura-vault run` flags.
+    pub extra: Vec<String>,
 }
 
 /// A vault that has started and published its address.
@@ -114,6 +116,7 @@ pub fn spawn(l: &Launch) -> Result<u32, TestnetError> {
     for p in &l.peers {
         cmd.arg("--peer").arg(p);
     }
+    cmd.args(&l.extra);
     let child = cmd
         .stdin(Stdio::null())
         .stdout(log)

@@ -33,11 +33,14 @@ pub struct TestnetState {
     pub version: u32,
     /// The vaults, by index.
     pub vaults: Vec<VaultEntry>,
+    /// Extra `kura-vault run` flags every vault of this testnet gets (e.g. `--no-repair`).
+    #[serde(default)]
+    pub vault_args: Vec<String>,
 }
 
 impl Default for TestnetState {
     fn default() -> Self {
-        TestnetState { version: STATE_VERSION, vaults: Vec::new() }
+        TestnetState { version: STATE_VERSION, vaults: Vec::new(), vault_args: Vec::new() }
     }
 }
 

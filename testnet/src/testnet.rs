@@ -63,6 +63,12 @@ impl Testnet {
     /// Starts a new network of `nodes` vaults, each with `capacity` bytes. Any earlier
     /// stopped testnet in the directory is wiped; a running one is an error.
     pub fn up(&self, nodes: usize, capacity: u64) -> Result<(), TestnetError> {
+        self.up_with(nodes, capacity, Vec::new())
+    }
+
+    /// [`Testnet::up`], giving every vault (also those added or restarted later) the extra
+    /// `kura-vault run` flags `vault_args`.
+    pub fn up_with(&self, nodes: usize, capacity: u64, vault_args: Vec<String>) -> Result<(), TestnetError> {
         if nodes == 0 {
             return Err(TestnetError::Usage("--nodes must be at least 1".into()));
         }
@@ -81,14 +87,14 @@ impl Testnet {
         }
         std::fs::create_dir_all(&self.layout.dir).map_err(|e| TestnetError::io(&self.layout.dir, e))?;
         let bin = process::vault_binary(&self.layout.dir)?;
-        let mut state = TestnetState::default();
+        let mut state = TestnetState { vault_args, ..TestnetState::default() };
         // The first vault founds the network; the rest join through it all at once.
-        let seed = self.start(&bin, 0, 0, capacity, None, vec![])?;
+        let seed = self.start(&bin, &state.vault_args, 0, 0, capacity, None, vec![])?;
         let seed_addr = seed.addr.clone();
         let seed_pid = seed.pid;
         state.vaults.push(seed);
         let more = self
-            .start_many(&bin, 1..nodes, capacity, None, vec![seed_addr])
+            .start_many(&bin, &state.vault_args, 1..nodes, capacity, None, vec![seed_addr])
             .inspect_err(|_| {
                 process::stop(seed_pid, true, STOP_GRACE);
             })?;
@@ -111,7 +117,7 @@ impl Testnet {
         let bin = process::vault_binary(&self.layout.dir)?;
         let first = state.vaults.len();
         let peers = Some(self.layout.peers_file());
-        let added = self.start_many(&bin, first..first + nodes, capacity, peers, vec![])?;
+        let added = self.start_many(&bin, &state.vault_args, first..first + nodes, capacity, peers, vec![])?;
         let indices = added.iter().map(|v| v.index).collect();
         state.vaults.extend(added);
         self.save(&state)?;
@@ -127,7 +133,7 @@ impl Testnet {
         }
         let bin = process::vault_binary(&self.layout.dir)?;
         let peers = (!self.running(&state).is_empty()).then(|| self.layout.peers_file());
-        let restarted = self.start(&bin, index, entry.port, entry.capacity, peers, vec![])?;
+        let restarted = self.start(&bin, &state.vault_args, index, entry.port, entry.capacity, peers, vec![])?;
         state.vaults[index] = restarted;
         self.save(&state)
     }
@@ -204,20 +210,22 @@ impl Testnet {
         self.layout.save(state, &self.running(state))
     }
 
-    fn launch(&self, bin: &std::path::Path, index: usize, port: u16, capacity: u64, peers_file: Option<PathBuf>, peers: Vec<String>) -> Launch {
-        Launch { bin: bin.to_path_buf(), index, root: self.layout.vault_root(index), port, capacity, peers_file, peers }
+    #[allow(clippy::too_many_arguments)]
+    fn launch(&self, bin: &std::path::Path, extra: &[String], index: usize, port: u16, capacity: u64, peers_file: Option<PathBuf>, peers: Vec<String>) -> Launch {
+        Launch { bin: bin.to_path_buf(), index, root: self.layout.vault_root(index), port, capacity, peers_file, peers, extra: extra.to_vec() }
     }
 
-    fn start(&self, bin: &std::path::Path, index: usize, port: u16, capacity: u64, peers_file: Option<PathBuf>, peers: Vec<String>) -> Result<VaultEntry, TestnetError> {
-        let launch = self.launch(bin, index, port, capacity, peers_file, peers);
+    #[allow(clippy::too_many_arguments)]
+    fn start(&self, bin: &std::path::Path, extra: &[String], index: usize, port: u16, capacity: u64, peers_file: Option<PathBuf>, peers: Vec<String>) -> Result<VaultEntry, TestnetError> {
+        let launch = self.launch(bin, extra, index, port, capacity, peers_file, peers);
         let pid = process::spawn(&launch)?;
         started_or_stopped(&launch, pid)
     }
 
-    fn start_many(&self, bin: &std::path::Path, indices: std::ops::Range<usize>, capacity: u64, peers_file: Option<PathBuf>, peers: Vec<String>) -> Result<Vec<VaultEntry>, TestnetError> {
+    fn start_many(&self, bin: &std::path::Path, extra: &[String], indices: std::ops::Range<usize>, capacity: u64, peers_file: Option<PathBuf>, peers: Vec<String>) -> Result<Vec<VaultEntry>, TestnetError> {
         let mut launched = Vec::new();
         for index in indices {
-            let launch = self.launch(bin, index, 0, capacity, peers_file.clone(), peers.clone());
+            let launch = self.launch(bin, extra, index, 0, capacity, peers_file.clone(), peers.clone());
             let pid = process::spawn(&launch)?;
             launched.push((launch, pid));
         }

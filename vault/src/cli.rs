@@ -53,6 +53,12 @@ struct RunArgs {
     /// Requests served at once.
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_concurrent_requests: usize,
+    /// Turn off repair and handover (for tests of what erasure coding alone survives).
+    #[arg(long)]
+    no_repair: bool,
+    /// Seconds between the repair worker's full sweeps (it also wakes on every routing change).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    repair_sweep: u64,
     /// Worker threads (a local testnet runs many vaults on few cores, and gives each one).
     #[arg(long, value_name = "N", default_value_t = 2)]
     threads: usize,
@@ -109,6 +115,7 @@ async fn run(args: RunArgs) -> Result<(), VaultError> {
         bootstrap,
         capacity: args.max_capacity.as_u64(),
         max_concurrent_requests: args.max_concurrent_requests,
+        repair_sweep: (!args.no_repair).then(|| std::time::Duration::from_secs(args.repair_sweep.max(1))),
         ..VaultConfig::local(args.root)
     };
     let vault = Vault::start(config).await?;

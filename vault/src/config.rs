@@ -19,6 +19,9 @@ pub struct VaultConfig {
     pub max_concurrent_requests: usize,
     /// Where records are kept.
     pub storage: Storage,
+    /// Period of the repair worker's full sweep; `None` turns repair and handover off (for
+    /// tests of what erasure coding alone survives).
+    pub repair_sweep: Option<std::time::Duration>,
 }
 
 /// Which record store backs a vault.
@@ -40,6 +43,7 @@ impl VaultConfig {
             capacity: 1 << 30,
             max_concurrent_requests: 64,
             storage: Storage::Disk,
+            repair_sweep: Some(std::time::Duration::from_secs(10)),
         }
     }
 
@@ -48,6 +52,7 @@ impl VaultConfig {
         VaultConfig {
             listen: vec!["/ip4/0.0.0.0/udp/12000/quic-v1".parse().expect("static multiaddr")],
             capacity: 50 << 30,
+            repair_sweep: Some(std::time::Duration::from_secs(300)),
             ..VaultConfig::local(root)
         }
     }

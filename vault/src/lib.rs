@@ -13,6 +13,7 @@ pub mod cli;
 mod config;
 mod error;
 mod info;
+pub mod repair;
 mod server;
 pub mod store;
 

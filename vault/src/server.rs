@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Storage, VaultConfig};
 use crate::error::VaultError;
 use crate::info::VaultInfo;
+use crate::repair::RepairStats;
 use crate::store::{DiskStore, MemoryStore, RecordStore, StoreError};
 
 /// How far past the close group a vault still accepts shards: a vault that refuses (full)
@@ -38,6 +39,18 @@ struct Shared {
     disk: Option<Arc<DiskStore>>,
     refused_full: AtomicU64,
     corrupt_records: AtomicU64,
+    repair: RepairStats,
+    /// Chunks with a shard being stored right now (see [`Vault::put_shard`]).
+    storing: std::sync::Mutex<std::collections::HashSet<Address>>,
+}
+
+/// Holds a chunk's place in [`Shared::storing`] until dropped.
+struct Storing<'a>(&'a Shared, Address);
+
+impl Drop for Storing<'_> {
+    fn drop(&mut self) {
+        self.0.storing.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+    }
 }
 
 impl Vault {
@@ -85,9 +98,14 @@ impl Vault {
                 disk,
                 refused_full: AtomicU64::new(0),
                 corrupt_records: AtomicU64::new(0),
+                repair: RepairStats::default(),
+                storing: Default::default(),
             }),
         };
         tokio::spawn(vault.clone().serve(inbound));
+        if let Some(sweep) = vault.shared.config.repair_sweep {
+            tokio::spawn(vault.clone().repair_worker(sweep));
+        }
         Ok(vault)
     }
 
@@ -99,6 +117,10 @@ impl Vault {
     /// The vault's record store.
     pub fn store(&self) -> &Arc<dyn RecordStore> {
         &self.shared.store
+    }
+
+    pub(crate) fn repair_stats(&self) -> &RepairStats {
+        &self.shared.repair
     }
 
     /// Stops the vault's network node, marks its store cleanly closed and removes its status
@@ -137,6 +159,9 @@ impl Vault {
             }
             Request::PutShard(shard) => self.put_shard(shard).await.map(|()| Response::Stored),
             Request::GetShards { chunk } => self.get_shards(chunk).await.map(Response::Shards),
+            Request::ShardIndices { chunk } => Ok(Response::Indices(
+                self.shared.store.keys_at(RecordKind::Shard, &chunk).iter().map(|k| k.index).collect(),
+            )),
             other => Err(RemoteError::Invalid(format!("unsupported request {other:?}"))),
         };
         result.unwrap_or_else(Response::Error)
@@ -151,6 +176,21 @@ impl Vault {
             return Err(RemoteError::NotResponsible(chunk));
         }
         let key = shard.key();
+        // Checking what is held and storing must not interleave with another shard of the same
+        // chunk (two repairers placing on the same vault at once): the second waits its turn.
+        if !self.shared.storing.lock().unwrap_or_else(|e| e.into_inner()).insert(chunk) {
+            return Err(RemoteError::Busy);
+        }
+        let _storing = Storing(&self.shared, chunk);
+        // One shard of a chunk per vault, so that losing a vault loses one shard; only a
+        // network smaller than the close group needs vaults to hold several.
+        let held = self.shared.store.keys_at(RecordKind::Shard, &chunk);
+        if held.iter().any(|k| k.index != key.index) && group.len() >= shard.header.n() {
+            return Err(RemoteError::Invalid(format!(
+                "already holds shard {} of chunk {chunk}",
+                held[0].index
+            )));
+        }
         let bytes = wire::encode(&shard).map_err(|e| RemoteError::Invalid(e.to_string()))?;
         let store = self.shared.store.clone();
         match tokio::task::spawn_blocking(move || store.put(&key, &bytes)).await.map_err(internal)? {
@@ -166,14 +206,24 @@ impl Vault {
         }
     }
 
-    /// Every verified shard of `chunk` held here. Corrupt ones are deleted and counted, never
-    /// served.
+    /// The verified shards of `chunk` held here that fit in one answer.
     async fn get_shards(&self, chunk: Address) -> Result<Vec<Shard>, RemoteError> {
+        let mut shards = self.read_shards(chunk).await.map_err(internal)?;
+        let mut size = 0usize;
+        shards.retain(|s| {
+            size += s.data.len() + 1024;
+            size <= MAX_FRAME_LEN - 64 * 1024
+        });
+        Ok(shards)
+    }
+
+    /// Every verified shard of `chunk` held here. Corrupt ones are deleted and counted, never
+    /// returned.
+    pub(crate) async fn read_shards(&self, chunk: Address) -> Result<Vec<Shard>, StoreError> {
         let store = self.shared.store.clone();
         let (shards, corrupt) = tokio::task::spawn_blocking(move || {
             let mut shards = Vec::new();
             let mut corrupt = 0u64;
-            let mut size = 0usize;
             for key in store.keys_at(RecordKind::Shard, &chunk) {
                 let Some(bytes) = store.get(&key)? else { continue };
                 let shard = wire::decode::<Shard>(&bytes)
@@ -181,13 +231,7 @@ impl Vault {
                     .and_then(|s| s.verify().map(|()| s).map_err(|e| e.to_string()))
                     .and_then(|s| if s.key() == key { Ok(s) } else { Err("stored under another key".into()) });
                 match shard {
-                    Ok(s) => {
-                        size += s.data.len() + 1024;
-                        if size > MAX_FRAME_LEN - 64 * 1024 {
-                            break;
-                        }
-                        shards.push(s);
-                    }
+                    Ok(s) => shards.push(s),
                     Err(reason) => {
                         warn!(%key, %reason, "corrupt record dropped");
                         corrupt += 1;
@@ -198,8 +242,7 @@ impl Vault {
             Ok::<_, StoreError>((shards, corrupt))
         })
         .await
-        .map_err(internal)?
-        .map_err(internal)?;
+        .map_err(|e| StoreError::Index(e.to_string()))??;
         self.shared.corrupt_records.fetch_add(corrupt, Ordering::Relaxed);
         Ok(shards)
     }
@@ -219,6 +262,10 @@ impl Vault {
             malformed_requests: self.node.stats().malformed_requests.load(Ordering::Relaxed),
             refused_full: self.shared.refused_full.load(Ordering::Relaxed),
             corrupt_records: self.shared.corrupt_records.load(Ordering::Relaxed),
+            pending_repairs: self.shared.repair.pending.load(Ordering::Relaxed),
+            shards_repaired: self.shared.repair.repaired.load(Ordering::Relaxed),
+            shards_handed_over: self.shared.repair.handed_over.load(Ordering::Relaxed),
+            repair_bytes: self.shared.repair.bytes.load(Ordering::Relaxed),
             version: env!("CARGO_PKG_VERSION").to_string(),
         })
     }

@@ -48,6 +48,11 @@ pub struct Net {
 impl Net {
     /// Starts `nodes` vaults of `capacity` bytes and waits until healthy.
     pub fn up(nodes: usize, capacity: u64) -> Net {
+        Self::up_with(nodes, capacity, &[])
+    }
+
+    /// [`Net::up`] with extra `kura-vault run` flags.
+    pub fn up_with(nodes: usize, capacity: u64, vault_args: &[&str]) -> Net {
         // SAFETY-free: every test in this process sets the same values.
         std::env::set_var(kura_testnet::process::VAULT_BIN_ENV, vault_bin());
         let tmp = tempfile::tempdir().unwrap();
@@ -55,7 +60,7 @@ impl Net {
         let dir = tmp.path().join("net");
         let net = Testnet::new(dir.clone());
         let guard = Guard { dir };
-        net.up(nodes, capacity).unwrap();
+        net.up_with(nodes, capacity, vault_args.iter().map(|a| a.to_string()).collect()).unwrap();
         let report = tokio::runtime::Runtime::new()
             .unwrap()
             .block_on(net.wait_healthy(Duration::from_secs(60), HealthConfig { probes: 20, ..Default::default() }))

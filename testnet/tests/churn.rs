@@ -1,0 +1,143 @@
+//! Churn on real vault processes: 30 files (150 MiB) on 20 vaults; vaults leave one at a
+//! time until 10 are gone, and repair restores full redundancy after each; then 10 new vaults
+//! join, shards move to them, and every file still fetches byte-identical.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use indicatif::ProgressBar;
+use kura_client::{Client, UserKey, Visibility};
+use kura_node::wire::{Request, Response};
+use kura_node::{close_group, Address, PeerId};
+
+mod common;
+use common::Net;
+
+const MIB: usize = 1 << 20;
+
+async fn connect(net: &Net) -> Client {
+    Client::connect(kura_client::peers::read_peers_file(&net.peers_file()).unwrap()).await.unwrap()
+}
+
+fn running_ids(net: &Net) -> Vec<PeerId> {
+    net.net.running_peers(&net.net.state().unwrap()).into_iter().map(|(_, p)| p).collect()
+}
+
+/// Chunks whose current close group does not hold all 8 shard indices, one per member.
+/// With `verified`, members are asked for the shards themselves (which vaults verify before
+/// serving); otherwise only for the indices they hold.
+async fn under_replicated(client: &Client, ids: &[PeerId], chunks: &[Address], verified: bool) -> Vec<String> {
+    let mut bad = Vec::new();
+    for &chunk in chunks {
+        let group = close_group(&chunk, ids.iter().copied(), 8);
+        let mut held = BTreeSet::new();
+        let mut empty = 0;
+        for &peer in &group {
+            let answer = if verified {
+                client.node().request(peer, Request::GetShards { chunk }).await.map(|r| match r {
+                    Response::Shards(s) => s.into_iter().filter(|s| s.verify().is_ok()).map(|s| s.header.index).collect(),
+                    _ => Vec::new(),
+                })
+            } else {
+                client.node().request(peer, Request::ShardIndices { chunk }).await.map(|r| match r {
+                    Response::Indices(i) => i,
+                    _ => Vec::new(),
+                })
+            };
+            let indices = answer.unwrap_or_default();
+            if indices.is_empty() {
+                empty += 1;
+            }
+            held.extend(indices);
+        }
+        if held.len() < 8 || empty > 0 {
+            bad.push(format!("{chunk}: indices {held:?}, {empty} members empty"));
+        }
+    }
+    bad
+}
+
+async fn wait_full(net: &Net, chunks: &[Address], what: &str) {
+    let start = Instant::now();
+    loop {
+        let client = connect(net).await;
+        let ids = running_ids(net);
+        let bad = under_replicated(&client, &ids, chunks, false).await;
+        client.close().await;
+        if bad.is_empty() {
+            eprintln!("{what}: full redundancy after {:.1} s", start.elapsed().as_secs_f64());
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "{what}: {} chunks still short: {:?}", bad.len(), &bad[..bad.len().min(3)]);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[test]
+fn data_survives_vaults_leaving_one_by_one_and_moves_to_new_vaults() {
+    let net = Net::up(20, 1 << 30);
+    let work = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let key = UserKey::generate();
+    let bar = ProgressBar::hidden();
+
+    // 30 files of mixed sizes, 150 MiB in all.
+    let sizes: Vec<usize> = (0..30).map(|i| [MIB, 3 * MIB, 6 * MIB + 17, 11 * MIB][i % 4]).collect();
+    let total: usize = sizes.iter().sum();
+    assert!(total >= 150 * MIB, "{total}");
+    let mut files = Vec::new();
+    let mut chunks = Vec::new();
+    rt.block_on(async {
+        let client = connect(&net).await;
+        for (i, size) in sizes.iter().enumerate() {
+            let content: Vec<u8> = (0..*size).map(|_| rand::random::<u8>()).collect();
+            let path = work.path().join(format!("f{i}"));
+            std::fs::write(&path, &content).unwrap();
+            let address = client.put_path(&path, Visibility::Private, &key, &bar).await.unwrap();
+            let (_, encrypted) = self_encryption::encrypt(Bytes::from(content)).unwrap();
+            chunks.extend(encrypted.iter().map(|c| Address::of_content(&c.content)));
+            chunks.push(address);
+            files.push((path, address));
+        }
+        client.close().await;
+        wait_full(&net, &chunks, "after upload").await;
+    });
+
+    // Ten vaults leave, one at a time; repair restores every chunk in between.
+    for round in 1..=10 {
+        let victim = net.net.pick_running(1).unwrap();
+        net.net.kill(&victim, false).unwrap();
+        rt.block_on(wait_full(&net, &chunks, &format!("after departure {round} (vault {})", victim[0])));
+    }
+    let fetch_all = |label: &str| {
+        rt.block_on(async {
+            let client = connect(&net).await;
+            for (i, (path, address)) in files.iter().enumerate() {
+                let out = work.path().join(format!("{label}-{i}"));
+                client.get_path(*address, &out, &key, &bar).await.unwrap_or_else(|e| panic!("{label} file {i}: {e}"));
+                assert!(std::fs::read(&out).unwrap() == std::fs::read(path).unwrap(), "{label} file {i} differs");
+                std::fs::remove_file(&out).unwrap();
+            }
+            let bad = under_replicated(&client, &running_ids(&net), &chunks, true).await;
+            assert!(bad.is_empty(), "{label}: chunks without 8 verified shards: {bad:?}");
+            client.close().await;
+        })
+    };
+    fetch_all("after churn");
+
+    // Ten new vaults join: shards move onto the new close-group members.
+    net.net.add(10, 1 << 30).unwrap();
+    let stats = rt.block_on(async {
+        wait_full(&net, &chunks, "after 10 joined").await;
+        let client = connect(&net).await;
+        let mut handed = 0;
+        for (_, peer) in net.net.running_peers(&net.net.state().unwrap()) {
+            handed += client.vault_status(peer).await.unwrap().shards_handed_over;
+        }
+        client.close().await;
+        handed
+    });
+    assert!(stats > 0, "no shard was handed over to the new vaults");
+    fetch_all("after joins");
+}

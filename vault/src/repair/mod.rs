@@ -1,0 +1,214 @@
+//! The repair and handover worker: keeps every chunk this vault holds a shard of at full
+//! redundancy on its current close group.
+//!
+//! It wakes when the routing table changes (a vault left or joined; debounced) and on a slow
+//! periodic sweep, and re-examines the chunks whose close group changed (every chunk, on a
+//! sweep). For each it asks the group which indices they hold ([`Request::ShardIndices`],
+//! no shard bytes), runs the pure rules in [`plan`], and carries out what they say: rebuild
+//! lost shards from any `k` (decode, check the address, re-encode, check every hash) onto
+//! group members that hold none, hand shards to closer vaults and delete them only after the
+//! new holder stored them, or drop a copy the group already holds. It works one chunk at a
+//! time, so it never takes more than one request slot from client traffic.
+
+mod plan;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use kura_node::erasure;
+use kura_node::wire::{Request, Response};
+use kura_node::{Address, NodeError, PeerId, RecordKey, RecordKind, Shard};
+use tokio::sync::broadcast::error::RecvError;
+use tracing::{debug, info, warn};
+
+pub use plan::{plan, Action, ChunkView};
+
+use crate::server::Vault;
+
+/// How long the worker waits for more routing changes before acting on one.
+const DEBOUNCE: Duration = Duration::from_millis(500);
+/// How long a group member has to answer during repair.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How soon a chunk whose repair failed is tried again.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// Which chunks a repair round examines.
+enum Round {
+    /// Those whose close group changed since they were last examined.
+    Changed,
+    /// All of them.
+    Sweep,
+    /// These, whose repair failed.
+    Retry(BTreeSet<Address>),
+}
+
+/// Counters of the repair worker.
+#[derive(Debug, Default)]
+pub struct RepairStats {
+    /// Chunks waiting to be examined.
+    pub pending: AtomicU64,
+    /// Shards rebuilt and stored elsewhere.
+    pub repaired: AtomicU64,
+    /// Shards handed to closer vaults.
+    pub handed_over: AtomicU64,
+    /// Shard bytes fetched or sent.
+    pub bytes: AtomicU64,
+}
+
+impl Vault {
+    /// Runs the repair worker until the node shuts down.
+    pub(crate) async fn repair_worker(self, sweep: Duration) {
+        let mut events = self.node().subscribe();
+        let mut ticker = tokio::time::interval(sweep);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_groups: HashMap<Address, Vec<PeerId>> = HashMap::new();
+        let mut retry: BTreeSet<Address> = BTreeSet::new();
+        loop {
+            let round = tokio::select! {
+                ev = events.recv() => {
+                    if matches!(ev, Err(RecvError::Closed)) {
+                        return;
+                    }
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while events.try_recv().is_ok() {}
+                    Round::Changed
+                }
+                _ = ticker.tick() => Round::Sweep,
+                // A chunk whose repair failed (a holder busy, a placement refused because two
+                // holders picked the same free member) is looked at again soon, with a fresh view.
+                _ = tokio::time::sleep(RETRY), if !retry.is_empty() => Round::Retry(std::mem::take(&mut retry)),
+            };
+            match self.repair_round(round, &mut last_groups).await {
+                Ok(failed) => retry.extend(failed),
+                Err(NodeError::Shutdown) => return,
+                Err(e) => warn!(error = %e, "repair round failed"),
+            }
+        }
+    }
+
+    /// Examines the chunks `round` calls for; returns those whose repair failed.
+    async fn repair_round(
+        &self,
+        round: Round,
+        last: &mut HashMap<Address, Vec<PeerId>>,
+    ) -> Result<Vec<Address>, NodeError> {
+        let chunks: BTreeSet<Address> =
+            self.store().keys().into_iter().filter(|k| k.kind == RecordKind::Shard).map(|k| k.address).collect();
+        last.retain(|c, _| chunks.contains(c));
+        let mut todo = Vec::new();
+        for chunk in chunks {
+            let group = self.node().local_closest(chunk, erasure::Coding::default().n()).await?;
+            let due = match &round {
+                Round::Sweep => true,
+                Round::Changed => last.get(&chunk) != Some(&group),
+                Round::Retry(set) => set.contains(&chunk),
+            };
+            if due {
+                todo.push(chunk);
+            }
+            last.insert(chunk, group);
+        }
+        let stats = &self.repair_stats();
+        stats.pending.store(todo.len() as u64, Ordering::Relaxed);
+        let mut failed = Vec::new();
+        for chunk in todo {
+            if let Err(e) = self.repair_chunk(chunk).await {
+                if matches!(e, NodeError::Shutdown) {
+                    return Err(e);
+                }
+                debug!(%chunk, error = %e, "repair of chunk failed; retrying soon");
+                failed.push(chunk);
+            }
+            stats.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(failed)
+    }
+
+    /// A verified local shard, or `None` (a corrupt one is deleted and counted).
+    async fn local_shard(&self, key: RecordKey) -> Option<Shard> {
+        self.read_shards(key.address).await.ok()?.into_iter().find(|s| s.key() == key)
+    }
+
+    async fn repair_chunk(&self, chunk: Address) -> Result<(), NodeError> {
+        let me = self.node().peer_id();
+        let local = self.read_shards(chunk).await.map_err(|e| NodeError::Lookup { target: chunk, reason: e.to_string() })?;
+        let Some(first) = local.first() else { return Ok(()) };
+        let n = first.header.n();
+        let k = usize::from(first.header.k);
+        let group = self.node().local_closest(chunk, n).await?;
+        let mut holdings = HashMap::new();
+        holdings.insert(me, local.iter().map(|s| s.header.index).collect::<Vec<u8>>());
+        for &peer in group.iter().filter(|p| **p != me) {
+            let asked = tokio::time::timeout(ASK_TIMEOUT, self.node().request(peer, Request::ShardIndices { chunk })).await;
+            if let Ok(Ok(Response::Indices(indices))) = asked {
+                holdings.insert(peer, indices);
+            }
+        }
+        let view = ChunkView { n, group, holdings };
+        for action in plan(me, &view) {
+            match action {
+                Action::Drop(index) => {
+                    self.delete_local(RecordKey::shard(chunk, index)).await;
+                }
+                Action::HandOver { index, to } => {
+                    let Some(shard) = self.local_shard(RecordKey::shard(chunk, index)).await else { continue };
+                    let len = shard.data.len() as u64;
+                    self.node().request(to, Request::PutShard(shard)).await?;
+                    self.delete_local(RecordKey::shard(chunk, index)).await;
+                    self.repair_stats().handed_over.fetch_add(1, Ordering::Relaxed);
+                    self.repair_stats().bytes.fetch_add(len, Ordering::Relaxed);
+                    debug!(%chunk, index, %to, "shard handed over");
+                }
+                Action::Rebuild(assign) => self.rebuild(chunk, k, local.clone(), &view, assign).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn rebuild(
+        &self,
+        chunk: Address,
+        k: usize,
+        mut shards: Vec<Shard>,
+        view: &ChunkView,
+        assign: Vec<(u8, PeerId)>,
+    ) -> Result<(), NodeError> {
+        let me = self.node().peer_id();
+        // Read only as many shards as a rebuild needs: k in all, local ones first.
+        for peer in view.group.iter().filter(|p| **p != me && view.holdings.get(p).is_some_and(|h| !h.is_empty())) {
+            let have: BTreeSet<u8> = shards.iter().map(|s| s.header.index).collect();
+            if have.len() >= k {
+                break;
+            }
+            if let Ok(Response::Shards(got)) = self.node().request(*peer, Request::GetShards { chunk }).await {
+                for s in got.into_iter().filter(|s| !have.contains(&s.header.index)) {
+                    self.repair_stats().bytes.fetch_add(s.data.len() as u64, Ordering::Relaxed);
+                    shards.push(s);
+                }
+            }
+        }
+        let rebuilt = tokio::task::spawn_blocking(move || erasure::rebuild_all(chunk, shards))
+            .await
+            .map_err(|e| NodeError::Lookup { target: chunk, reason: e.to_string() })?
+            .map_err(|e| NodeError::Lookup { target: chunk, reason: e.to_string() })?;
+        for (index, to) in assign {
+            let Some(shard) = rebuilt.get(usize::from(index)).cloned() else { continue };
+            let len = shard.data.len() as u64;
+            self.node().request(to, Request::PutShard(shard)).await?;
+            self.repair_stats().repaired.fetch_add(1, Ordering::Relaxed);
+            self.repair_stats().bytes.fetch_add(len, Ordering::Relaxed);
+            info!(%chunk, index, %to, "shard rebuilt");
+        }
+        Ok(())
+    }
+
+    async fn delete_local(&self, key: RecordKey) {
+        let store = self.store().clone();
+        match tokio::task::spawn_blocking(move || store.delete(&key)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(%key, error = %e, "deleting a handed-over shard failed"),
+            Err(e) => warn!(%key, error = %e, "deleting a handed-over shard failed"),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The repair and handover rules, as a pure function of one vault's view of one chunk.
+//!
+//! Every holder of a chunk runs [`plan`] on what it sees: the chunk's current close group (the
+//! `n` closest vaults in its routing table), which shard indices each group member says it
+//! holds, and its own indices. The rules are arranged so that holders with the same view do
+//! not duplicate work:
+//! - A holder **outside** the group hands each of its shards to a group member that holds
+//!   nothing, and deletes its copy once that member has stored it; a shard the group already
+//!   holds it simply drops (the group member's answer is the confirmation).
+//! - Inside the group, only the **coordinator** (the closest group member holding any shard)
+//!   rebuilds: it finds the indices no answering vault holds, rebuilds them from any `k`, and
+//!   places them on group members that hold nothing.
+
+use std::collections::{BTreeSet, HashMap};
+
+use kura_node::PeerId;
+
+/// What one vault sees of one chunk.
+#[derive(Debug, Clone)]
+pub struct ChunkView {
+    /// Total shards `k + m` of the chunk.
+    pub n: usize,
+    /// The chunk's current close group, closest first (may include this vault).
+    pub group: Vec<PeerId>,
+    /// Indices each vault that answered holds (this vault included).
+    pub holdings: HashMap<PeerId, Vec<u8>>,
+}
+
+/// What a vault should do for a chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Rebuild these indices and store each on the given vault.
+    Rebuild(Vec<(u8, PeerId)>),
+    /// Give a local shard to a group member, then delete it here.
+    HandOver {
+        /// The shard's index.
+        index: u8,
+        /// The group member that should hold it.
+        to: PeerId,
+    },
+    /// Delete a local shard the group already holds.
+    Drop(u8),
+}
+
+/// The actions `me` should take for the chunk seen as `view`.
+pub fn plan(me: PeerId, view: &ChunkView) -> Vec<Action> {
+    let mine: Vec<u8> = view.holdings.get(&me).cloned().unwrap_or_default();
+    let held_by = |p: &PeerId| view.holdings.get(p).is_some_and(|h| !h.is_empty());
+    let in_group_held: BTreeSet<u8> =
+        view.group.iter().filter_map(|p| view.holdings.get(p)).flatten().copied().collect();
+    // Group members that answered and hold nothing: where shards can go.
+    let mut free = view.group.iter().filter(|p| view.holdings.get(p).is_some_and(Vec::is_empty)).copied();
+
+    if !view.group.contains(&me) {
+        let mut actions = Vec::new();
+        for &index in &mine {
+            if in_group_held.contains(&index) {
+                actions.push(Action::Drop(index));
+            } else if let Some(to) = free.next() {
+                actions.push(Action::HandOver { index, to });
+            }
+        }
+        return actions;
+    }
+
+    // A member holding several shards while another holds none gives the extras away, so
+    // that losing one vault never loses two shards.
+    let mut actions: Vec<Action> =
+        mine.iter().skip(1).zip(free.by_ref()).map(|(&index, to)| Action::HandOver { index, to }).collect();
+    let coordinator = view.group.iter().find(|p| held_by(p));
+    if coordinator != Some(&me) {
+        return actions;
+    }
+    // Indices held anywhere (a holder outside the group will hand its own over) are not lost.
+    let held_anywhere: BTreeSet<u8> = view.holdings.values().flatten().copied().collect();
+    let missing = (0..view.n as u8).filter(|i| !held_anywhere.contains(i));
+    let assigned: Vec<(u8, PeerId)> = missing.zip(free).collect();
+    if !assigned.is_empty() {
+        actions.push(Action::Rebuild(assigned));
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers(n: usize) -> Vec<PeerId> {
+        (0..n).map(|_| PeerId::random()).collect()
+    }
+
+    fn view(group: &[PeerId], holdings: &[(PeerId, Vec<u8>)]) -> ChunkView {
+        ChunkView { n: 8, group: group.to_vec(), holdings: holdings.iter().cloned().collect() }
+    }
+
+    #[test]
+    fn full_group_needs_nothing() {
+        let g = peers(8);
+        let v = view(&g, &g.iter().enumerate().map(|(i, p)| (*p, vec![i as u8])).collect::<Vec<_>>());
+        for p in &g {
+            assert!(plan(*p, &v).is_empty());
+        }
+    }
+
+    #[test]
+    fn only_the_coordinator_rebuilds_onto_free_members() {
+        let g = peers(8);
+        // Shards 0 and 1 were on vaults that left; their places went to g[6], g[7] (empty).
+        let mut holdings: Vec<(PeerId, Vec<u8>)> = (0..6).map(|i| (g[i], vec![i as u8 + 2])).collect();
+        holdings.push((g[6], vec![]));
+        holdings.push((g[7], vec![]));
+        let v = view(&g, &holdings);
+        assert_eq!(plan(g[0], &v), vec![Action::Rebuild(vec![(0, g[6]), (1, g[7])])]);
+        for p in &g[1..] {
+            assert!(plan(*p, &v).is_empty(), "only the coordinator acts");
+        }
+    }
+
+    #[test]
+    fn coordinator_is_the_closest_holder_not_the_closest_member() {
+        let g = peers(8);
+        let mut holdings: Vec<(PeerId, Vec<u8>)> = vec![(g[0], vec![])];
+        holdings.extend((1..8).map(|i| (g[i], vec![i as u8])));
+        let v = view(&g, &holdings);
+        assert_eq!(plan(g[1], &v), vec![Action::Rebuild(vec![(0, g[0])])]);
+        assert!(plan(g[0], &v).is_empty());
+    }
+
+    #[test]
+    fn a_vault_pushed_out_hands_over_then_drops() {
+        let g = peers(8);
+        let out = PeerId::random();
+        // A new closest vault g[0] joined and holds nothing; `out` fell out holding shard 7.
+        let mut holdings: Vec<(PeerId, Vec<u8>)> = vec![(g[0], vec![]), (out, vec![7])];
+        holdings.extend((1..8).map(|i| (g[i], vec![i as u8 - 1])));
+        let v = view(&g, &holdings);
+        assert_eq!(plan(out, &v), vec![Action::HandOver { index: 7, to: g[0] }]);
+        // The coordinator does not rebuild 7: it is held, and about to be handed over.
+        assert!(plan(g[1], &v).is_empty());
+        // Once g[0] holds 7, the old holder just drops its copy.
+        let mut after = holdings.clone();
+        after[0] = (g[0], vec![7]);
+        assert_eq!(plan(out, &view(&g, &after)), vec![Action::Drop(7)]);
+    }
+
+    #[test]
+    fn a_member_holding_two_gives_one_to_an_empty_member() {
+        let g = peers(8);
+        let mut holdings: Vec<(PeerId, Vec<u8>)> = vec![(g[0], vec![0]), (g[1], vec![1, 7]), (g[7], vec![])];
+        holdings.extend((2..7).map(|i| (g[i], vec![i as u8])));
+        let v = view(&g, &holdings);
+        assert_eq!(plan(g[1], &v), vec![Action::HandOver { index: 7, to: g[7] }]);
+        assert!(plan(g[0], &v).is_empty(), "nothing is missing, so the coordinator waits");
+    }
+
+    #[test]
+    fn silent_members_receive_nothing() {
+        let g = peers(8);
+        // g[7] did not answer (no entry): it may be dead, so it is not a placement target.
+        let holdings: Vec<(PeerId, Vec<u8>)> = (0..7).map(|i| (g[i], if i < 5 { vec![i as u8] } else { vec![] })).collect();
+        let v = view(&g, &holdings);
+        assert_eq!(plan(g[0], &v), vec![Action::Rebuild(vec![(5, g[5]), (6, g[6])])]);
+    }
+}
