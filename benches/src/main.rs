@@ -5,6 +5,7 @@
 //! - `netbench files --size 256 --rss-size 1024`: put/get throughput on 10 vaults beside the
 //!   same run's self_encryption throughput, client peak RSS, vault RSS, storage overhead.
 //! - `netbench erasure`: reed-solomon-erasure against reed-solomon-simd at Kura's shard sizes.
+//! - `netbench repair`: time from a vault's death to full redundancy, repair traffic, RSS.
 
 use std::path::PathBuf;
 
@@ -15,6 +16,7 @@ use kura_testnet::{process, Testnet};
 mod erasure;
 mod files;
 mod network;
+mod repair;
 
 /// Kura's end-to-end benchmarks.
 #[derive(Parser, Debug)]
@@ -51,6 +53,18 @@ enum Command {
     },
     /// Reed-Solomon crates compared.
     Erasure,
+    /// Repair after a vault dies.
+    Repair {
+        /// Vaults.
+        #[arg(long, default_value_t = 20)]
+        nodes: usize,
+        /// Files stored.
+        #[arg(long, default_value_t = 16)]
+        files: usize,
+        /// MiB per file.
+        #[arg(long, default_value_t = 64)]
+        file_mib: usize,
+    },
     /// (internal) Run one client operation in this process, for RSS measurement.
     #[command(hide = true)]
     Client {
@@ -75,6 +89,7 @@ fn main() -> Result<()> {
         Command::Network { nodes, lookups, idle } => network::run(nodes, lookups, idle),
         Command::Files { size, rss_size, nodes } => files::run(size, rss_size, nodes),
         Command::Erasure => erasure::run(),
+        Command::Repair { nodes, files, file_mib } => repair::run(nodes, files, file_mib),
         Command::Client { op, peers, what, out } => files::client_op(&op, &peers, &what, out),
     }
 }

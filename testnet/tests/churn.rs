@@ -1,6 +1,7 @@
 //! Churn on real vault processes: 30 files (150 MiB) on 20 vaults; vaults leave one at a
 //! time until 10 are gone, and repair restores full redundancy after each; then 10 new vaults
-//! join, shards move to them, and every file still fetches byte-identical.
+//! join, shards move to them, and every file still fetches byte-identical; then 4 vaults stop
+//! at the same instant, every file still fetches, and redundancy comes back.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -140,4 +141,19 @@ fn data_survives_vaults_leaving_one_by_one_and_moves_to_new_vaults() {
     });
     assert!(stats > 0, "no shard was handed over to the new vaults");
     fetch_all("after joins");
+
+    // Four vaults stop at the same instant: no time to repair in between. Every file still
+    // fetches at once, and redundancy comes back.
+    let four = net.net.pick_running(4).unwrap();
+    net.net.kill(&four, false).unwrap();
+    rt.block_on(async {
+        let client = connect(&net).await;
+        for (i, (path, address)) in files.iter().enumerate() {
+            let out = work.path().join(format!("four-{i}"));
+            client.get_path(*address, &out, &key, &bar).await.unwrap_or_else(|e| panic!("file {i} with 4 down: {e}"));
+            assert!(std::fs::read(&out).unwrap() == std::fs::read(path).unwrap());
+        }
+        client.close().await;
+        wait_full(&net, &chunks, "after 4 stopped at once").await;
+    });
 }

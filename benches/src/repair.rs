@@ -1,0 +1,110 @@
+//! Repair after a vault dies: time to full redundancy per GiB it held, repair traffic per byte
+//! lost, vault RSS while repairing.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use bytes::Bytes;
+use indicatif::ProgressBar;
+use kura_client::{Client, UserKey, Visibility};
+use kura_node::wire::{Request, Response};
+use kura_node::{close_group, Address, PeerId};
+use kura_testnet::{process, HealthConfig, Testnet};
+
+use crate::{tempdir, Down};
+
+const MIB: f64 = 1048576.0;
+
+async fn short_chunks(client: &Client, ids: &[PeerId], chunks: &[Address]) -> usize {
+    let mut short = 0;
+    for chunk in chunks {
+        let mut held = BTreeSet::new();
+        for peer in close_group(chunk, ids.iter().copied(), 8) {
+            if let Ok(Response::Indices(i)) = client.node().request(peer, Request::ShardIndices { chunk: *chunk }).await {
+                held.extend(i);
+            }
+        }
+        short += usize::from(held.len() < 8);
+    }
+    short
+}
+
+/// Runs the repair benchmark: `files` random files of `file_mib` MiB on `nodes` vaults.
+pub fn run(nodes: usize, files: usize, file_mib: usize) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let tmp = tempdir()?;
+    let net = Testnet::new(tmp.join("net"));
+    let _down = Down(net.clone(), tmp.clone());
+    net.up(nodes, 8 << 30)?;
+    let report = rt.block_on(net.wait_healthy(Duration::from_secs(120), HealthConfig::default()))?;
+    if !report.healthy() {
+        bail!("testnet not healthy: {:?}", report.problems());
+    }
+    let peers = kura_client::peers::read_peers_file(&net.layout().peers_file())?;
+    let client = rt.block_on(Client::connect(peers))?;
+    let key = UserKey::generate();
+    let mut chunks = Vec::new();
+    for i in 0..files {
+        let content: Vec<u8> = (0..file_mib << 20).map(|_| rand::random::<u8>()).collect();
+        let path = tmp.join(format!("f{i}"));
+        std::fs::write(&path, &content)?;
+        let address = rt.block_on(client.put_path(&path, Visibility::Private, &key, &ProgressBar::hidden()))?;
+        let (_, encrypted) = self_encryption::encrypt(Bytes::from(content))?;
+        chunks.extend(encrypted.iter().map(|c| Address::of_content(&c.content)));
+        chunks.push(address);
+        std::fs::remove_file(&path)?;
+    }
+    let state = net.state()?;
+    let victim = state.vaults[nodes / 2].clone();
+    let victim_peer: PeerId = victim.peer_id.parse()?;
+    let (lost, moved_before) = rt.block_on(async {
+        let lost = client.vault_status(victim_peer).await?.bytes_used;
+        let mut moved = 0;
+        for (_, p) in net.running_peers(&state) {
+            moved += client.vault_status(p).await?.repair_bytes;
+        }
+        Ok::<_, anyhow::Error>((lost, moved))
+    })?;
+
+    let killed = Instant::now();
+    net.kill(&[victim.index], true)?;
+    let ids: Vec<PeerId> = net.running_peers(&net.state()?).into_iter().map(|(_, p)| p).collect();
+    let mut peak_rss = 0u64;
+    let healed = rt.block_on(async {
+        loop {
+            for v in net.state()?.vaults.iter().filter(|v| v.index != victim.index) {
+                peak_rss = peak_rss.max(process::rss_bytes(v.pid).unwrap_or(0));
+            }
+            if short_chunks(&client, &ids, &chunks).await == 0 {
+                return Ok::<_, anyhow::Error>(killed.elapsed());
+            }
+            if killed.elapsed() > Duration::from_secs(600) {
+                bail!("no full redundancy 600 s after the kill");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })?;
+    let moved_after = rt.block_on(async {
+        let mut moved = 0;
+        for (_, p) in net.running_peers(&net.state()?) {
+            moved += client.vault_status(p).await?.repair_bytes;
+        }
+        Ok::<_, anyhow::Error>(moved)
+    })?;
+    let gib = lost as f64 / (1024.0 * MIB);
+    println!(
+        "{nodes} vaults, {files} × {file_mib} MiB stored; one vault SIGKILLed holding {:.1} MiB of shards:",
+        lost as f64 / MIB
+    );
+    println!("| kill → full redundancy (s) | per GiB lost (s) | repair traffic per byte lost | peak vault RSS while repairing (MiB) |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {:.1} | {:.1} | {:.2} | {:.1} |",
+        healed.as_secs_f64(),
+        healed.as_secs_f64() / gib,
+        (moved_after - moved_before) as f64 / lost as f64,
+        peak_rss as f64 / MIB
+    );
+    Ok(())
+}
