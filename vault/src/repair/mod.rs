@@ -7,8 +7,8 @@
 //! no shard bytes), runs the pure rules in [`plan`], and carries out what they say: rebuild
 //! lost shards from any `k` (decode, check the address, re-encode, check every hash) onto
 //! group members that hold none, hand shards to closer vaults and delete them only after the
-//! new holder stored them, or drop a copy the group already holds. It works one chunk at a
-//! time, so it never takes more than one request slot from client traffic.
+//! new holder stored them, or drop a copy the group already holds. It works on a few chunks
+//! at once ([`CONCURRENT_CHUNKS`]), so client traffic keeps nearly all request slots.
 
 mod plan;
 
@@ -19,6 +19,7 @@ use std::time::Duration;
 use kura_node::erasure;
 use kura_node::wire::{Request, Response};
 use kura_node::{Address, NodeError, PeerId, RecordKey, RecordKind, Shard};
+use futures::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, info, warn};
 
@@ -30,6 +31,9 @@ use crate::server::Vault;
 const DEBOUNCE: Duration = Duration::from_millis(500);
 /// How long a group member has to answer during repair.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Chunks one vault repairs at once: enough to overlap round trips, few enough to leave the
+/// vault's request slots (64) to clients.
+const CONCURRENT_CHUNKS: usize = 4;
 /// How soon a chunk whose repair failed is tried again.
 const RETRY: Duration = Duration::from_secs(2);
 
@@ -112,15 +116,19 @@ impl Vault {
         let stats = &self.repair_stats();
         stats.pending.store(todo.len() as u64, Ordering::Relaxed);
         let mut failed = Vec::new();
-        for chunk in todo {
-            if let Err(e) = self.repair_chunk(chunk).await {
-                if matches!(e, NodeError::Shutdown) {
-                    return Err(e);
-                }
-                debug!(%chunk, error = %e, "repair of chunk failed; retrying soon");
-                failed.push(chunk);
-            }
+        let mut results = futures::stream::iter(todo)
+            .map(|chunk| async move { (chunk, self.repair_chunk(chunk).await) })
+            .buffer_unordered(CONCURRENT_CHUNKS);
+        while let Some((chunk, result)) = results.next().await {
             stats.pending.fetch_sub(1, Ordering::Relaxed);
+            match result {
+                Ok(()) => {}
+                Err(NodeError::Shutdown) => return Err(NodeError::Shutdown),
+                Err(e) => {
+                    debug!(%chunk, error = %e, "repair of chunk failed; retrying soon");
+                    failed.push(chunk);
+                }
+            }
         }
         Ok(failed)
     }
