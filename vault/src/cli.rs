@@ -56,8 +56,10 @@ struct RunArgs {
     /// Turn off repair and handover (for tests of what erasure coding alone survives).
     #[arg(long)]
     no_repair: bool,
-    /// Seconds between the repair worker's full sweeps (it also wakes on every routing change).
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    /// Seconds between the repair worker's full sweeps. A sweep reads every shard the vault
+    /// holds, so it is rare; the worker also wakes on every routing change and retries
+    /// failed repairs after 2 s.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
     repair_sweep: u64,
     /// Worker threads (a local testnet runs many vaults on few cores, and gives each one).
     #[arg(long, value_name = "N", default_value_t = 2)]

@@ -43,7 +43,7 @@ impl VaultConfig {
             capacity: 1 << 30,
             max_concurrent_requests: 64,
             storage: Storage::Disk,
-            repair_sweep: Some(std::time::Duration::from_secs(10)),
+            repair_sweep: Some(std::time::Duration::from_secs(60)),
         }
     }
 
@@ -52,7 +52,7 @@ impl VaultConfig {
         VaultConfig {
             listen: vec!["/ip4/0.0.0.0/udp/12000/quic-v1".parse().expect("static multiaddr")],
             capacity: 50 << 30,
-            repair_sweep: Some(std::time::Duration::from_secs(300)),
+            repair_sweep: Some(std::time::Duration::from_secs(600)),
             ..VaultConfig::local(root)
         }
     }
