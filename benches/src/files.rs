@@ -3,14 +3,14 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::ProgressBar;
 use kura_client::{Client, UserKey, Visibility};
-use kura_testnet::{process, HealthConfig, Testnet};
+use kura_testnet::process;
 
-use crate::{tempdir, Down};
+use crate::healthy_testnet;
 
 const MIB: f64 = 1048576.0;
 
@@ -95,14 +95,8 @@ pub fn client_op(op: &str, peers: &Path, what: &str, out: Option<PathBuf>) -> Re
 /// Runs the file benchmark and prints its tables.
 pub fn run(size_mib: usize, rss_mib: usize, nodes: usize) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let tmp = tempdir()?;
-    let net = Testnet::new(tmp.join("net"));
-    let _down = Down(net.clone(), tmp.clone());
-    net.up(nodes, 8 << 30)?;
-    let report = rt.block_on(net.wait_healthy(Duration::from_secs(120), HealthConfig::default()))?;
-    if !report.healthy() {
-        bail!("testnet not healthy: {:?}", report.problems());
-    }
+    let (net, down) = healthy_testnet(&rt, nodes, 8 << 30)?;
+    let tmp = down.1.clone();
     let peers = net.layout().peers_file();
     let home = tmp.join("home");
     let src = tmp.join("file");

@@ -101,6 +101,20 @@ pub fn tempdir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Starts `nodes` vaults of `capacity` bytes in a fresh directory and waits until the network
+/// is healthy. The returned guard stops it and removes the directory.
+pub fn healthy_testnet(rt: &tokio::runtime::Runtime, nodes: usize, capacity: u64) -> Result<(Testnet, Down)> {
+    let tmp = tempdir()?;
+    let net = Testnet::new(tmp.join("net"));
+    let down = Down(net.clone(), tmp);
+    net.up(nodes, capacity)?;
+    let report = rt.block_on(net.wait_healthy(std::time::Duration::from_secs(120), kura_testnet::HealthConfig::default()))?;
+    if !report.healthy() {
+        anyhow::bail!("{nodes} vaults not healthy after 120 s: {:?}", report.problems());
+    }
+    Ok((net, down))
+}
+
 /// Stops the testnet and removes its directory, also on error.
 pub struct Down(pub Testnet, pub PathBuf);
 

@@ -2,11 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use kura_node::Address;
-use kura_testnet::{process, HealthConfig, Testnet};
+use kura_testnet::{process, Testnet};
 
-use crate::{tempdir, Down};
+use crate::healthy_testnet;
 
 /// Runs the network benchmark.
 pub fn run(nodes: Vec<usize>, lookups: usize, idle: u64) -> Result<()> {
@@ -15,16 +15,9 @@ pub fn run(nodes: Vec<usize>, lookups: usize, idle: u64) -> Result<()> {
     println!("| vaults | up → healthy (s) | idle RSS per vault, median / max (MiB) |");
     println!("|---|---|---|");
     for &n in &nodes {
-        let tmp = tempdir()?;
-        let net = Testnet::new(tmp.clone());
-        let guard = Down(net.clone(), tmp);
         let start = Instant::now();
-        net.up(n, 1 << 30)?;
-        let report = rt.block_on(net.wait_healthy(Duration::from_secs(120), HealthConfig::default()))?;
+        let (net, guard) = healthy_testnet(&rt, n, 1 << 30)?;
         let healthy = start.elapsed();
-        if !report.healthy() {
-            bail!("{n} vaults not healthy after 120 s: {:?}", report.problems());
-        }
         std::thread::sleep(Duration::from_secs(idle));
         let state = net.state()?;
         let mut rss: Vec<f64> =

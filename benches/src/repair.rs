@@ -10,9 +10,9 @@ use indicatif::ProgressBar;
 use kura_client::{Client, UserKey, Visibility};
 use kura_node::wire::{Request, Response};
 use kura_node::{close_group, Address, PeerId};
-use kura_testnet::{process, HealthConfig, Testnet};
+use kura_testnet::process;
 
-use crate::{tempdir, Down};
+use crate::healthy_testnet;
 
 const MIB: f64 = 1048576.0;
 
@@ -33,14 +33,8 @@ async fn short_chunks(client: &Client, ids: &[PeerId], chunks: &[Address]) -> us
 /// Runs the repair benchmark: `files` random files of `file_mib` MiB on `nodes` vaults.
 pub fn run(nodes: usize, files: usize, file_mib: usize) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let tmp = tempdir()?;
-    let net = Testnet::new(tmp.join("net"));
-    let _down = Down(net.clone(), tmp.clone());
-    net.up(nodes, 8 << 30)?;
-    let report = rt.block_on(net.wait_healthy(Duration::from_secs(120), HealthConfig::default()))?;
-    if !report.healthy() {
-        bail!("testnet not healthy: {:?}", report.problems());
-    }
+    let (net, down) = healthy_testnet(&rt, nodes, 8 << 30)?;
+    let tmp = down.1.clone();
     let peers = kura_client::peers::read_peers_file(&net.layout().peers_file())?;
     let client = rt.block_on(Client::connect(peers))?;
     let key = UserKey::generate();

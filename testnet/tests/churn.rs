@@ -17,10 +17,6 @@ use common::Net;
 
 const MIB: usize = 1 << 20;
 
-async fn connect(net: &Net) -> Client {
-    Client::connect(kura_client::peers::read_peers_file(&net.peers_file()).unwrap()).await.unwrap()
-}
-
 fn running_ids(net: &Net) -> Vec<PeerId> {
     net.net.running_peers(&net.net.state().unwrap()).into_iter().map(|(_, p)| p).collect()
 }
@@ -62,7 +58,7 @@ async fn under_replicated(client: &Client, ids: &[PeerId], chunks: &[Address], v
 async fn wait_full(net: &Net, chunks: &[Address], what: &str) {
     let start = Instant::now();
     loop {
-        let client = connect(net).await;
+        let client = net.connect().await;
         let ids = running_ids(net);
         let bad = under_replicated(&client, &ids, chunks, false).await;
         client.close().await;
@@ -90,7 +86,7 @@ fn data_survives_vaults_leaving_one_by_one_and_moves_to_new_vaults() {
     let mut files = Vec::new();
     let mut chunks = Vec::new();
     rt.block_on(async {
-        let client = connect(&net).await;
+        let client = net.connect().await;
         for (i, size) in sizes.iter().enumerate() {
             let content: Vec<u8> = (0..*size).map(|_| rand::random::<u8>()).collect();
             let path = work.path().join(format!("f{i}"));
@@ -113,7 +109,7 @@ fn data_survives_vaults_leaving_one_by_one_and_moves_to_new_vaults() {
     }
     let fetch_all = |label: &str| {
         rt.block_on(async {
-            let client = connect(&net).await;
+            let client = net.connect().await;
             for (i, (path, address)) in files.iter().enumerate() {
                 let out = work.path().join(format!("{label}-{i}"));
                 client.get_path(*address, &out, &key, &bar).await.unwrap_or_else(|e| panic!("{label} file {i}: {e}"));
@@ -131,7 +127,7 @@ fn data_survives_vaults_leaving_one_by_one_and_moves_to_new_vaults() {
     net.net.add(10, 1 << 30).unwrap();
     let stats = rt.block_on(async {
         wait_full(&net, &chunks, "after 10 joined").await;
-        let client = connect(&net).await;
+        let client = net.connect().await;
         let mut handed = 0;
         for (_, peer) in net.net.running_peers(&net.net.state().unwrap()) {
             handed += client.vault_status(peer).await.unwrap().shards_handed_over;
@@ -147,7 +143,7 @@ fn data_survives_vaults_leaving_one_by_one_and_moves_to_new_vaults() {
     let four = net.net.pick_running(4).unwrap();
     net.net.kill(&four, false).unwrap();
     rt.block_on(async {
-        let client = connect(&net).await;
+        let client = net.connect().await;
         for (i, (path, address)) in files.iter().enumerate() {
             let out = work.path().join(format!("four-{i}"));
             client.get_path(*address, &out, &key, &bar).await.unwrap_or_else(|e| panic!("file {i} with 4 down: {e}"));

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use indicatif::ProgressBar;
-use kura_client::{Client, UserKey, Visibility};
+use kura_client::{UserKey, Visibility};
 use kura_node::wire::{Request, Response};
 use kura_node::{close_group, Address, PeerId};
 
@@ -42,7 +42,7 @@ fn a_vault_killed_mid_upload_restarts_whole() {
     let victim = 3;
 
     let address = rt.block_on(async {
-        let client = Client::connect(kura_client::peers::read_peers_file(&net.peers_file()).unwrap()).await.unwrap();
+        let client = net.connect().await;
         let uploader = client.clone();
         let (src2, key2) = (src.clone(), key.clone());
         let upload = tokio::spawn(async move {
@@ -76,13 +76,8 @@ fn a_vault_killed_mid_upload_restarts_whole() {
     assert_eq!(tmp_left, 0, "temporary files survive the restart");
 
     rt.block_on(async {
-        let report = net
-            .net
-            .wait_healthy(Duration::from_secs(60), kura_testnet::HealthConfig { probes: 20, ..Default::default() })
-            .await
-            .unwrap();
-        assert!(report.healthy(), "{:?}", report.problems());
-        let client = Client::connect(kura_client::peers::read_peers_file(&net.peers_file()).unwrap()).await.unwrap();
+        net.assert_healthy().await;
+        let client = net.connect().await;
         let peer: PeerId = net.net.state().unwrap().vaults[victim].peer_id.parse().unwrap();
         // Every shard that was on its disk is served, and verifies.
         let chunks: BTreeSet<Address> = on_disk.iter().map(|(c, _)| *c).collect();

@@ -35,10 +35,6 @@ fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-async fn connect(net: &Net) -> Client {
-    Client::connect(kura_client::peers::read_peers_file(&net.peers_file()).unwrap()).await.unwrap()
-}
-
 async fn round_trip(client: &Client, dir: &Path, name: &str, content: &[u8], vis: Visibility, key: &UserKey) {
     let src = dir.join(name);
     std::fs::write(&src, content).unwrap();
@@ -68,7 +64,7 @@ fn files_of_every_size_round_trip_and_bad_input_is_refused() {
     let work = tempfile::tempdir().unwrap();
     let rt = rt();
     rt.block_on(async {
-        let client = connect(&net).await;
+        let client = net.connect().await;
         let key = UserKey::generate();
         let sizes = [0, 1, 2, 3, 4096, MIB, 4 * MIB + 1, 64 * MIB];
         for size in sizes {
@@ -182,7 +178,7 @@ fn a_file_survives_four_lost_holders_and_names_the_chunk_lost_with_five() {
     let bar = ProgressBar::hidden();
     let rt = rt();
     let address = rt.block_on(async {
-        let client = connect(&net).await;
+        let client = net.connect().await;
         let a = client.put_path(&src, Visibility::Private, &key, &bar).await.unwrap();
         client.close().await;
         a
@@ -198,7 +194,7 @@ fn a_file_survives_four_lost_holders_and_names_the_chunk_lost_with_five() {
     let four: Vec<usize> = group.iter().take(4).map(index_of).collect();
     net.net.kill(&four, false).unwrap();
     rt.block_on(async {
-        let client = connect(&net).await;
+        let client = net.connect().await;
         let out = work.path().join("after4");
         client.get_path(address, &out, &key, &bar).await.unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), content);
@@ -216,7 +212,7 @@ fn a_file_survives_four_lost_holders_and_names_the_chunk_lost_with_five() {
         .collect();
     assert!(lost.contains(&target.to_string()));
     rt.block_on(async {
-        let client = connect(&net).await;
+        let client = net.connect().await;
         let out = work.path().join("after5");
         let err = client.get_path(address, &out, &key, &bar).await.unwrap_err();
         let msg = err.to_string();
@@ -234,13 +230,8 @@ fn a_full_vault_refuses_and_puts_still_succeed() {
     let tiny = net.net.add(1, 600 * 1024).unwrap()[0];
     let rt = rt();
     rt.block_on(async {
-        let report = net
-            .net
-            .wait_healthy(Duration::from_secs(60), kura_testnet::HealthConfig { probes: 20, ..Default::default() })
-            .await
-            .unwrap();
-        assert!(report.healthy(), "{:?}", report.problems());
-        let client = connect(&net).await;
+        net.assert_healthy().await;
+        let client = net.connect().await;
         let work = tempfile::tempdir().unwrap();
         let key = UserKey::generate();
         for i in 0..3 {

@@ -61,12 +61,24 @@ impl Net {
         let net = Testnet::new(dir.clone());
         let guard = Guard { dir };
         net.up_with(nodes, capacity, vault_args.iter().map(|a| a.to_string()).collect()).unwrap();
-        let report = tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(net.wait_healthy(Duration::from_secs(60), HealthConfig { probes: 20, ..Default::default() }))
+        let net = Net { net, guard, tmp };
+        tokio::runtime::Runtime::new().unwrap().block_on(net.assert_healthy());
+        net
+    }
+
+    /// Waits (up to 60 s) until the network is healthy; fails the test if it never is.
+    pub async fn assert_healthy(&self) {
+        let report = self
+            .net
+            .wait_healthy(Duration::from_secs(60), HealthConfig { probes: 20, ..Default::default() })
+            .await
             .unwrap();
         assert!(report.healthy(), "testnet not healthy: {:?}", report.problems());
-        Net { net, guard, tmp }
+    }
+
+    /// A client joined through the running vaults.
+    pub async fn connect(&self) -> kura_client::Client {
+        kura_client::Client::connect(kura_client::peers::read_peers_file(&self.peers_file()).unwrap()).await.unwrap()
     }
 
     /// The peers file.
