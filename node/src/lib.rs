@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 mod address;
+pub mod audit;
 mod codec;
 mod config;
 mod error;
@@ -26,6 +27,7 @@ pub mod erasure;
 pub mod record;
 pub mod identity;
 mod node;
+pub mod penalty;
 pub mod wire;
 
 pub use address::{close_group, Address, AddressParseError, ADDRESS_LEN};

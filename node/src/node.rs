@@ -25,6 +25,7 @@ use crate::address::{close_group, Address};
 use crate::codec::KuraCodec;
 use crate::config::{NodeConfig, Role};
 use crate::error::NodeError;
+use crate::penalty::Penalties;
 use crate::wire::{RemoteError, Request, Response, KAD_PROTOCOL, MAX_GROUP_QUERY, REQUEST_PROTOCOL};
 
 /// Commands queued to the actor before the caller waits.
@@ -122,6 +123,11 @@ enum Command {
     AddAddress {
         peer: PeerId,
         addr: Multiaddr,
+    },
+    Penalize {
+        peer: PeerId,
+        reason: String,
+        reply: oneshot::Sender<Duration>,
     },
     Shutdown,
 }
@@ -225,6 +231,14 @@ impl NodeHandle {
         self.cmd.send(Command::AddAddress { peer, addr }).await.map_err(|_| NodeError::Shutdown)
     }
 
+    /// Drops `peer` from the routing table and keeps it out of the table and of lookup results
+    /// for a while (longer for each repeated offence; see [`crate::penalty`]). Subscribers see
+    /// it leave. Returns how long it is kept out.
+    pub async fn penalize(&self, peer: PeerId, reason: impl Into<String>) -> Result<Duration, NodeError> {
+        let reason = reason.into();
+        self.call(|reply| Command::Penalize { peer, reason, reply }).await
+    }
+
     /// Stops the node's event loop.
     pub async fn shutdown(&self) {
         let _ = self.cmd.send(Command::Shutdown).await;
@@ -294,6 +308,7 @@ pub async fn spawn(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Inb
         replies: FuturesUnordered::new(),
         join_bootstraps: config.join_bootstraps.iter().rev().map(|d| now + *d).collect(),
         request_timeout: config.request_timeout,
+        penalties: Penalties::default(),
     };
     let span = tracing::info_span!("node", peer = %peer_id);
     tokio::spawn(tracing::Instrument::instrument(actor.run(cmd_rx), span));
@@ -383,6 +398,8 @@ struct Actor {
     /// Due times of the remaining join bootstraps, latest first (so `pop` yields the next).
     join_bootstraps: Vec<Instant>,
     request_timeout: Duration,
+    /// Peers dropped for misbehaving, kept out of the routing table for a while.
+    penalties: Penalties,
 }
 
 impl Actor {
@@ -411,6 +428,10 @@ impl Actor {
             }
         }
         info!("node stopped");
+    }
+
+    fn banned(&self, peer: &PeerId) -> bool {
+        self.penalties.is_banned(peer, std::time::Instant::now())
     }
 
     fn routing_table(&mut self) -> Vec<PeerId> {
@@ -457,6 +478,15 @@ impl Actor {
                 }
             }
             Command::AddAddress { peer, addr } => self.swarm.add_peer_address(peer, addr),
+            Command::Penalize { peer, reason, reply } => {
+                let now = std::time::Instant::now();
+                self.penalties.prune(now);
+                let span = self.penalties.penalize(peer, now);
+                self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                warn!(%peer, %reason, secs = span.as_secs(), "peer dropped from the routing table");
+                let _ = self.events.send(NodeEvent::PeerRemoved(peer));
+                let _ = reply.send(span);
+            }
             Command::Shutdown => {}
         }
     }
@@ -466,7 +496,7 @@ impl Actor {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                 let is_vault = info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL);
-                if is_vault {
+                if is_vault && !self.banned(&peer_id) {
                     for addr in info.listen_addrs.into_iter().filter(dialable) {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
@@ -497,8 +527,13 @@ impl Actor {
     }
 
     fn on_kad(&mut self, event: kad::Event) {
-        if let kad::Event::RoutingUpdated { peer, is_new_peer: true, .. } = event {
-            let _ = self.events.send(NodeEvent::PeerAdded(peer));
+        if let kad::Event::RoutingUpdated { peer, is_new_peer, .. } = event {
+            // Kademlia re-adds any peer it hears from; a penalized one goes straight back out.
+            if self.banned(&peer) {
+                self.swarm.behaviour_mut().kad.remove_peer(&peer);
+            } else if is_new_peer {
+                let _ = self.events.send(NodeEvent::PeerAdded(peer));
+            }
             return;
         }
         if let kad::Event::OutboundQueryProgressed { id, result, step, stats } = event {
@@ -520,7 +555,8 @@ impl Actor {
                     return;
                 }
             };
-            let mut candidates: Vec<PeerId> = peers.into_iter().map(|p| p.peer_id).collect();
+            let mut candidates: Vec<PeerId> =
+                peers.into_iter().map(|p| p.peer_id).filter(|p| !self.banned(p)).collect();
             if self.role == Role::Vault {
                 candidates.push(self.local);
             }

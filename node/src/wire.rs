@@ -10,6 +10,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 
 use crate::address::Address;
+use crate::audit::Challenge;
 use crate::record::Shard;
 
 /// The wire version this build speaks. Bump it when a message's encoding changes.
@@ -56,6 +57,16 @@ pub enum Request {
         /// The chunk.
         chunk: Address,
     },
+    /// A storage audit: prove that shard `index` of `chunk` is held by answering `challenge`
+    /// (see [`crate::audit`]).
+    Audit {
+        /// The chunk.
+        chunk: Address,
+        /// The shard index the vault said it holds.
+        index: u8,
+        /// The chunks of the shard asked for.
+        challenge: Challenge,
+    },
     /// A frame that arrived but could not be decoded. Never sent: the codec produces it so the
     /// receiver can answer with a clear error instead of silently dropping the stream.
     #[serde(skip)]
@@ -80,6 +91,8 @@ pub enum Response {
     Shards(Vec<Shard>),
     /// Reply to [`Request::ShardIndices`].
     Indices(Vec<u8>),
+    /// Reply to [`Request::Audit`]: the Bao proof.
+    Proof(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// What a vault reports about itself.
@@ -113,6 +126,11 @@ pub struct VaultStatus {
     pub shards_handed_over: u64,
     /// Shard bytes this vault fetched or sent for repair and handover.
     pub repair_bytes: u64,
+    /// Audits of other vaults that this vault ran and saw pass.
+    pub audits_passed: u64,
+    /// Audits of other vaults that this vault ran and saw fail (wrong proof, shard gone, no
+    /// answer).
+    pub audit_failures: u64,
     /// The software version it runs.
     pub version: String,
 }
@@ -146,6 +164,14 @@ pub enum RemoteError {
     /// The vault is not among the vaults responsible for the address.
     #[error("not responsible for {0}")]
     NotResponsible(Address),
+    /// The vault does not hold the shard asked for.
+    #[error("shard {index} of chunk {chunk} not held")]
+    NotHeld {
+        /// The chunk.
+        chunk: Address,
+        /// The shard index.
+        index: u8,
+    },
 }
 
 /// Why bytes could not be decoded into a message.
@@ -221,6 +247,7 @@ mod tests {
                 target: Address::random(),
                 n: 8,
             },
+            Request::Audit { chunk: Address::random(), index: 3, challenge: Challenge { chunks: vec![0, 9, 200] } },
         ] {
             let bytes = encode(&req).unwrap();
             assert_eq!(bytes[0], WIRE_VERSION);
@@ -245,6 +272,8 @@ mod tests {
             shards_repaired: 0,
             shards_handed_over: 0,
             repair_bytes: 0,
+            audits_passed: 4,
+            audit_failures: 1,
             version: "0.1.0".into(),
         };
         for resp in [
@@ -252,6 +281,8 @@ mod tests {
             Response::Status(status),
             Response::Closest(vec![PeerId::random(), PeerId::random()]),
             Response::Error(RemoteError::Malformed(WireError::Empty)),
+            Response::Error(RemoteError::NotHeld { chunk: Address::random(), index: 2 }),
+            Response::Proof(vec![1, 2, 3]),
         ] {
             assert_eq!(decode::<Response>(&encode(&resp).unwrap()).unwrap(), resp);
         }

@@ -215,6 +215,8 @@ mod tests {
             shards_repaired: 0,
             shards_handed_over: 0,
             repair_bytes: 0,
+            audits_passed: 0,
+            audit_failures: 0,
             version: String::new(),
         })
     }

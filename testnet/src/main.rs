@@ -192,8 +192,9 @@ fn print_status(net: &Testnet, report: &HealthReport) -> Result<()> {
     let statuses: std::collections::HashMap<usize, &kura_node::wire::VaultStatus> =
         report.vaults.iter().filter_map(|v| v.status.as_ref().ok().map(|s| (v.index, s))).collect();
     println!(
-        "{:>3}  {:<52}  {:<32}  {:>7}  {:<4}  {:>5}  {:>7}  {:>21}  {:>7}  {:>8}  {:>7}  {:>9}",
-        "#", "peer id", "listen", "pid", "up", "table", "records", "used / capacity", "pending", "repaired", "handed", "moved"
+        "{:>3}  {:<52}  {:<32}  {:>7}  {:<4}  {:>5}  {:>7}  {:>21}  {:>7}  {:>8}  {:>7}  {:>9}  {:>7}  {:>10}",
+        "#", "peer id", "listen", "pid", "up", "table", "records", "used / capacity", "pending", "repaired", "handed", "moved",
+        "audited", "audit-fail"
     );
     for v in &state.vaults {
         let up = running.contains(&v.index);
@@ -204,18 +205,20 @@ fn print_status(net: &Testnet, report: &HealthReport) -> Result<()> {
                 s.records_stored.to_string(),
                 format!("{} / {}", bytesize::ByteSize(s.bytes_used).to_string_as(true), bytesize::ByteSize(s.capacity).to_string_as(true)),
                 format!(
-                    "{:>7}  {:>8}  {:>7}  {:>9}",
+                    "{:>7}  {:>8}  {:>7}  {:>9}  {:>7}  {:>10}",
                     s.pending_repairs,
                     s.shards_repaired,
                     s.shards_handed_over,
-                    bytesize::ByteSize(s.repair_bytes).to_string_as(true)
+                    bytesize::ByteSize(s.repair_bytes).to_string_as(true),
+                    s.audits_passed,
+                    s.audit_failures
                 ),
             ),
             None => (
                 "-".into(),
                 "-".into(),
                 format!("- / {}", bytesize::ByteSize(v.capacity).to_string_as(true)),
-                format!("{:>7}  {:>8}  {:>7}  {:>9}", "-", "-", "-", "-"),
+                format!("{:>7}  {:>8}  {:>7}  {:>9}  {:>7}  {:>10}", "-", "-", "-", "-", "-", "-"),
             ),
         };
         let rss = if up { process::rss_bytes(v.pid).map(|b| format!(" rss {}", bytesize::ByteSize(b).to_string_as(true))) } else { None };

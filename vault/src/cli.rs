@@ -53,7 +53,8 @@ struct RunArgs {
     /// Requests served at once.
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_concurrent_requests: usize,
-    /// Turn off repair and handover (for tests of what erasure coding alone survives).
+    /// Turn off repair, handover and storage audits (for tests of what erasure coding alone
+    /// survives).
     #[arg(long)]
     no_repair: bool,
     /// Seconds between the repair worker's full sweeps. A sweep reads every shard the vault
@@ -61,6 +62,11 @@ struct RunArgs {
     /// failed repairs after 2 s.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     repair_sweep: u64,
+    /// Seconds between storage audit rounds. Each round challenges the other holders of up to
+    /// 32 of this vault's chunks to prove, with a few KiB of Bao proof each, that they still
+    /// hold their shards.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    audit_interval: u64,
     /// Worker threads (a local testnet runs many vaults on few cores, and gives each one).
     #[arg(long, value_name = "N", default_value_t = 2)]
     threads: usize,
@@ -118,6 +124,7 @@ async fn run(args: RunArgs) -> Result<(), VaultError> {
         capacity: args.max_capacity.as_u64(),
         max_concurrent_requests: args.max_concurrent_requests,
         repair_sweep: (!args.no_repair).then(|| std::time::Duration::from_secs(args.repair_sweep.max(1))),
+        audit_interval: (!args.no_repair).then(|| std::time::Duration::from_secs(args.audit_interval.max(1))),
         ..VaultConfig::local(args.root)
     };
     let vault = Vault::start(config).await?;

@@ -22,6 +22,8 @@ pub struct VaultConfig {
     /// Period of the repair worker's full sweep; `None` turns repair and handover off (for
     /// tests of what erasure coding alone survives).
     pub repair_sweep: Option<std::time::Duration>,
+    /// Period of storage audit rounds (see [`crate::audit`]); `None` turns audits off.
+    pub audit_interval: Option<std::time::Duration>,
 }
 
 /// Which record store backs a vault.
@@ -44,6 +46,7 @@ impl VaultConfig {
             max_concurrent_requests: 64,
             storage: Storage::Disk,
             repair_sweep: Some(std::time::Duration::from_secs(60)),
+            audit_interval: Some(std::time::Duration::from_secs(30)),
         }
     }
 
@@ -53,6 +56,7 @@ impl VaultConfig {
             listen: vec!["/ip4/0.0.0.0/udp/12000/quic-v1".parse().expect("static multiaddr")],
             capacity: 50 << 30,
             repair_sweep: Some(std::time::Duration::from_secs(600)),
+            audit_interval: Some(std::time::Duration::from_secs(300)),
             ..VaultConfig::local(root)
         }
     }

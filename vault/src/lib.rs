@@ -9,6 +9,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod cli;
 mod config;
 mod error;

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use kura_node::audit::{self, Challenge};
 use kura_node::wire::{self, RemoteError, Request, Response, VaultStatus, MAX_FRAME_LEN};
 use kura_node::{Address, InboundRequest, NodeHandle, RecordKind, Shard};
 use tokio::sync::{mpsc, Semaphore};
@@ -12,6 +13,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Storage, VaultConfig};
 use crate::error::VaultError;
 use crate::info::VaultInfo;
+use crate::audit::AuditStats;
 use crate::repair::RepairStats;
 use crate::store::{DiskStore, MemoryStore, RecordStore, StoreError};
 
@@ -40,6 +42,7 @@ struct Shared {
     refused_full: AtomicU64,
     corrupt_records: AtomicU64,
     repair: RepairStats,
+    audit: AuditStats,
     /// Chunks with a shard being stored right now (see [`Vault::put_shard`]).
     storing: std::sync::Mutex<std::collections::HashSet<Address>>,
 }
@@ -99,12 +102,16 @@ impl Vault {
                 refused_full: AtomicU64::new(0),
                 corrupt_records: AtomicU64::new(0),
                 repair: RepairStats::default(),
+                audit: AuditStats::default(),
                 storing: Default::default(),
             }),
         };
         tokio::spawn(vault.clone().serve(inbound));
         if let Some(sweep) = vault.shared.config.repair_sweep {
             tokio::spawn(vault.clone().repair_worker(sweep));
+        }
+        if let Some(every) = vault.shared.config.audit_interval {
+            tokio::spawn(vault.clone().audit_worker(every));
         }
         Ok(vault)
     }
@@ -121,6 +128,10 @@ impl Vault {
 
     pub(crate) fn repair_stats(&self) -> &RepairStats {
         &self.shared.repair
+    }
+
+    pub(crate) fn audit_stats(&self) -> &AuditStats {
+        &self.shared.audit
     }
 
     /// Stops the vault's network node, marks its store cleanly closed and removes its status
@@ -162,6 +173,7 @@ impl Vault {
             Request::ShardIndices { chunk } => Ok(Response::Indices(
                 self.shared.store.keys_at(RecordKind::Shard, &chunk).iter().map(|k| k.index).collect(),
             )),
+            Request::Audit { chunk, index, challenge } => self.prove(chunk, index, challenge).await.map(Response::Proof),
             other => Err(RemoteError::Invalid(format!("unsupported request {other:?}"))),
         };
         result.unwrap_or_else(Response::Error)
@@ -204,6 +216,17 @@ impl Vault {
                 Err(internal(e))
             }
         }
+    }
+
+    /// Answers a storage audit of shard `index` of `chunk`: reads it (verifying it, so a
+    /// damaged or vanished one is dropped and reported as not held) and proves the slices asked.
+    async fn prove(&self, chunk: Address, index: u8, challenge: Challenge) -> Result<Vec<u8>, RemoteError> {
+        let shards = self.read_shards(chunk).await.map_err(internal)?;
+        let shard = shards.into_iter().find(|s| s.header.index == index).ok_or(RemoteError::NotHeld { chunk, index })?;
+        tokio::task::spawn_blocking(move || audit::prove(&shard.data, &challenge))
+            .await
+            .map_err(internal)?
+            .map_err(|e| RemoteError::Invalid(e.to_string()))
     }
 
     /// The verified shards of `chunk` held here that fit in one answer.
@@ -266,6 +289,8 @@ impl Vault {
             shards_repaired: self.shared.repair.repaired.load(Ordering::Relaxed),
             shards_handed_over: self.shared.repair.handed_over.load(Ordering::Relaxed),
             repair_bytes: self.shared.repair.bytes.load(Ordering::Relaxed),
+            audits_passed: self.shared.audit.passed.load(Ordering::Relaxed),
+            audit_failures: self.shared.audit.failed.load(Ordering::Relaxed),
             version: env!("CARGO_PKG_VERSION").to_string(),
         })
     }

@@ -29,8 +29,6 @@ use crate::server::Vault;
 
 /// How long the worker waits for more routing changes before acting on one.
 const DEBOUNCE: Duration = Duration::from_millis(500);
-/// How long a group member has to answer during repair.
-const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Chunks one vault repairs at once: enough to overlap round trips, few enough to leave the
 /// vault's request slots (64) to clients.
 const CONCURRENT_CHUNKS: usize = 4;
@@ -148,8 +146,7 @@ impl Vault {
         let mut holdings = HashMap::new();
         holdings.insert(me, local.iter().map(|s| s.header.index).collect::<Vec<u8>>());
         for &peer in group.iter().filter(|p| **p != me) {
-            let asked = tokio::time::timeout(ASK_TIMEOUT, self.node().request(peer, Request::ShardIndices { chunk })).await;
-            if let Ok(Ok(Response::Indices(indices))) = asked {
+            if let Ok(Response::Indices(indices)) = self.ask(peer, Request::ShardIndices { chunk }).await {
                 holdings.insert(peer, indices);
             }
         }
@@ -157,7 +154,13 @@ impl Vault {
         for action in plan(me, &view) {
             match action {
                 Action::Drop(index) => {
-                    self.delete_local(RecordKey::shard(chunk, index)).await;
+                    // The group's word that it holds the shard is checked before the last copy
+                    // outside it goes: a member that claims it must prove it.
+                    let holder = view.group.iter().find(|p| view.holdings.get(p).is_some_and(|h| h.contains(&index)));
+                    let Some(&holder) = holder else { continue };
+                    if holder == me || self.audit_and_report(holder, &first.header, index).await? {
+                        self.delete_local(RecordKey::shard(chunk, index)).await;
+                    }
                 }
                 Action::HandOver { index, to } => {
                     let Some(shard) = self.local_shard(RecordKey::shard(chunk, index)).await else { continue };

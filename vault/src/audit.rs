@@ -1,0 +1,151 @@
+//! Storage audits: every vault checks, now and then, that the other members of its chunks'
+//! close groups still hold the shards they say they hold.
+//!
+//! A round picks a random sample of the chunks this vault holds a shard of. For each, the vault
+//! first re-reads its own shard (a missing or corrupt one is dropped, so it stops claiming it),
+//! then asks every other group member which indices it holds and challenges each claimed shard
+//! with a random-slice Bao proof ([`kura_node::audit`]), checked against the shard hash in its
+//! own header. A member that claims a shard and cannot prove it, or does not answer, is
+//! reported (a warning, and the `audit_failures` counter in status) and penalized: dropped from
+//! this vault's routing table for a while. Dropping it changes the chunk's close group as this
+//! vault sees it, which wakes the repair worker, and the lost shards are rebuilt elsewhere.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use kura_node::audit::{self, Challenge};
+use kura_node::wire::{RemoteError, Request, Response};
+use kura_node::{Address, NodeError, PeerId, RecordKind, ShardHeader};
+use rand::seq::IteratorRandom;
+use tracing::{debug, warn};
+
+use crate::server::Vault;
+
+/// Chunks audited per round: bounds a round's cost whatever the vault holds.
+pub const AUDIT_SAMPLE: usize = 32;
+/// How long an audited vault has to answer.
+const AUDIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Counters of the audit worker.
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    /// Challenges answered with a valid proof.
+    pub passed: AtomicU64,
+    /// Challenges failed: wrong proof, claimed shard gone, or no answer.
+    pub failed: AtomicU64,
+}
+
+/// What came of challenging one claimed shard.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// The proof verified.
+    Passed,
+    /// The holder failed, for this reason.
+    Failed(String),
+    /// No conclusion (the holder was busy); ask again another time.
+    Inconclusive,
+}
+
+impl Vault {
+    /// Runs audit rounds every `every` until the node shuts down.
+    pub(crate) async fn audit_worker(self, every: Duration) {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            if let Err(NodeError::Shutdown) = self.audit_round().await {
+                return;
+            }
+        }
+    }
+
+    /// Audits a random sample of the chunks held here.
+    async fn audit_round(&self) -> Result<(), NodeError> {
+        let chunks: BTreeSet<Address> =
+            self.store().keys().into_iter().filter(|k| k.kind == RecordKind::Shard).map(|k| k.address).collect();
+        let sample = chunks.into_iter().choose_multiple(&mut rand::thread_rng(), AUDIT_SAMPLE);
+        for chunk in sample {
+            self.audit_chunk(chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks this vault's own shard of `chunk`, then audits every other group member's claims.
+    async fn audit_chunk(&self, chunk: Address) -> Result<(), NodeError> {
+        // Reading verifies: a shard deleted or damaged on this disk is dropped here.
+        let Some(header) = self.read_shards(chunk).await.ok().and_then(|s| s.into_iter().next()).map(|s| s.header)
+        else {
+            return Ok(());
+        };
+        let me = self.node().peer_id();
+        let group = self.node().local_closest(chunk, header.n()).await?;
+        for peer in group.into_iter().filter(|p| *p != me) {
+            let claimed = match self.ask(peer, Request::ShardIndices { chunk }).await {
+                Ok(Response::Indices(indices)) => indices,
+                // A vault that never answers is found by the connection keep-alive; one that
+                // answers nonsense is not worth auditing further this round.
+                _ => continue,
+            };
+            for index in claimed {
+                self.audit_and_report(peer, &header, index).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Audits shard `index` of `header`'s chunk on `peer`, counts the verdict and penalizes a
+    /// failure. Returns whether the holder passed.
+    pub(crate) async fn audit_and_report(&self, peer: PeerId, header: &ShardHeader, index: u8) -> Result<bool, NodeError> {
+        match self.audit_holder(peer, header, index).await {
+            Verdict::Passed => {
+                self.audit_stats().passed.fetch_add(1, Ordering::Relaxed);
+                Ok(true)
+            }
+            Verdict::Inconclusive => Ok(false),
+            Verdict::Failed(reason) => {
+                self.audit_stats().failed.fetch_add(1, Ordering::Relaxed);
+                warn!(%peer, chunk = %header.chunk, index, %reason, "storage audit failed");
+                self.node().penalize(peer, format!("failed a storage audit: {reason}")).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Challenges `peer` to prove it holds shard `index` of `header`'s chunk.
+    pub(crate) async fn audit_holder(&self, peer: PeerId, header: &ShardHeader, index: u8) -> Verdict {
+        let Some(hash) = header.shard_hashes.get(usize::from(index)) else {
+            return Verdict::Failed(format!("claims shard {index} of a chunk of {} shards", header.n()));
+        };
+        let len = header.shard_len() as u64;
+        let challenge = Challenge::random(len, &mut rand::thread_rng());
+        let request = Request::Audit { chunk: header.chunk, index, challenge: challenge.clone() };
+        // One retry: a single lost answer on a loaded machine is not yet a failure.
+        let mut answer = self.ask(peer, request.clone()).await;
+        if matches!(answer, Err(NodeError::Request { .. })) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            answer = self.ask(peer, request).await;
+        }
+        match answer {
+            Ok(Response::Proof(proof)) => match audit::verify(hash, len, &challenge, &proof) {
+                Ok(()) => {
+                    debug!(%peer, chunk = %header.chunk, index, "storage audit passed");
+                    Verdict::Passed
+                }
+                Err(e) => Verdict::Failed(e.to_string()),
+            },
+            Ok(other) => Verdict::Failed(format!("answered an audit with {other:?}")),
+            Err(NodeError::Remote { error: RemoteError::Busy, .. }) => Verdict::Inconclusive,
+            Err(NodeError::Remote { error, .. }) => Verdict::Failed(error.to_string()),
+            Err(e) => Verdict::Failed(format!("no answer: {e}")),
+        }
+    }
+
+    /// Sends `request` to `peer`, giving up after [`AUDIT_TIMEOUT`].
+    pub(crate) async fn ask(&self, peer: PeerId, request: Request) -> Result<Response, NodeError> {
+        tokio::time::timeout(AUDIT_TIMEOUT, self.node().request(peer, request))
+            .await
+            .unwrap_or_else(|_| Err(NodeError::Request { peer, reason: "timed out".into() }))
+    }
+}
