@@ -404,6 +404,8 @@ struct Actor {
 
 impl Actor {
     async fn run(mut self, mut cmd_rx: mpsc::Receiver<Command>) {
+        let mut release = tokio::time::interval(Duration::from_secs(1));
+        release.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next_bootstrap = self.join_bootstraps.last().copied();
             tokio::select! {
@@ -419,6 +421,7 @@ impl Actor {
                     Some(Command::Shutdown) | None => break,
                     Some(cmd) => self.on_command(cmd),
                 },
+                _ = release.tick() => self.release_penalized(),
                 _ = tokio::time::sleep_until(next_bootstrap.unwrap_or_else(Instant::now)), if next_bootstrap.is_some() => {
                     self.join_bootstraps.pop();
                     if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
@@ -428,6 +431,17 @@ impl Actor {
             }
         }
         info!("node stopped");
+    }
+
+    /// Puts peers whose penalty ended back in the routing table, so they rejoin close groups
+    /// without waiting for Kademlia to hear from them.
+    fn release_penalized(&mut self) {
+        for (peer, addrs) in self.penalties.released(std::time::Instant::now()) {
+            debug!(%peer, "penalty over; peer put back");
+            for addr in addrs {
+                self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+            }
+        }
     }
 
     fn banned(&self, peer: &PeerId) -> bool {
@@ -481,8 +495,14 @@ impl Actor {
             Command::Penalize { peer, reason, reply } => {
                 let now = std::time::Instant::now();
                 self.penalties.prune(now);
-                let span = self.penalties.penalize(peer, now);
-                self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                let addrs = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .remove_peer(&peer)
+                    .map(|entry| entry.node.value.iter().cloned().collect())
+                    .unwrap_or_default();
+                let span = self.penalties.penalize(peer, addrs, now);
                 warn!(%peer, %reason, secs = span.as_secs(), "peer dropped from the routing table");
                 let _ = self.events.send(NodeEvent::PeerRemoved(peer));
                 let _ = reply.send(span);

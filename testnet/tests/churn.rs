@@ -3,73 +3,15 @@
 //! join, shards move to them, and every file still fetches byte-identical; then 4 vaults stop
 //! at the same instant, every file still fetches, and redundancy comes back.
 
-use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use indicatif::ProgressBar;
-use kura_client::{Client, UserKey, Visibility};
-use kura_node::wire::{Request, Response};
-use kura_node::{close_group, Address, PeerId};
+use kura_client::{UserKey, Visibility};
+use kura_node::Address;
 
 mod common;
-use common::Net;
+use common::{running_ids, under_replicated, wait_full, Net};
 
 const MIB: usize = 1 << 20;
-
-fn running_ids(net: &Net) -> Vec<PeerId> {
-    net.net.running_peers(&net.net.state().unwrap()).into_iter().map(|(_, p)| p).collect()
-}
-
-/// Chunks whose current close group does not hold all 8 shard indices, one per member.
-/// With `verified`, members are asked for the shards themselves (which vaults verify before
-/// serving); otherwise only for the indices they hold.
-async fn under_replicated(client: &Client, ids: &[PeerId], chunks: &[Address], verified: bool) -> Vec<String> {
-    let mut bad = Vec::new();
-    for &chunk in chunks {
-        let group = close_group(&chunk, ids.iter().copied(), 8);
-        let mut held = BTreeSet::new();
-        let mut empty = 0;
-        for &peer in &group {
-            let answer = if verified {
-                client.node().request(peer, Request::GetShards { chunk }).await.map(|r| match r {
-                    Response::Shards(s) => s.into_iter().filter(|s| s.verify().is_ok()).map(|s| s.header.index).collect(),
-                    _ => Vec::new(),
-                })
-            } else {
-                client.node().request(peer, Request::ShardIndices { chunk }).await.map(|r| match r {
-                    Response::Indices(i) => i,
-                    _ => Vec::new(),
-                })
-            };
-            let indices = answer.unwrap_or_default();
-            if indices.is_empty() {
-                empty += 1;
-            }
-            held.extend(indices);
-        }
-        if held.len() < 8 || empty > 0 {
-            bad.push(format!("{chunk}: indices {held:?}, {empty} members empty"));
-        }
-    }
-    bad
-}
-
-async fn wait_full(net: &Net, chunks: &[Address], what: &str) {
-    let start = Instant::now();
-    loop {
-        let client = net.connect().await;
-        let ids = running_ids(net);
-        let bad = under_replicated(&client, &ids, chunks, false).await;
-        client.close().await;
-        if bad.is_empty() {
-            eprintln!("{what}: full redundancy after {:.1} s", start.elapsed().as_secs_f64());
-            return;
-        }
-        assert!(start.elapsed() < Duration::from_secs(90), "{what}: {} chunks still short: {:?}", bad.len(), &bad[..bad.len().min(3)]);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 #[test]
 fn data_survives_vaults_leaving_one_by_one_and_moves_to_new_vaults() {

@@ -1,14 +1,16 @@
 //! Storage audits: every vault checks, now and then, that the other members of its chunks'
 //! close groups still hold the shards they say they hold.
 //!
-//! A round picks a random sample of the chunks this vault holds a shard of. For each, the vault
-//! first re-reads its own shard (a missing or corrupt one is dropped, so it stops claiming it),
-//! then asks every other group member which indices it holds and challenges each claimed shard
-//! with a random-slice Bao proof ([`kura_node::audit`]), checked against the shard hash in its
-//! own header. A member that claims a shard and cannot prove it, or does not answer, is
-//! reported (a warning, and the `audit_failures` counter in status) and penalized: dropped from
-//! this vault's routing table for a while. Dropping it changes the chunk's close group as this
-//! vault sees it, which wakes the repair worker, and the lost shards are rebuilt elsewhere.
+//! A round picks a random sample of the chunks this vault holds a shard of and runs the repair
+//! examination on each with audits on: the vault re-reads its own shard (a missing or corrupt
+//! one is dropped, so it stops claiming it), asks every other group member which indices it
+//! holds, and challenges each claimed shard with a random-slice Bao proof
+//! ([`kura_node::audit`]), checked against the shard hash in its own header. A member that
+//! claims a shard and cannot prove it, or does not answer, is reported (a warning, and the
+//! `audit_failures` counter in status) and penalized: dropped from this vault's routing table
+//! for a while, so lookups and placement stop counting on it. Its shards count as lost in the
+//! plan, and the chunk's coordinator rebuilds them on other members; every holder audits, so
+//! the coordinator finds the loss in its own rounds too.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,35 +63,16 @@ impl Vault {
         }
     }
 
-    /// Audits a random sample of the chunks held here.
+    /// Audits a random sample of the chunks held here, and repairs what the audits find short.
     async fn audit_round(&self) -> Result<(), NodeError> {
         let chunks: BTreeSet<Address> =
             self.store().keys().into_iter().filter(|k| k.kind == RecordKind::Shard).map(|k| k.address).collect();
         let sample = chunks.into_iter().choose_multiple(&mut rand::thread_rng(), AUDIT_SAMPLE);
         for chunk in sample {
-            self.audit_chunk(chunk).await?;
-        }
-        Ok(())
-    }
-
-    /// Checks this vault's own shard of `chunk`, then audits every other group member's claims.
-    async fn audit_chunk(&self, chunk: Address) -> Result<(), NodeError> {
-        // Reading verifies: a shard deleted or damaged on this disk is dropped here.
-        let Some(header) = self.read_shards(chunk).await.ok().and_then(|s| s.into_iter().next()).map(|s| s.header)
-        else {
-            return Ok(());
-        };
-        let me = self.node().peer_id();
-        let group = self.node().local_closest(chunk, header.n()).await?;
-        for peer in group.into_iter().filter(|p| *p != me) {
-            let claimed = match self.ask(peer, Request::ShardIndices { chunk }).await {
-                Ok(Response::Indices(indices)) => indices,
-                // A vault that never answers is found by the connection keep-alive; one that
-                // answers nonsense is not worth auditing further this round.
-                _ => continue,
-            };
-            for index in claimed {
-                self.audit_and_report(peer, &header, index).await?;
+            match self.repair_chunk(chunk, true).await {
+                Ok(()) => {}
+                Err(NodeError::Shutdown) => return Err(NodeError::Shutdown),
+                Err(e) => debug!(%chunk, error = %e, "audit round: repair of chunk failed"),
             }
         }
         Ok(())

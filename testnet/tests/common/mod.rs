@@ -3,8 +3,13 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use kura_client::Client;
+use kura_node::wire::{Request, Response};
+use kura_node::{close_group, Address, PeerId};
 
 use kura_testnet::state::Layout;
 use kura_testnet::{HealthConfig, Testnet};
@@ -84,5 +89,65 @@ impl Net {
     /// The peers file.
     pub fn peers_file(&self) -> PathBuf {
         self.net.layout().peers_file()
+    }
+}
+
+pub fn running_ids(net: &Net) -> Vec<PeerId> {
+    net.net.running_peers(&net.net.state().unwrap()).into_iter().map(|(_, p)| p).collect()
+}
+
+/// Chunks whose current close group does not hold all 8 shard indices, one per member.
+/// With `verified`, members are asked for the shards themselves (which vaults verify before
+/// serving); otherwise only for the indices they hold.
+pub async fn under_replicated(client: &Client, ids: &[PeerId], chunks: &[Address], verified: bool) -> Vec<String> {
+    let mut bad = Vec::new();
+    for &chunk in chunks {
+        let group = close_group(&chunk, ids.iter().copied(), 8);
+        let mut held = BTreeSet::new();
+        let mut empty = 0;
+        for &peer in &group {
+            let answer = if verified {
+                client.node().request(peer, Request::GetShards { chunk }).await.map(|r| match r {
+                    Response::Shards(s) => s.into_iter().filter(|s| s.verify().is_ok()).map(|s| s.header.index).collect(),
+                    _ => Vec::new(),
+                })
+            } else {
+                client.node().request(peer, Request::ShardIndices { chunk }).await.map(|r| match r {
+                    Response::Indices(i) => i,
+                    _ => Vec::new(),
+                })
+            };
+            let indices = answer.unwrap_or_default();
+            if indices.is_empty() {
+                empty += 1;
+            }
+            held.extend(indices);
+        }
+        if held.len() < 8 || empty > 0 {
+            bad.push(format!("{chunk}: indices {held:?}, {empty} members empty"));
+        }
+    }
+    bad
+}
+
+/// Waits (up to 90 s) until every chunk's current close group holds all 8 indices.
+pub async fn wait_full(net: &Net, chunks: &[Address], what: &str) {
+    wait_full_within(net, chunks, what, Duration::from_secs(90)).await
+}
+
+/// [`wait_full`] with another time limit.
+pub async fn wait_full_within(net: &Net, chunks: &[Address], what: &str, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let client = net.connect().await;
+        let ids = running_ids(net);
+        let bad = under_replicated(&client, &ids, chunks, false).await;
+        client.close().await;
+        if bad.is_empty() {
+            eprintln!("{what}: full redundancy after {:.1} s", start.elapsed().as_secs_f64());
+            return;
+        }
+        assert!(start.elapsed() < limit, "{what}: {} chunks still short: {:?}", bad.len(), &bad[..bad.len().min(3)]);
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -12,7 +12,7 @@
 
 mod plan;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -115,7 +115,7 @@ impl Vault {
         stats.pending.store(todo.len() as u64, Ordering::Relaxed);
         let mut failed = Vec::new();
         let mut results = futures::stream::iter(todo)
-            .map(|chunk| async move { (chunk, self.repair_chunk(chunk).await) })
+            .map(|chunk| async move { (chunk, self.repair_chunk(chunk, false).await) })
             .buffer_unordered(CONCURRENT_CHUNKS);
         while let Some((chunk, result)) = results.next().await {
             stats.pending.fetch_sub(1, Ordering::Relaxed);
@@ -136,7 +136,10 @@ impl Vault {
         self.read_shards(key.address).await.ok()?.into_iter().find(|s| s.key() == key)
     }
 
-    async fn repair_chunk(&self, chunk: Address) -> Result<(), NodeError> {
+    /// Examines one chunk and carries out the plan. With `audit`, every shard a group member
+    /// claims is challenged first, and a member that fails counts as silent: its shards are
+    /// rebuilt, and nothing is placed on it.
+    pub(crate) async fn repair_chunk(&self, chunk: Address, audit: bool) -> Result<(), NodeError> {
         let me = self.node().peer_id();
         let local = self.read_shards(chunk).await.map_err(|e| NodeError::Lookup { target: chunk, reason: e.to_string() })?;
         let Some(first) = local.first() else { return Ok(()) };
@@ -145,10 +148,18 @@ impl Vault {
         let group = self.node().local_closest(chunk, n).await?;
         let mut holdings = HashMap::new();
         holdings.insert(me, local.iter().map(|s| s.header.index).collect::<Vec<u8>>());
-        for &peer in group.iter().filter(|p| **p != me) {
-            if let Ok(Response::Indices(indices)) = self.ask(peer, Request::ShardIndices { chunk }).await {
-                holdings.insert(peer, indices);
+        let mut proven = HashSet::new();
+        'members: for &peer in group.iter().filter(|p| **p != me) {
+            let Ok(Response::Indices(indices)) = self.ask(peer, Request::ShardIndices { chunk }).await else { continue };
+            if audit {
+                for &index in &indices {
+                    if !self.audit_and_report(peer, &first.header, index).await? {
+                        continue 'members;
+                    }
+                    proven.insert((peer, index));
+                }
             }
+            holdings.insert(peer, indices);
         }
         let view = ChunkView { n, group, holdings };
         for action in plan(me, &view) {
@@ -158,7 +169,10 @@ impl Vault {
                     // outside it goes: a member that claims it must prove it.
                     let holder = view.group.iter().find(|p| view.holdings.get(p).is_some_and(|h| h.contains(&index)));
                     let Some(&holder) = holder else { continue };
-                    if holder == me || self.audit_and_report(holder, &first.header, index).await? {
+                    if holder == me
+                        || proven.contains(&(holder, index))
+                        || self.audit_and_report(holder, &first.header, index).await?
+                    {
                         self.delete_local(RecordKey::shard(chunk, index)).await;
                     }
                 }
