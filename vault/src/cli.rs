@@ -62,6 +62,10 @@ struct RunArgs {
     /// failed repairs after 2 s.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     repair_sweep: u64,
+    /// Most repair and handover traffic per second, e.g. 16MiB: a vault rebuilding after a
+    /// loss leaves the rest of its disk and uplink to clients.
+    #[arg(long, value_name = "SIZE", default_value = "32MiB")]
+    repair_rate: bytesize::ByteSize,
     /// Seconds between storage audit rounds. Each round challenges the other holders of up to
     /// 32 of this vault's chunks to prove, with a few KiB of Bao proof each, that they still
     /// hold their shards.
@@ -124,6 +128,7 @@ async fn run(args: RunArgs) -> Result<(), VaultError> {
         capacity: args.max_capacity.as_u64(),
         max_concurrent_requests: args.max_concurrent_requests,
         repair_sweep: (!args.no_repair).then(|| std::time::Duration::from_secs(args.repair_sweep.max(1))),
+        repair_rate: args.repair_rate.as_u64(),
         audit_interval: (!args.no_repair).then(|| std::time::Duration::from_secs(args.audit_interval.max(1))),
         ..VaultConfig::local(args.root)
     };

@@ -22,6 +22,9 @@ pub struct VaultConfig {
     /// Period of the repair worker's full sweep; `None` turns repair and handover off (for
     /// tests of what erasure coding alone survives).
     pub repair_sweep: Option<std::time::Duration>,
+    /// Most bytes per second of shard traffic repair and handover may cause (fetches and
+    /// stores together), so that they leave the disk and uplink to clients.
+    pub repair_rate: u64,
     /// Period of storage audit rounds (see [`crate::audit`]); `None` turns audits off.
     pub audit_interval: Option<std::time::Duration>,
 }
@@ -46,6 +49,7 @@ impl VaultConfig {
             max_concurrent_requests: 64,
             storage: Storage::Disk,
             repair_sweep: Some(std::time::Duration::from_secs(60)),
+            repair_rate: 64 << 20,
             audit_interval: Some(std::time::Duration::from_secs(30)),
         }
     }
@@ -56,6 +60,7 @@ impl VaultConfig {
             listen: vec!["/ip4/0.0.0.0/udp/12000/quic-v1".parse().expect("static multiaddr")],
             capacity: 50 << 30,
             repair_sweep: Some(std::time::Duration::from_secs(600)),
+            repair_rate: 16 << 20,
             audit_interval: Some(std::time::Duration::from_secs(300)),
             ..VaultConfig::local(root)
         }

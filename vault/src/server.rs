@@ -14,7 +14,7 @@ use crate::config::{Storage, VaultConfig};
 use crate::error::VaultError;
 use crate::info::VaultInfo;
 use crate::audit::AuditStats;
-use crate::repair::RepairStats;
+use crate::repair::{RateLimit, RepairStats};
 use crate::store::{DiskStore, MemoryStore, RecordStore, StoreError};
 
 /// How far past the close group a vault still accepts shards: a vault that refuses (full)
@@ -42,6 +42,7 @@ struct Shared {
     refused_full: AtomicU64,
     corrupt_records: AtomicU64,
     repair: RepairStats,
+    repair_rate: RateLimit,
     audit: AuditStats,
     /// Chunks with a shard being stored right now (see [`Vault::put_shard`]).
     storing: std::sync::Mutex<std::collections::HashSet<Address>>,
@@ -92,6 +93,7 @@ impl Vault {
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
         .write(&config.root)?;
+        let repair_rate = RateLimit::new(config.repair_rate);
         let vault = Vault {
             node,
             shared: Arc::new(Shared {
@@ -102,6 +104,7 @@ impl Vault {
                 refused_full: AtomicU64::new(0),
                 corrupt_records: AtomicU64::new(0),
                 repair: RepairStats::default(),
+                repair_rate,
                 audit: AuditStats::default(),
                 storing: Default::default(),
             }),
@@ -128,6 +131,10 @@ impl Vault {
 
     pub(crate) fn repair_stats(&self) -> &RepairStats {
         &self.shared.repair
+    }
+
+    pub(crate) fn repair_rate(&self) -> &RateLimit {
+        &self.shared.repair_rate
     }
 
     pub(crate) fn audit_stats(&self) -> &AuditStats {

@@ -11,6 +11,7 @@
 //! at once ([`CONCURRENT_CHUNKS`]), so client traffic keeps nearly all request slots.
 
 mod plan;
+mod rate;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, info, warn};
 
 pub use plan::{plan, Action, ChunkView};
+pub use rate::RateLimit;
 
 use crate::server::Vault;
 
@@ -148,9 +150,15 @@ impl Vault {
         let group = self.node().local_closest(chunk, n).await?;
         let mut holdings = HashMap::new();
         holdings.insert(me, local.iter().map(|s| s.header.index).collect::<Vec<u8>>());
+        // The whole group is asked at once: after a departure every holder of every affected
+        // chunk asks, and sequential round trips made repair wait on latency, not work.
+        let asked = futures::future::join_all(group.iter().filter(|p| **p != me).map(|&peer| async move {
+            (peer, self.ask(peer, Request::ShardIndices { chunk }).await)
+        }))
+        .await;
         let mut proven = HashSet::new();
-        'members: for &peer in group.iter().filter(|p| **p != me) {
-            let Ok(Response::Indices(indices)) = self.ask(peer, Request::ShardIndices { chunk }).await else { continue };
+        'members: for (peer, answer) in asked {
+            let Ok(Response::Indices(indices)) = answer else { continue };
             if audit {
                 for &index in &indices {
                     if !self.audit_and_report(peer, &first.header, index).await? {
@@ -179,6 +187,7 @@ impl Vault {
                 Action::HandOver { index, to } => {
                     let Some(shard) = self.local_shard(RecordKey::shard(chunk, index)).await else { continue };
                     let len = shard.data.len() as u64;
+                    self.repair_rate().spend(len).await;
                     self.node().request(to, Request::PutShard(shard)).await?;
                     self.delete_local(RecordKey::shard(chunk, index)).await;
                     self.repair_stats().handed_over.fetch_add(1, Ordering::Relaxed);
@@ -200,17 +209,34 @@ impl Vault {
         assign: Vec<(u8, PeerId)>,
     ) -> Result<(), NodeError> {
         let me = self.node().peer_id();
-        // Read only as many shards as a rebuild needs: k in all, local ones first.
-        for peer in view.group.iter().filter(|p| **p != me && view.holdings.get(p).is_some_and(|h| !h.is_empty())) {
+        // Read only as many shards as a rebuild needs: k in all, local ones first. The holders
+        // still needed are asked at once; more only if some of them fail.
+        let holders: Vec<PeerId> = view
+            .group
+            .iter()
+            .filter(|p| **p != me && view.holdings.get(p).is_some_and(|h| !h.is_empty()))
+            .copied()
+            .collect();
+        let mut next = holders.into_iter();
+        loop {
             let have: BTreeSet<u8> = shards.iter().map(|s| s.header.index).collect();
-            if have.len() >= k {
+            let batch: Vec<PeerId> = next.by_ref().take(k.saturating_sub(have.len())).collect();
+            if batch.is_empty() {
                 break;
             }
-            if let Ok(Response::Shards(got)) = self.node().request(*peer, Request::GetShards { chunk }).await {
-                for s in got.into_iter().filter(|s| !have.contains(&s.header.index)) {
-                    self.repair_stats().bytes.fetch_add(s.data.len() as u64, Ordering::Relaxed);
-                    shards.push(s);
-                }
+            let answers = futures::future::join_all(
+                batch.into_iter().map(|peer| self.node().request(peer, Request::GetShards { chunk })),
+            )
+            .await;
+            for got in answers.into_iter().filter_map(|a| match a {
+                Ok(Response::Shards(got)) => Some(got),
+                _ => None,
+            }) {
+                let len: u64 = got.iter().map(|s| s.data.len() as u64).sum();
+                self.repair_stats().bytes.fetch_add(len, Ordering::Relaxed);
+                let have: BTreeSet<u8> = shards.iter().map(|s| s.header.index).collect();
+                shards.extend(got.into_iter().filter(|s| !have.contains(&s.header.index)));
+                self.repair_rate().spend(len).await;
             }
         }
         let rebuilt = tokio::task::spawn_blocking(move || erasure::rebuild_all(chunk, shards))
@@ -220,6 +246,7 @@ impl Vault {
         for (index, to) in assign {
             let Some(shard) = rebuilt.get(usize::from(index)).cloned() else { continue };
             let len = shard.data.len() as u64;
+            self.repair_rate().spend(len).await;
             self.node().request(to, Request::PutShard(shard)).await?;
             self.repair_stats().repaired.fetch_add(1, Ordering::Relaxed);
             self.repair_stats().bytes.fetch_add(len, Ordering::Relaxed);
