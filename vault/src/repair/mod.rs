@@ -169,7 +169,7 @@ impl Vault {
             }
             holdings.insert(peer, indices);
         }
-        let view = ChunkView { n, group, holdings };
+        let view = ChunkView { chunk, n, group, holdings };
         for action in plan(me, &view) {
             match action {
                 Action::Drop(index) => {

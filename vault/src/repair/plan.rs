@@ -7,17 +7,22 @@
 //! - A holder **outside** the group hands each of its shards to a group member that holds
 //!   nothing, and deletes its copy once that member has stored it; a shard the group already
 //!   holds it simply drops (the group member's answer is the confirmation).
-//! - Inside the group, only the **coordinator** (the closest group member holding any shard)
-//!   rebuilds: it finds the indices no answering vault holds, rebuilds them from any `k`, and
-//!   places them on group members that hold nothing.
+//! - Inside the group, only the **coordinator** rebuilds: it finds the indices no answering
+//!   vault holds, rebuilds them from any `k`, and places them on group members that hold
+//!   nothing. The coordinator is the holder in the group that ranks first for this chunk by
+//!   rendezvous hashing (BLAKE3 of chunk and peer id), not the closest one: the chunks a dead
+//!   vault held all sit near it, so "closest" would hand nearly all of them to its nearest
+//!   neighbour, and repair would run at one vault's pace.
 
 use std::collections::{BTreeSet, HashMap};
 
-use kura_node::PeerId;
+use kura_node::{Address, PeerId};
 
 /// What one vault sees of one chunk.
 #[derive(Debug, Clone)]
 pub struct ChunkView {
+    /// The chunk.
+    pub chunk: Address,
     /// Total shards `k + m` of the chunk.
     pub n: usize,
     /// The chunk's current close group, closest first (may include this vault).
@@ -67,7 +72,7 @@ pub fn plan(me: PeerId, view: &ChunkView) -> Vec<Action> {
     // that losing one vault never loses two shards.
     let mut actions: Vec<Action> =
         mine.iter().skip(1).zip(free.by_ref()).map(|(&index, to)| Action::HandOver { index, to }).collect();
-    let coordinator = view.group.iter().find(|p| held_by(p));
+    let coordinator = view.group.iter().filter(|p| held_by(p)).max_by_key(|p| rank(&view.chunk, p));
     if coordinator != Some(&me) {
         return actions;
     }
@@ -81,6 +86,14 @@ pub fn plan(me: PeerId, view: &ChunkView) -> Vec<Action> {
     actions
 }
 
+/// A peer's rendezvous rank for a chunk: every vault computes the same for the same pair.
+fn rank(chunk: &Address, peer: &PeerId) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&chunk.0);
+    h.update(&peer.to_bytes());
+    *h.finalize().as_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,7 +103,12 @@ mod tests {
     }
 
     fn view(group: &[PeerId], holdings: &[(PeerId, Vec<u8>)]) -> ChunkView {
-        ChunkView { n: 8, group: group.to_vec(), holdings: holdings.iter().cloned().collect() }
+        ChunkView { chunk: Address::random(), n: 8, group: group.to_vec(), holdings: holdings.iter().cloned().collect() }
+    }
+
+    /// The holder that coordinates `v`.
+    fn coordinator(v: &ChunkView) -> PeerId {
+        *v.group.iter().filter(|p| v.holdings.get(p).is_some_and(|h| !h.is_empty())).max_by_key(|p| rank(&v.chunk, p)).unwrap()
     }
 
     #[test]
@@ -110,20 +128,30 @@ mod tests {
         holdings.push((g[6], vec![]));
         holdings.push((g[7], vec![]));
         let v = view(&g, &holdings);
-        assert_eq!(plan(g[0], &v), vec![Action::Rebuild(vec![(0, g[6]), (1, g[7])])]);
-        for p in &g[1..] {
+        let c = coordinator(&v);
+        assert!(g[..6].contains(&c), "the coordinator holds a shard");
+        assert_eq!(plan(c, &v), vec![Action::Rebuild(vec![(0, g[6]), (1, g[7])])]);
+        for p in g.iter().filter(|p| **p != c) {
             assert!(plan(*p, &v).is_empty(), "only the coordinator acts");
         }
     }
 
     #[test]
-    fn coordinator_is_the_closest_holder_not_the_closest_member() {
+    fn coordinators_spread_over_the_holders_of_a_group() {
         let g = peers(8);
         let mut holdings: Vec<(PeerId, Vec<u8>)> = vec![(g[0], vec![])];
         holdings.extend((1..8).map(|i| (g[i], vec![i as u8])));
-        let v = view(&g, &holdings);
-        assert_eq!(plan(g[1], &v), vec![Action::Rebuild(vec![(0, g[0])])]);
-        assert!(plan(g[0], &v).is_empty());
+        let mut coordinators = std::collections::HashSet::new();
+        for _ in 0..64 {
+            // The same group, other chunks (as when one vault held many chunks and died).
+            let v = view(&g, &holdings);
+            let c = coordinator(&v);
+            assert_ne!(c, g[0], "a member holding nothing does not coordinate");
+            assert_eq!(plan(c, &v), vec![Action::Rebuild(vec![(0, g[0])])]);
+            assert_eq!(g.iter().filter(|p| !plan(**p, &v).is_empty()).count(), 1);
+            coordinators.insert(c);
+        }
+        assert!(coordinators.len() >= 5, "rebuilds of 64 chunks fell on {} holders", coordinators.len());
     }
 
     #[test]
@@ -135,8 +163,10 @@ mod tests {
         holdings.extend((1..8).map(|i| (g[i], vec![i as u8 - 1])));
         let v = view(&g, &holdings);
         assert_eq!(plan(out, &v), vec![Action::HandOver { index: 7, to: g[0] }]);
-        // The coordinator does not rebuild 7: it is held, and about to be handed over.
-        assert!(plan(g[1], &v).is_empty());
+        // Nobody in the group rebuilds 7: it is held, and about to be handed over.
+        for p in &g {
+            assert!(plan(*p, &v).is_empty());
+        }
         // Once g[0] holds 7, the old holder just drops its copy.
         let mut after = holdings.clone();
         after[0] = (g[0], vec![7]);
@@ -159,6 +189,6 @@ mod tests {
         // g[7] did not answer (no entry): it may be dead, so it is not a placement target.
         let holdings: Vec<(PeerId, Vec<u8>)> = (0..7).map(|i| (g[i], if i < 5 { vec![i as u8] } else { vec![] })).collect();
         let v = view(&g, &holdings);
-        assert_eq!(plan(g[0], &v), vec![Action::Rebuild(vec![(5, g[5]), (6, g[6])])]);
+        assert_eq!(plan(coordinator(&v), &v), vec![Action::Rebuild(vec![(5, g[5]), (6, g[6])])]);
     }
 }
