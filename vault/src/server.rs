@@ -43,6 +43,8 @@ struct Shared {
     corrupt_records: AtomicU64,
     repair: RepairStats,
     repair_rate: RateLimit,
+    /// Rebuilds running at once (each holds a chunk's shards in memory).
+    rebuilds: Semaphore,
     audit: AuditStats,
     /// Chunks with a shard being stored right now (see [`Vault::put_shard`]).
     storing: std::sync::Mutex<std::collections::HashSet<Address>>,
@@ -105,6 +107,7 @@ impl Vault {
                 corrupt_records: AtomicU64::new(0),
                 repair: RepairStats::default(),
                 repair_rate,
+                rebuilds: Semaphore::new(crate::repair::CONCURRENT_REBUILDS),
                 audit: AuditStats::default(),
                 storing: Default::default(),
             }),
@@ -131,6 +134,10 @@ impl Vault {
 
     pub(crate) fn repair_stats(&self) -> &RepairStats {
         &self.shared.repair
+    }
+
+    pub(crate) fn rebuild_slots(&self) -> &Semaphore {
+        &self.shared.rebuilds
     }
 
     pub(crate) fn repair_rate(&self) -> &RateLimit {

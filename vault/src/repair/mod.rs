@@ -7,8 +7,9 @@
 //! no shard bytes), runs the pure rules in [`plan`], and carries out what they say: rebuild
 //! lost shards from any `k` (decode, check the address, re-encode, check every hash) onto
 //! group members that hold none, hand shards to closer vaults and delete them only after the
-//! new holder stored them, or drop a copy the group already holds. It works on a few chunks
-//! at once ([`CONCURRENT_CHUNKS`]), so client traffic keeps nearly all request slots.
+//! new holder stored them, or drop a copy the group already holds. It works on a bounded number
+//! of chunks at once ([`CONCURRENT_CHUNKS`]) and holds the shard bytes it moves to the vault's
+//! repair rate ([`RateLimit`]), so that client traffic keeps the disk and the uplink.
 
 mod plan;
 mod rate;
@@ -31,9 +32,15 @@ use crate::server::Vault;
 
 /// How long the worker waits for more routing changes before acting on one.
 const DEBOUNCE: Duration = Duration::from_millis(500);
-/// Chunks one vault repairs at once: enough to overlap round trips, few enough to leave the
-/// vault's request slots (64) to clients.
-const CONCURRENT_CHUNKS: usize = 4;
+/// Chunks one vault examines and repairs at once: enough to overlap round trips (examining a
+/// chunk is a round of cheap index queries), while the bytes moved are held to the vault's
+/// repair rate.
+const CONCURRENT_CHUNKS: usize = 16;
+/// Rebuilds one vault runs at once: each holds up to `n` shards of a chunk in memory, so this
+/// bounds the vault's memory while repairing.
+pub(crate) const CONCURRENT_REBUILDS: usize = 4;
+/// How often the groups of newly stored chunks are noted.
+const BASELINE: Duration = Duration::from_secs(5);
 /// How soon a chunk whose repair failed is tried again.
 const RETRY: Duration = Duration::from_secs(2);
 
@@ -45,6 +52,9 @@ enum Round {
     Sweep,
     /// These, whose repair failed.
     Retry(BTreeSet<Address>),
+    /// None: only note the groups of newly stored chunks, so that the next change examines
+    /// just the chunks whose group it changed.
+    Baseline,
 }
 
 /// Counters of the repair worker.
@@ -68,6 +78,8 @@ impl Vault {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_groups: HashMap<Address, Vec<PeerId>> = HashMap::new();
         let mut retry: BTreeSet<Address> = BTreeSet::new();
+        let mut baseline = tokio::time::interval(BASELINE);
+        baseline.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let round = tokio::select! {
                 ev = events.recv() => {
@@ -79,6 +91,7 @@ impl Vault {
                     Round::Changed
                 }
                 _ = ticker.tick() => Round::Sweep,
+                _ = baseline.tick() => Round::Baseline,
                 // A chunk whose repair failed (a holder busy, a placement refused because two
                 // holders picked the same free member) is looked at again soon, with a fresh view.
                 _ = tokio::time::sleep(RETRY), if !retry.is_empty() => Round::Retry(std::mem::take(&mut retry)),
@@ -102,8 +115,12 @@ impl Vault {
         last.retain(|c, _| chunks.contains(c));
         let mut todo = Vec::new();
         for chunk in chunks {
+            if matches!(round, Round::Baseline) && last.contains_key(&chunk) {
+                continue;
+            }
             let group = self.node().local_closest(chunk, erasure::Coding::default().n()).await?;
             let due = match &round {
+                Round::Baseline => false,
                 Round::Sweep => true,
                 Round::Changed => last.get(&chunk) != Some(&group),
                 Round::Retry(set) => set.contains(&chunk),
@@ -115,6 +132,12 @@ impl Vault {
         }
         let stats = &self.repair_stats();
         stats.pending.store(todo.len() as u64, Ordering::Relaxed);
+        if todo.is_empty() {
+            return Ok(Vec::new());
+        }
+        let started = std::time::Instant::now();
+        let repaired_before = stats.repaired.load(Ordering::Relaxed);
+        info!(chunks = todo.len(), "repair round started");
         let mut failed = Vec::new();
         let mut results = futures::stream::iter(todo)
             .map(|chunk| async move { (chunk, self.repair_chunk(chunk, false).await) })
@@ -130,6 +153,12 @@ impl Vault {
                 }
             }
         }
+        info!(
+            secs = started.elapsed().as_secs_f64(),
+            rebuilt = stats.repaired.load(Ordering::Relaxed) - repaired_before,
+            failed = failed.len(),
+            "repair round done"
+        );
         Ok(failed)
     }
 
@@ -194,7 +223,10 @@ impl Vault {
                     self.repair_stats().bytes.fetch_add(len, Ordering::Relaxed);
                     debug!(%chunk, index, %to, "shard handed over");
                 }
-                Action::Rebuild(assign) => self.rebuild(chunk, k, local.clone(), &view, assign).await?,
+                Action::Rebuild(assign) => {
+                    let _slot = self.rebuild_slots().acquire().await.map_err(|_| NodeError::Shutdown)?;
+                    self.rebuild(chunk, k, local.clone(), &view, assign).await?
+                }
             }
         }
         Ok(())
