@@ -5,6 +5,7 @@
 //! - `netbench files --size 256 --rss-size 1024`: put/get throughput on 10 vaults beside the
 //!   same run's self_encryption throughput, client peak RSS, vault RSS, storage overhead.
 //! - `netbench erasure`: reed-solomon-erasure against reed-solomon-simd at Kura's shard sizes.
+//! - `netbench audit`: storage audit proof size, prove and verify time.
 //! - `netbench repair`: time from a vault's death to full redundancy, repair traffic, RSS.
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use kura_testnet::{process, Testnet};
 
+mod audit;
 mod erasure;
 mod files;
 mod network;
@@ -53,6 +55,8 @@ enum Command {
     },
     /// Reed-Solomon crates compared.
     Erasure,
+    /// Storage audit proof size and cost.
+    Audit,
     /// Repair after a vault dies.
     Repair {
         /// Vaults.
@@ -89,6 +93,7 @@ fn main() -> Result<()> {
         Command::Network { nodes, lookups, idle } => network::run(nodes, lookups, idle),
         Command::Files { size, rss_size, nodes } => files::run(size, rss_size, nodes),
         Command::Erasure => erasure::run(),
+        Command::Audit => audit::run(),
         Command::Repair { nodes, files, file_mib } => repair::run(nodes, files, file_mib),
         Command::Client { op, peers, what, out } => files::client_op(&op, &peers, &what, out),
     }

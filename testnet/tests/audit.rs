@@ -6,9 +6,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use indicatif::ProgressBar;
-use kura_client::{Client, UserKey, Visibility};
+use kura_client::{Client, UserKey};
 use kura_node::wire::{Request, Response};
 use kura_node::{Address, PeerId};
 
@@ -67,21 +66,9 @@ fn audits_notice_shards_deleted_behind_a_vaults_back_and_repair_restores_them() 
     let key = UserKey::generate();
     let bar = ProgressBar::hidden();
 
-    let mut files = Vec::new();
-    let mut chunks = Vec::new();
+    let sizes = [3 * MIB, 5 * MIB + 3, MIB, 7 * MIB];
+    let (files, chunks) = rt.block_on(common::store_random_files(&net, work.path(), &sizes, &key));
     rt.block_on(async {
-        let client = net.connect().await;
-        for (i, size) in [3 * MIB, 5 * MIB + 3, MIB, 7 * MIB].into_iter().enumerate() {
-            let content: Vec<u8> = (0..size).map(|_| rand::random::<u8>()).collect();
-            let path = work.path().join(format!("f{i}"));
-            std::fs::write(&path, &content).unwrap();
-            let address = client.put_path(&path, Visibility::Private, &key, &bar).await.unwrap();
-            let (_, encrypted) = self_encryption::encrypt(Bytes::from(content)).unwrap();
-            chunks.extend(encrypted.iter().map(|c| Address::of_content(&c.content)));
-            chunks.push(address);
-            files.push((path, address));
-        }
-        client.close().await;
         wait_full(&net, &chunks, "after upload").await;
         // Several audit rounds pass over a whole network: nobody is accused.
         tokio::time::sleep(Duration::from_secs(5)).await;

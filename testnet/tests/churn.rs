@@ -3,10 +3,8 @@
 //! join, shards move to them, and every file still fetches byte-identical; then 4 vaults stop
 //! at the same instant, every file still fetches, and redundancy comes back.
 
-use bytes::Bytes;
 use indicatif::ProgressBar;
-use kura_client::{UserKey, Visibility};
-use kura_node::Address;
+use kura_client::UserKey;
 
 mod common;
 use common::{running_ids, under_replicated, wait_full, Net};
@@ -25,23 +23,8 @@ fn data_survives_vaults_leaving_one_by_one_and_moves_to_new_vaults() {
     let sizes: Vec<usize> = (0..30).map(|i| [MIB, 3 * MIB, 6 * MIB + 17, 11 * MIB][i % 4]).collect();
     let total: usize = sizes.iter().sum();
     assert!(total >= 150 * MIB, "{total}");
-    let mut files = Vec::new();
-    let mut chunks = Vec::new();
-    rt.block_on(async {
-        let client = net.connect().await;
-        for (i, size) in sizes.iter().enumerate() {
-            let content: Vec<u8> = (0..*size).map(|_| rand::random::<u8>()).collect();
-            let path = work.path().join(format!("f{i}"));
-            std::fs::write(&path, &content).unwrap();
-            let address = client.put_path(&path, Visibility::Private, &key, &bar).await.unwrap();
-            let (_, encrypted) = self_encryption::encrypt(Bytes::from(content)).unwrap();
-            chunks.extend(encrypted.iter().map(|c| Address::of_content(&c.content)));
-            chunks.push(address);
-            files.push((path, address));
-        }
-        client.close().await;
-        wait_full(&net, &chunks, "after upload").await;
-    });
+    let (files, chunks) = rt.block_on(common::store_random_files(&net, work.path(), &sizes, &key));
+    rt.block_on(wait_full(&net, &chunks, "after upload"));
 
     // Ten vaults leave, one at a time; repair restores every chunk in between.
     for round in 1..=10 {

@@ -151,3 +151,29 @@ pub async fn wait_full_within(net: &Net, chunks: &[Address], what: &str, limit: 
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// Stores random private files of `sizes` bytes from `dir`; returns each file's path and
+/// address, and every chunk address (data chunks and root records) they stored.
+pub async fn store_random_files(
+    net: &Net,
+    dir: &Path,
+    sizes: &[usize],
+    key: &kura_client::UserKey,
+) -> (Vec<(PathBuf, Address)>, Vec<Address>) {
+    let bar = indicatif::ProgressBar::hidden();
+    let client = net.connect().await;
+    let mut files = Vec::new();
+    let mut chunks = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let content: Vec<u8> = (0..*size).map(|_| rand::random::<u8>()).collect();
+        let path = dir.join(format!("f{i}"));
+        std::fs::write(&path, &content).unwrap();
+        let address = client.put_path(&path, kura_client::Visibility::Private, key, &bar).await.unwrap();
+        let (_, encrypted) = self_encryption::encrypt(bytes::Bytes::from(content)).unwrap();
+        chunks.extend(encrypted.iter().map(|c| Address::of_content(&c.content)));
+        chunks.push(address);
+        files.push((path, address));
+    }
+    client.close().await;
+    (files, chunks)
+}
