@@ -47,6 +47,7 @@ pub fn run(nodes: usize, files: usize, file_mib: usize) -> Result<()> {
     let client = rt.block_on(Client::connect(peers))?;
     let key = UserKey::generate();
     let mut chunks = Vec::new();
+    let mut addresses = Vec::new();
     for i in 0..files {
         let content: Vec<u8> = (0..file_mib << 20).map(|_| rand::random::<u8>()).collect();
         let path = tmp.join(format!("f{i}"));
@@ -55,6 +56,7 @@ pub fn run(nodes: usize, files: usize, file_mib: usize) -> Result<()> {
         let (_, encrypted) = self_encryption::encrypt(Bytes::from(content))?;
         chunks.extend(encrypted.iter().map(|c| Address::of_content(&c.content)));
         chunks.push(address);
+        addresses.push(address);
         std::fs::remove_file(&path)?;
     }
     let state = net.state()?;
@@ -69,6 +71,34 @@ pub fn run(nodes: usize, files: usize, file_mib: usize) -> Result<()> {
         Ok::<_, anyhow::Error>((lost, moved))
     })?;
 
+    // Client downloads go on throughout the repair, timed, to see whether repair starves them.
+    let fetcher = {
+        let peers = kura_client::peers::read_peers_file(&net.layout().peers_file())?;
+        let key = key.clone();
+        let out = tmp.join("fetched");
+        let addresses = addresses.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handle = {
+            let stop = stop.clone();
+            rt.spawn(async move {
+                let client = Client::connect(peers).await?;
+                let mut fetches = Vec::new();
+                for address in addresses.iter().cycle() {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let t = Instant::now();
+                    client.get_path(*address, &out, &key, &ProgressBar::hidden()).await?;
+                    fetches.push((t, t.elapsed()));
+                }
+                client.close().await;
+                Ok::<_, anyhow::Error>(fetches)
+            })
+        };
+        (stop, handle)
+    };
+    // Let a few fetches run before the kill, as the baseline.
+    std::thread::sleep(Duration::from_secs(5));
     let killed = Instant::now();
     net.kill(&[victim.index], true)?;
     let ids: Vec<PeerId> = net.running_peers(&net.state()?).into_iter().map(|(_, p)| p).collect();
@@ -87,6 +117,19 @@ pub fn run(nodes: usize, files: usize, file_mib: usize) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     })?;
+    fetcher.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    let fetches = rt.block_on(fetcher.1)??;
+    let rate = |d: Duration| (file_mib as f64) / d.as_secs_f64();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let before: Vec<f64> = fetches.iter().filter(|(t, d)| *t + *d <= killed).map(|(_, d)| rate(*d)).collect();
+    // Fetches that overlap the repair: from the first possible notice (10 s after the kill)
+    // until full redundancy.
+    let notice = killed + Duration::from_secs(10);
+    let during: Vec<f64> =
+        fetches.iter().filter(|(t, d)| *t + *d > notice && *t < killed + healed).map(|(_, d)| rate(*d)).collect();
     let moved_after = rt.block_on(async {
         let mut moved = 0;
         for (_, p) in net.running_peers(&net.state()?) {
@@ -107,6 +150,13 @@ pub fn run(nodes: usize, files: usize, file_mib: usize) -> Result<()> {
         healed.as_secs_f64() / gib,
         (moved_after - moved_before) as f64 / lost as f64,
         peak_rss as f64 / MIB
+    );
+    println!(
+        "client get of {file_mib} MiB files: {:.1} MiB/s median before the kill ({} fetches), {:.1} MiB/s during repair ({} fetches)",
+        median(before.clone()),
+        before.len(),
+        median(during.clone()),
+        during.len()
     );
     Ok(())
 }

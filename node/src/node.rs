@@ -600,6 +600,14 @@ impl Actor {
                 }
             }
             Event::OutboundFailure { peer, request_id, error, .. } => {
+                // A vault that cannot be dialled at all is gone, even if this node never held a
+                // connection to it to see close: drop it now rather than wait for Kademlia.
+                if matches!(error, request_response::OutboundFailure::DialFailure)
+                    && self.swarm.behaviour_mut().kad.remove_peer(&peer).is_some()
+                {
+                    debug!(%peer, "peer left (dial failed)");
+                    let _ = self.events.send(NodeEvent::PeerRemoved(peer));
+                }
                 if let Some(reply) = self.requests.remove(&request_id) {
                     let _ = reply.send(Err(NodeError::Request { peer, reason: error.to_string() }));
                 }

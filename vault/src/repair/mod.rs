@@ -36,6 +36,9 @@ const DEBOUNCE: Duration = Duration::from_millis(500);
 /// chunk is a round of cheap index queries), while the bytes moved are held to the vault's
 /// repair rate.
 const CONCURRENT_CHUNKS: usize = 16;
+/// Vaults past the close group asked during an examination, standing in for members that do
+/// not answer.
+const SPARE_CANDIDATES: usize = 4;
 /// Rebuilds one vault runs at once: each holds up to `n` shards of a chunk in memory, so this
 /// bounds the vault's memory while repairing.
 pub(crate) const CONCURRENT_REBUILDS: usize = 4;
@@ -176,12 +179,16 @@ impl Vault {
         let Some(first) = local.first() else { return Ok(()) };
         let n = first.header.n();
         let k = usize::from(first.header.k);
-        let group = self.node().local_closest(chunk, n).await?;
+        // A few vaults past the group are asked too: the group is the `n` closest that answer.
+        // A routing table can still list a vault that died (nothing told this vault yet);
+        // counting it as a member would leave its shard unrepaired and no free member to
+        // rebuild it on.
+        let candidates = self.node().local_closest(chunk, n + SPARE_CANDIDATES).await?;
         let mut holdings = HashMap::new();
         holdings.insert(me, local.iter().map(|s| s.header.index).collect::<Vec<u8>>());
-        // The whole group is asked at once: after a departure every holder of every affected
-        // chunk asks, and sequential round trips made repair wait on latency, not work.
-        let asked = futures::future::join_all(group.iter().filter(|p| **p != me).map(|&peer| async move {
+        // Everyone is asked at once: after a departure every holder of every affected chunk
+        // asks, and sequential round trips made repair wait on latency, not work.
+        let asked = futures::future::join_all(candidates.iter().filter(|p| **p != me).map(|&peer| async move {
             (peer, self.ask(peer, Request::ShardIndices { chunk }).await)
         }))
         .await;
@@ -198,6 +205,10 @@ impl Vault {
             }
             holdings.insert(peer, indices);
         }
+        let group: Vec<PeerId> = candidates.into_iter().filter(|p| holdings.contains_key(p)).take(n).collect();
+        // What vaults past the group hold is theirs to hand over; the group is repaired as if
+        // they held nothing (a copy left over there is dropped once the group holds it).
+        holdings.retain(|p, _| *p == me || group.contains(p));
         let view = ChunkView { chunk, n, group, holdings };
         for action in plan(me, &view) {
             match action {
