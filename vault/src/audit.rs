@@ -12,13 +12,12 @@
 //! plan, and the chunk's coordinator rebuilds them on other members; every holder audits, so
 //! the coordinator finds the loss in its own rounds too.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kura_node::audit::{self, Challenge};
 use kura_node::wire::{RemoteError, Request, Response};
-use kura_node::{Address, NodeError, PeerId, RecordKind, ShardHeader};
+use kura_node::{NodeError, PeerId, ShardHeader};
 use rand::seq::IteratorRandom;
 use tracing::{debug, warn};
 
@@ -26,8 +25,6 @@ use crate::server::Vault;
 
 /// Chunks audited per round: bounds a round's cost whatever the vault holds.
 pub const AUDIT_SAMPLE: usize = 32;
-/// How long an audited vault has to answer.
-const AUDIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counters of the audit worker.
 #[derive(Debug, Default)]
@@ -65,9 +62,7 @@ impl Vault {
 
     /// Audits a random sample of the chunks held here, and repairs what the audits find short.
     async fn audit_round(&self) -> Result<(), NodeError> {
-        let chunks: BTreeSet<Address> =
-            self.store().keys().into_iter().filter(|k| k.kind == RecordKind::Shard).map(|k| k.address).collect();
-        let sample = chunks.into_iter().choose_multiple(&mut rand::thread_rng(), AUDIT_SAMPLE);
+        let sample = self.held_chunks().into_iter().choose_multiple(&mut rand::thread_rng(), AUDIT_SAMPLE);
         for chunk in sample {
             match self.repair_chunk(chunk, true).await {
                 Ok(()) => {}
@@ -123,12 +118,5 @@ impl Vault {
             Err(NodeError::Remote { error, .. }) => Verdict::Failed(error.to_string()),
             Err(e) => Verdict::Failed(format!("no answer: {e}")),
         }
-    }
-
-    /// Sends `request` to `peer`, giving up after [`AUDIT_TIMEOUT`].
-    pub(crate) async fn ask(&self, peer: PeerId, request: Request) -> Result<Response, NodeError> {
-        tokio::time::timeout(AUDIT_TIMEOUT, self.node().request(peer, request))
-            .await
-            .unwrap_or_else(|_| Err(NodeError::Request { peer, reason: "timed out".into() }))
     }
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use kura_node::audit::{self, Challenge};
 use kura_node::wire::{self, RemoteError, Request, Response, VaultStatus, MAX_FRAME_LEN};
-use kura_node::{Address, InboundRequest, NodeHandle, RecordKind, Shard};
+use kura_node::{Address, InboundRequest, NodeError, NodeHandle, PeerId, RecordKind, Shard};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn};
 
@@ -20,6 +20,9 @@ use crate::store::{DiskStore, MemoryStore, RecordStore, StoreError};
 /// How far past the close group a vault still accepts shards: a vault that refuses (full)
 /// pushes its shard to the next-closest vault, so holders may sit a little beyond `n`.
 pub const PLACEMENT_WINDOW: usize = 20;
+
+/// How long another vault has to answer a repair or audit request.
+const MAINTENANCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A running vault.
 #[derive(Clone)]
@@ -134,6 +137,19 @@ impl Vault {
 
     pub(crate) fn repair_stats(&self) -> &RepairStats {
         &self.shared.repair
+    }
+
+    /// The chunks this vault holds a shard of.
+    pub(crate) fn held_chunks(&self) -> std::collections::BTreeSet<Address> {
+        self.shared.store.keys().into_iter().filter(|k| k.kind == RecordKind::Shard).map(|k| k.address).collect()
+    }
+
+    /// Sends a maintenance request (repair, audit) to `peer`, giving up after
+    /// [`MAINTENANCE_TIMEOUT`].
+    pub(crate) async fn ask(&self, peer: PeerId, request: Request) -> Result<Response, NodeError> {
+        tokio::time::timeout(MAINTENANCE_TIMEOUT, self.node.request(peer, request))
+            .await
+            .unwrap_or_else(|_| Err(NodeError::Request { peer, reason: "timed out".into() }))
     }
 
     pub(crate) fn rebuild_slots(&self) -> &Semaphore {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use kura_node::erasure;
 use kura_node::wire::{Request, Response};
-use kura_node::{Address, NodeError, PeerId, RecordKey, RecordKind, Shard};
+use kura_node::{Address, NodeError, PeerId, RecordKey, Shard};
 use futures::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, info, warn};
@@ -113,8 +113,7 @@ impl Vault {
         round: Round,
         last: &mut HashMap<Address, Vec<PeerId>>,
     ) -> Result<Vec<Address>, NodeError> {
-        let chunks: BTreeSet<Address> =
-            self.store().keys().into_iter().filter(|k| k.kind == RecordKind::Shard).map(|k| k.address).collect();
+        let chunks = self.held_chunks();
         last.retain(|c, _| chunks.contains(c));
         let mut todo = Vec::new();
         for chunk in chunks {
