@@ -502,9 +502,13 @@ impl Actor {
                     .remove_peer(&peer)
                     .map(|entry| entry.node.value.iter().cloned().collect())
                     .unwrap_or_default();
+                let already_out = self.penalties.is_banned(&peer, now);
                 let span = self.penalties.penalize(peer, addrs, now);
-                warn!(%peer, %reason, secs = span.as_secs(), "peer dropped from the routing table");
-                let _ = self.events.send(NodeEvent::PeerRemoved(peer));
+                // Failures found while it is out are the same offence: said and acted on once.
+                if !already_out {
+                    warn!(%peer, %reason, secs = span.as_secs(), "peer dropped from the routing table");
+                    let _ = self.events.send(NodeEvent::PeerRemoved(peer));
+                }
                 let _ = reply.send(span);
             }
             Command::Shutdown => {}
