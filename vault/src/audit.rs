@@ -36,12 +36,12 @@ pub struct AuditStats {
 }
 
 /// What came of challenging one claimed shard.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
     /// The proof verified.
     Passed,
-    /// The holder failed, for this reason.
-    Failed(String),
+    /// The holder failed (the reason is logged).
+    Failed,
     /// No conclusion (the holder was busy); ask again another time.
     Inconclusive,
 }
@@ -74,27 +74,28 @@ impl Vault {
     }
 
     /// Audits shard `index` of `header`'s chunk on `peer`, counts the verdict and penalizes a
-    /// failure. Returns whether the holder passed.
-    pub(crate) async fn audit_and_report(&self, peer: PeerId, header: &ShardHeader, index: u8) -> Result<bool, NodeError> {
+    /// failure.
+    pub(crate) async fn audit_and_report(&self, peer: PeerId, header: &ShardHeader, index: u8) -> Result<Verdict, NodeError> {
         match self.audit_holder(peer, header, index).await {
-            Verdict::Passed => {
+            Ok(true) => {
                 self.audit_stats().passed.fetch_add(1, Ordering::Relaxed);
-                Ok(true)
+                Ok(Verdict::Passed)
             }
-            Verdict::Inconclusive => Ok(false),
-            Verdict::Failed(reason) => {
+            Ok(false) => Ok(Verdict::Inconclusive),
+            Err(reason) => {
                 self.audit_stats().failed.fetch_add(1, Ordering::Relaxed);
                 warn!(%peer, chunk = %header.chunk, index, %reason, "storage audit failed");
                 self.node().penalize(peer, format!("failed a storage audit: {reason}")).await?;
-                Ok(false)
+                Ok(Verdict::Failed)
             }
         }
     }
 
-    /// Challenges `peer` to prove it holds shard `index` of `header`'s chunk.
-    pub(crate) async fn audit_holder(&self, peer: PeerId, header: &ShardHeader, index: u8) -> Verdict {
+    /// Challenges `peer` to prove it holds shard `index` of `header`'s chunk: whether the proof
+    /// verified (`false`: no conclusion, the holder was busy), or why the holder failed.
+    async fn audit_holder(&self, peer: PeerId, header: &ShardHeader, index: u8) -> Result<bool, String> {
         let Some(hash) = header.shard_hashes.get(usize::from(index)) else {
-            return Verdict::Failed(format!("claims shard {index} of a chunk of {} shards", header.n()));
+            return Err(format!("claims shard {index} of a chunk of {} shards", header.n()));
         };
         let len = header.shard_len() as u64;
         let challenge = Challenge::random(len, &mut rand::thread_rng());
@@ -109,14 +110,14 @@ impl Vault {
             Ok(Response::Proof(proof)) => match audit::verify(hash, len, &challenge, &proof) {
                 Ok(()) => {
                     debug!(%peer, chunk = %header.chunk, index, "storage audit passed");
-                    Verdict::Passed
+                    Ok(true)
                 }
-                Err(e) => Verdict::Failed(e.to_string()),
+                Err(e) => Err(e.to_string()),
             },
-            Ok(other) => Verdict::Failed(format!("answered an audit with {other:?}")),
-            Err(NodeError::Remote { error: RemoteError::Busy, .. }) => Verdict::Inconclusive,
-            Err(NodeError::Remote { error, .. }) => Verdict::Failed(error.to_string()),
-            Err(e) => Verdict::Failed(format!("no answer: {e}")),
+            Ok(other) => Err(format!("answered an audit with {other:?}")),
+            Err(NodeError::Remote { error: RemoteError::Busy, .. }) => Ok(false),
+            Err(NodeError::Remote { error, .. }) => Err(error.to_string()),
+            Err(e) => Err(format!("no answer: {e}")),
         }
     }
 }

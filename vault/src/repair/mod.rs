@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 pub use plan::{plan, Action, ChunkView};
 pub use rate::RateLimit;
 
+use crate::audit::Verdict;
 use crate::server::Vault;
 
 /// How long the worker waits for more routing changes before acting on one.
@@ -196,10 +197,14 @@ impl Vault {
             let Ok(Response::Indices(indices)) = answer else { continue };
             if audit {
                 for &index in &indices {
-                    if !self.audit_and_report(peer, &first.header, index).await? {
-                        continue 'members;
+                    match self.audit_and_report(peer, &first.header, index).await? {
+                        Verdict::Passed => {
+                            proven.insert((peer, index));
+                        }
+                        // A busy holder keeps its claim this round; only a failure voids it.
+                        Verdict::Inconclusive => {}
+                        Verdict::Failed => continue 'members,
                     }
-                    proven.insert((peer, index));
                 }
             }
             holdings.insert(peer, indices);
@@ -218,7 +223,7 @@ impl Vault {
                     let Some(&holder) = holder else { continue };
                     if holder == me
                         || proven.contains(&(holder, index))
-                        || self.audit_and_report(holder, &first.header, index).await?
+                        || self.audit_and_report(holder, &first.header, index).await? == Verdict::Passed
                     {
                         self.delete_local(RecordKey::shard(chunk, index)).await;
                     }
