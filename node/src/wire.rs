@@ -172,6 +172,15 @@ pub enum RemoteError {
         /// The shard index.
         index: u8,
     },
+    /// The vault held the shard but handed it on lately, being no longer responsible for it:
+    /// its claim is withdrawn, nothing was lost.
+    #[error("shard {index} of chunk {chunk} handed on: no longer held here")]
+    Released {
+        /// The chunk.
+        chunk: Address,
+        /// The shard index.
+        index: u8,
+    },
 }
 
 /// Why bytes could not be decoded into a message.
@@ -282,6 +291,7 @@ mod tests {
             Response::Closest(vec![PeerId::random(), PeerId::random()]),
             Response::Error(RemoteError::Malformed(WireError::Empty)),
             Response::Error(RemoteError::NotHeld { chunk: Address::random(), index: 2 }),
+            Response::Error(RemoteError::Released { chunk: Address::random(), index: 5 }),
             Response::Proof(vec![1, 2, 3]),
         ] {
             assert_eq!(decode::<Response>(&encode(&resp).unwrap()).unwrap(), resp);

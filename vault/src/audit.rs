@@ -44,6 +44,17 @@ pub(crate) enum Verdict {
     Failed,
     /// No conclusion (the holder was busy); ask again another time.
     Inconclusive,
+    /// The holder handed the shard on since it claimed it: the claim is void, nothing failed.
+    Withdrawn,
+}
+
+/// What a challenge came to, before it is counted.
+enum Outcome {
+    Proved,
+    Busy,
+    Released,
+    /// Why the holder failed.
+    Failed(String),
 }
 
 impl Vault {
@@ -77,12 +88,16 @@ impl Vault {
     /// failure.
     pub(crate) async fn audit_and_report(&self, peer: PeerId, header: &ShardHeader, index: u8) -> Result<Verdict, NodeError> {
         match self.audit_holder(peer, header, index).await {
-            Ok(true) => {
+            Outcome::Proved => {
                 self.audit_stats().passed.fetch_add(1, Ordering::Relaxed);
                 Ok(Verdict::Passed)
             }
-            Ok(false) => Ok(Verdict::Inconclusive),
-            Err(reason) => {
+            Outcome::Busy => Ok(Verdict::Inconclusive),
+            Outcome::Released => {
+                debug!(%peer, chunk = %header.chunk, index, "audited shard was handed on meanwhile");
+                Ok(Verdict::Withdrawn)
+            }
+            Outcome::Failed(reason) => {
                 self.audit_stats().failed.fetch_add(1, Ordering::Relaxed);
                 warn!(%peer, chunk = %header.chunk, index, %reason, "storage audit failed");
                 self.node().penalize(peer, format!("failed a storage audit: {reason}")).await?;
@@ -91,11 +106,10 @@ impl Vault {
         }
     }
 
-    /// Challenges `peer` to prove it holds shard `index` of `header`'s chunk: whether the proof
-    /// verified (`false`: no conclusion, the holder was busy), or why the holder failed.
-    async fn audit_holder(&self, peer: PeerId, header: &ShardHeader, index: u8) -> Result<bool, String> {
+    /// Challenges `peer` to prove it holds shard `index` of `header`'s chunk.
+    async fn audit_holder(&self, peer: PeerId, header: &ShardHeader, index: u8) -> Outcome {
         let Some(hash) = header.shard_hashes.get(usize::from(index)) else {
-            return Err(format!("claims shard {index} of a chunk of {} shards", header.n()));
+            return Outcome::Failed(format!("claims shard {index} of a chunk of {} shards", header.n()));
         };
         let len = header.shard_len() as u64;
         let challenge = Challenge::random(len, &mut rand::thread_rng());
@@ -110,14 +124,17 @@ impl Vault {
             Ok(Response::Proof(proof)) => match audit::verify(hash, len, &challenge, &proof) {
                 Ok(()) => {
                     debug!(%peer, chunk = %header.chunk, index, "storage audit passed");
-                    Ok(true)
+                    Outcome::Proved
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => Outcome::Failed(e.to_string()),
             },
-            Ok(other) => Err(format!("answered an audit with {other:?}")),
-            Err(NodeError::Remote { error: RemoteError::Busy, .. }) => Ok(false),
-            Err(NodeError::Remote { error, .. }) => Err(error.to_string()),
-            Err(e) => Err(format!("no answer: {e}")),
+            Ok(other) => Outcome::Failed(format!("answered an audit with {other:?}")),
+            Err(NodeError::Remote { error: RemoteError::Busy, .. }) => Outcome::Busy,
+            // A vault that says it handed the shard on gains nothing by lying: it is no longer
+            // counted as holding it, so the shard is placed elsewhere if the group lacks it.
+            Err(NodeError::Remote { error: RemoteError::Released { .. }, .. }) => Outcome::Released,
+            Err(NodeError::Remote { error, .. }) => Outcome::Failed(error.to_string()),
+            Err(e) => Outcome::Failed(format!("no answer: {e}")),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod cli;
 mod config;
 mod error;
 mod info;
+mod recent;
 pub mod repair;
 mod server;
 pub mod store;

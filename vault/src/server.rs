@@ -2,17 +2,18 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kura_node::audit::{self, Challenge};
 use kura_node::wire::{self, RemoteError, Request, Response, VaultStatus, MAX_FRAME_LEN};
-use kura_node::{Address, InboundRequest, NodeError, NodeHandle, PeerId, RecordKind, Shard};
+use kura_node::{Address, InboundRequest, NodeError, NodeHandle, PeerId, RecordKey, RecordKind, Shard};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::config::{Storage, VaultConfig};
 use crate::error::VaultError;
 use crate::info::VaultInfo;
+use crate::recent::Recent;
 use crate::audit::AuditStats;
 use crate::repair::{RateLimit, RepairStats};
 use crate::store::{DiskStore, MemoryStore, RecordStore, StoreError};
@@ -22,7 +23,7 @@ use crate::store::{DiskStore, MemoryStore, RecordStore, StoreError};
 pub const PLACEMENT_WINDOW: usize = 20;
 
 /// How long another vault has to answer a repair or audit request.
-const MAINTENANCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const MAINTENANCE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running vault.
 #[derive(Clone)]
@@ -51,7 +52,19 @@ struct Shared {
     audit: AuditStats,
     /// Chunks with a shard being stored right now (see [`Vault::put_shard`]).
     storing: std::sync::Mutex<std::collections::HashSet<Address>>,
+    /// Shards handed on lately: an audit of one is answered "released", not "not held".
+    released: Recent<RecordKey>,
+    /// Shards this vault rebuilt onto a vault lately (a vault that drops one again at once sees a copy this vault does not trust).
+    placed: Recent<(RecordKey, PeerId)>,
 }
+
+/// How long a vault remembers handing a shard on: longer than an auditor takes between asking
+/// what a vault holds and challenging it.
+const RELEASE_MEMORY: Duration = Duration::from_secs(600);
+/// How long a vault remembers where it rebuilt a shard.
+const PLACEMENT_MEMORY: Duration = Duration::from_secs(120);
+/// The most events of one kind remembered, bounding the memory they take.
+const MEMORY_LEN: usize = 1 << 16;
 
 /// Holds a chunk's place in [`Shared::storing`] until dropped.
 struct Storing<'a>(&'a Shared, Address);
@@ -113,6 +126,8 @@ impl Vault {
                 rebuilds: Semaphore::new(crate::repair::CONCURRENT_REBUILDS),
                 audit: AuditStats::default(),
                 storing: Default::default(),
+                released: Recent::new(RELEASE_MEMORY, MEMORY_LEN),
+                placed: Recent::new(PLACEMENT_MEMORY, MEMORY_LEN),
             }),
         };
         tokio::spawn(vault.clone().serve(inbound));
@@ -236,7 +251,11 @@ impl Vault {
         let bytes = wire::encode(&shard).map_err(|e| RemoteError::Invalid(e.to_string()))?;
         let store = self.shared.store.clone();
         match tokio::task::spawn_blocking(move || store.put(&key, &bytes)).await.map_err(internal)? {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // Held again: losing it from now on is a loss, not a hand-on.
+                self.shared.released.forget(&key);
+                Ok(())
+            }
             Err(StoreError::Full { used, capacity, wanted }) => {
                 self.shared.refused_full.fetch_add(1, Ordering::Relaxed);
                 Err(RemoteError::Full { used, capacity, wanted })
@@ -250,9 +269,15 @@ impl Vault {
 
     /// Answers a storage audit of shard `index` of `chunk`: reads it (verifying it, so a
     /// damaged or vanished one is dropped and reported as not held) and proves the slices asked.
+    /// A shard handed on since the auditor asked what this vault holds is reported as such.
     async fn prove(&self, chunk: Address, index: u8, challenge: Challenge) -> Result<Vec<u8>, RemoteError> {
         let shards = self.read_shards(chunk).await.map_err(internal)?;
-        let shard = shards.into_iter().find(|s| s.header.index == index).ok_or(RemoteError::NotHeld { chunk, index })?;
+        let Some(shard) = shards.into_iter().find(|s| s.header.index == index) else {
+            if self.released(RecordKey::shard(chunk, index)) {
+                return Err(RemoteError::Released { chunk, index });
+            }
+            return Err(RemoteError::NotHeld { chunk, index });
+        };
         tokio::task::spawn_blocking(move || audit::prove(&shard.data, &challenge))
             .await
             .map_err(internal)?
@@ -298,6 +323,34 @@ impl Vault {
         .map_err(|e| StoreError::Index(e.to_string()))??;
         self.shared.corrupt_records.fetch_add(corrupt, Ordering::Relaxed);
         Ok(shards)
+    }
+
+    /// Deletes a shard this vault is no longer responsible for (handed over, or held by a
+    /// closer vault), remembering that it did.
+    pub(crate) async fn release(&self, key: RecordKey) {
+        // Noted first: an audit answered while the file goes must not find it merely missing.
+        self.shared.released.note(key);
+        let store = self.shared.store.clone();
+        match tokio::task::spawn_blocking(move || store.delete(&key)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(%key, error = %e, "deleting a released shard failed"),
+            Err(e) => warn!(%key, error = %e, "deleting a released shard failed"),
+        }
+    }
+
+    /// Whether this vault released `key` lately.
+    fn released(&self, key: RecordKey) -> bool {
+        self.shared.released.contains(&key)
+    }
+
+    /// Whether this vault rebuilt `key` onto `peer` lately.
+    pub(crate) fn placed_lately(&self, key: RecordKey, peer: PeerId) -> bool {
+        self.shared.placed.contains(&(key, peer))
+    }
+
+    /// Notes that this vault rebuilt `key` onto `peer`.
+    pub(crate) fn note_placed(&self, key: RecordKey, peer: PeerId) {
+        self.shared.placed.note((key, peer));
     }
 
     /// The vault's current status.

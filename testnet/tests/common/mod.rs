@@ -60,7 +60,12 @@ impl Net {
     pub fn up_with(nodes: usize, capacity: u64, vault_args: &[&str]) -> Net {
         // SAFETY-free: every test in this process sets the same values.
         std::env::set_var(kura_testnet::process::VAULT_BIN_ENV, vault_bin());
-        let tmp = tempfile::tempdir().unwrap();
+        let mut tmp = tempfile::tempdir().unwrap();
+        // For a post-mortem: the vaults' roots and logs stay behind.
+        if std::env::var_os("KURA_TEST_KEEP").is_some() {
+            tmp.disable_cleanup(true);
+            eprintln!("keeping {}", tmp.path().display());
+        }
         std::env::set_var("XDG_DATA_HOME", std::env::temp_dir().join("kura-test-xdg"));
         let dir = tmp.path().join("net");
         let net = Testnet::new(dir.clone());

@@ -194,8 +194,9 @@ impl Vault {
         .await;
         let mut proven = HashSet::new();
         'members: for (peer, answer) in asked {
-            let Ok(Response::Indices(indices)) = answer else { continue };
+            let Ok(Response::Indices(mut indices)) = answer else { continue };
             if audit {
+                let mut withdrawn = Vec::new();
                 for &index in &indices {
                     match self.audit_and_report(peer, &first.header, index).await? {
                         Verdict::Passed => {
@@ -203,9 +204,11 @@ impl Vault {
                         }
                         // A busy holder keeps its claim this round; only a failure voids it.
                         Verdict::Inconclusive => {}
+                        Verdict::Withdrawn => withdrawn.push(index),
                         Verdict::Failed => continue 'members,
                     }
                 }
+                indices.retain(|i| !withdrawn.contains(i));
             }
             holdings.insert(peer, indices);
         }
@@ -216,16 +219,14 @@ impl Vault {
         let view = ChunkView { chunk, n, group, holdings };
         for action in plan(me, &view) {
             match action {
-                Action::Drop(index) => {
-                    // The group's word that it holds the shard is checked before the last copy
-                    // outside it goes: a member that claims it must prove it.
-                    let holder = view.group.iter().find(|p| view.holdings.get(p).is_some_and(|h| h.contains(&index)));
-                    let Some(&holder) = holder else { continue };
-                    if holder == me
-                        || proven.contains(&(holder, index))
-                        || self.audit_and_report(holder, &first.header, index).await? == Verdict::Passed
+                Action::Drop { index, kept_by } => {
+                    // The other holder's word is checked before this copy goes: it may be the
+                    // last one, so the vault that claims the shard must prove it.
+                    if proven.contains(&(kept_by, index))
+                        || self.audit_and_report(kept_by, &first.header, index).await? == Verdict::Passed
                     {
-                        self.delete_local(RecordKey::shard(chunk, index)).await;
+                        self.release(RecordKey::shard(chunk, index)).await;
+                        debug!(%chunk, index, %kept_by, "shard dropped: held by a closer vault");
                     }
                 }
                 Action::HandOver { index, to } => {
@@ -233,12 +234,23 @@ impl Vault {
                     let len = shard.data.len() as u64;
                     self.repair_rate().spend(len).await;
                     self.node().request(to, Request::PutShard(shard)).await?;
-                    self.delete_local(RecordKey::shard(chunk, index)).await;
+                    self.release(RecordKey::shard(chunk, index)).await;
                     self.repair_stats().handed_over.fetch_add(1, Ordering::Relaxed);
                     self.repair_stats().bytes.fetch_add(len, Ordering::Relaxed);
                     debug!(%chunk, index, %to, "shard handed over");
                 }
                 Action::Rebuild(assign) => {
+                    // A member that dropped the shard this vault rebuilt onto it lately relies
+                    // on a copy this vault does not count (held by a vault it penalized, which
+                    // the member still trusts): placing it there again would repeat until the
+                    // penalty ends, a rebuild each time.
+                    let assign: Vec<(u8, PeerId)> = assign
+                        .into_iter()
+                        .filter(|&(index, to)| !self.placed_lately(RecordKey::shard(chunk, index), to))
+                        .collect();
+                    if assign.is_empty() {
+                        continue;
+                    }
                     let _slot = self.rebuild_slots().acquire().await.map_err(|_| NodeError::Shutdown)?;
                     self.rebuild(chunk, k, local.clone(), &view, assign).await?
                 }
@@ -295,19 +307,11 @@ impl Vault {
             let len = shard.data.len() as u64;
             self.repair_rate().spend(len).await;
             self.node().request(to, Request::PutShard(shard)).await?;
+            self.note_placed(RecordKey::shard(chunk, index), to);
             self.repair_stats().repaired.fetch_add(1, Ordering::Relaxed);
             self.repair_stats().bytes.fetch_add(len, Ordering::Relaxed);
             info!(%chunk, index, %to, "shard rebuilt");
         }
         Ok(())
-    }
-
-    async fn delete_local(&self, key: RecordKey) {
-        let store = self.store().clone();
-        match tokio::task::spawn_blocking(move || store.delete(&key)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(%key, error = %e, "deleting a handed-over shard failed"),
-            Err(e) => warn!(%key, error = %e, "deleting a handed-over shard failed"),
-        }
     }
 }

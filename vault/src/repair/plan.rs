@@ -6,7 +6,13 @@
 //! not duplicate work:
 //! - A holder **outside** the group hands each of its shards to a group member that holds
 //!   nothing, and deletes its copy once that member has stored it; a shard the group already
-//!   holds it simply drops (the group member's answer is the confirmation).
+//!   holds it simply drops (the group member's answer, checked by an audit, is the
+//!   confirmation).
+//! - A member holding a shard that a **closer** member also holds drops its copy, freeing its
+//!   place for an index the group lacks. Views differ for a while (a vault penalized by some
+//!   vaults and not others), and rebuilds made on one view can leave a group full of members
+//!   but short of an index; without this rule it would stay short. The closest holder of an
+//!   index never drops it for this reason, so one copy always stays.
 //! - Inside the group, only the **coordinator** rebuilds: it finds the indices no answering
 //!   vault holds, rebuilds them from any `k`, and places them on group members that hold
 //!   nothing. The coordinator is the holder in the group that ranks first for this chunk by
@@ -43,35 +49,50 @@ pub enum Action {
         /// The group member that should hold it.
         to: PeerId,
     },
-    /// Delete a local shard the group already holds.
-    Drop(u8),
+    /// Delete a local shard that a group member also holds.
+    Drop {
+        /// The shard's index.
+        index: u8,
+        /// The group member whose copy stays.
+        kept_by: PeerId,
+    },
 }
 
 /// The actions `me` should take for the chunk seen as `view`.
 pub fn plan(me: PeerId, view: &ChunkView) -> Vec<Action> {
     let mine: Vec<u8> = view.holdings.get(&me).cloned().unwrap_or_default();
     let held_by = |p: &PeerId| view.holdings.get(p).is_some_and(|h| !h.is_empty());
-    let in_group_held: BTreeSet<u8> =
-        view.group.iter().filter_map(|p| view.holdings.get(p)).flatten().copied().collect();
+    // The first of `members` (closest first) that holds `index`.
+    let holder = |index: u8, members: &[PeerId]| {
+        members.iter().find(|p| view.holdings.get(p).is_some_and(|h| h.contains(&index))).copied()
+    };
     // Group members that answered and hold nothing: where shards can go.
     let mut free = view.group.iter().filter(|p| view.holdings.get(p).is_some_and(Vec::is_empty)).copied();
 
-    if !view.group.contains(&me) {
+    let Some(position) = view.group.iter().position(|p| *p == me) else {
         let mut actions = Vec::new();
         for &index in &mine {
-            if in_group_held.contains(&index) {
-                actions.push(Action::Drop(index));
+            if let Some(kept_by) = holder(index, &view.group) {
+                actions.push(Action::Drop { index, kept_by });
             } else if let Some(to) = free.next() {
                 actions.push(Action::HandOver { index, to });
             }
         }
         return actions;
-    }
+    };
 
+    let closer = &view.group[..position];
+    let mut actions = Vec::new();
+    let mut kept = Vec::new();
+    for &index in &mine {
+        match holder(index, closer) {
+            Some(kept_by) => actions.push(Action::Drop { index, kept_by }),
+            None => kept.push(index),
+        }
+    }
     // A member holding several shards while another holds none gives the extras away, so
     // that losing one vault never loses two shards.
-    let mut actions: Vec<Action> =
-        mine.iter().skip(1).zip(free.by_ref()).map(|(&index, to)| Action::HandOver { index, to }).collect();
+    actions.extend(kept.iter().skip(1).zip(free.by_ref()).map(|(&index, to)| Action::HandOver { index, to }));
     let coordinator = view.group.iter().filter(|p| held_by(p)).max_by_key(|p| rank(&view.chunk, p));
     if coordinator != Some(&me) {
         return actions;
@@ -170,7 +191,7 @@ mod tests {
         // Once g[0] holds 7, the old holder just drops its copy.
         let mut after = holdings.clone();
         after[0] = (g[0], vec![7]);
-        assert_eq!(plan(out, &view(&g, &after)), vec![Action::Drop(7)]);
+        assert_eq!(plan(out, &view(&g, &after)), vec![Action::Drop { index: 7, kept_by: g[0] }]);
     }
 
     #[test]
@@ -181,6 +202,37 @@ mod tests {
         let v = view(&g, &holdings);
         assert_eq!(plan(g[1], &v), vec![Action::HandOver { index: 7, to: g[7] }]);
         assert!(plan(g[0], &v).is_empty(), "nothing is missing, so the coordinator waits");
+    }
+
+    #[test]
+    fn a_group_full_but_short_of_an_index_frees_a_place_for_it() {
+        let g = peers(8);
+        let out = PeerId::random();
+        // Every member holds a shard, g[2] and g[6] the same one; shard 5 sits outside.
+        let mut holdings: Vec<(PeerId, Vec<u8>)> = vec![(out, vec![5])];
+        holdings.extend([0u8, 1, 2, 3, 4, 6, 2, 7].iter().enumerate().map(|(i, &x)| (g[i], vec![x])));
+        let v = view(&g, &holdings);
+        assert_eq!(plan(g[6], &v), vec![Action::Drop { index: 2, kept_by: g[2] }]);
+        for p in g.iter().filter(|p| **p != g[6]) {
+            assert!(plan(*p, &v).is_empty(), "the closer copy stays, and nothing is missing");
+        }
+        assert!(plan(out, &v).is_empty(), "no free member yet");
+        // Once g[6] has dropped its copy, the outside holder hands shard 5 to it.
+        holdings[7] = (g[6], vec![]);
+        assert_eq!(plan(out, &view(&g, &holdings)), vec![Action::HandOver { index: 5, to: g[6] }]);
+    }
+
+    #[test]
+    fn a_shard_lost_everywhere_is_rebuilt_in_a_place_freed_by_a_duplicate() {
+        let g = peers(8);
+        let holdings: Vec<(PeerId, Vec<u8>)> =
+            [0u8, 1, 2, 3, 4, 1, 6, 7].iter().enumerate().map(|(i, &x)| (g[i], vec![x])).collect();
+        let v = view(&g, &holdings);
+        assert_eq!(plan(g[5], &v), vec![Action::Drop { index: 1, kept_by: g[1] }]);
+        let mut after = holdings.clone();
+        after[5] = (g[5], vec![]);
+        let v = view(&g, &after);
+        assert_eq!(plan(coordinator(&v), &v), vec![Action::Rebuild(vec![(5, g[5])])]);
     }
 
     #[test]
