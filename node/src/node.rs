@@ -527,10 +527,8 @@ impl Actor {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rr(e)) => self.on_request_response(e),
-            SwarmEvent::NewListenAddr { address, .. } => {
-                if !self.listen_addrs.contains(&address) {
-                    self.listen_addrs.push(address);
-                }
+            SwarmEvent::NewListenAddr { address, .. } if !self.listen_addrs.contains(&address) => {
+                self.listen_addrs.push(address)
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => self.listen_addrs.retain(|a| a != &address),
             SwarmEvent::ConnectionEstablished { peer_id, .. } => debug!(peer = %peer_id, "connected"),
@@ -538,15 +536,20 @@ impl Actor {
             // remote close means the peer left: drop it now rather than let every lookup stall
             // on it until a dial times out. A live peer is re-added when it is next seen.
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause: Some(cause), .. } => {
-                if self.swarm.behaviour_mut().kad.remove_peer(&peer_id).is_some() {
-                    debug!(peer = %peer_id, %cause, "peer left");
-                    let _ = self.events.send(NodeEvent::PeerRemoved(peer_id));
-                }
+                self.peer_left(peer_id, &cause.to_string())
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, error = %error, "outgoing connection failed")
             }
             _ => {}
+        }
+    }
+
+    /// Drops `peer`, found gone, from the routing table, and says so if it was there.
+    fn peer_left(&mut self, peer: PeerId, cause: &str) {
+        if self.swarm.behaviour_mut().kad.remove_peer(&peer).is_some() {
+            debug!(%peer, %cause, "peer left");
+            let _ = self.events.send(NodeEvent::PeerRemoved(peer));
         }
     }
 
@@ -606,11 +609,8 @@ impl Actor {
             Event::OutboundFailure { peer, request_id, error, .. } => {
                 // A vault that cannot be dialled at all is gone, even if this node never held a
                 // connection to it to see close: drop it now rather than wait for Kademlia.
-                if matches!(error, request_response::OutboundFailure::DialFailure)
-                    && self.swarm.behaviour_mut().kad.remove_peer(&peer).is_some()
-                {
-                    debug!(%peer, "peer left (dial failed)");
-                    let _ = self.events.send(NodeEvent::PeerRemoved(peer));
+                if matches!(error, request_response::OutboundFailure::DialFailure) {
+                    self.peer_left(peer, "dial failed");
                 }
                 if let Some(reply) = self.requests.remove(&request_id) {
                     let _ = reply.send(Err(NodeError::Request { peer, reason: error.to_string() }));
