@@ -28,6 +28,7 @@ pub mod record;
 pub mod identity;
 mod node;
 pub mod penalty;
+mod unreachable;
 pub mod wire;
 
 pub use address::{close_group, Address, AddressParseError, ADDRESS_LEN};

@@ -26,6 +26,7 @@ use crate::codec::KuraCodec;
 use crate::config::{NodeConfig, Role};
 use crate::error::NodeError;
 use crate::penalty::Penalties;
+use crate::unreachable::Unreachable;
 use crate::wire::{RemoteError, Request, Response, KAD_PROTOCOL, MAX_GROUP_QUERY, REQUEST_PROTOCOL};
 
 /// Commands queued to the actor before the caller waits.
@@ -48,7 +49,11 @@ struct Behaviour {
     kad: kad::Behaviour<MemoryStore>,
     identify: identify::Behaviour,
     rr: request_response::Behaviour<KuraCodec>,
+    unreachable: Unreachable,
 }
+
+/// How long a lookup waits for one peer's answer.
+const KAD_RPC_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A request from a remote peer, waiting for the application's answer.
 #[derive(Debug)]
@@ -336,6 +341,10 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
             let peer_id = key.public().to_peer_id();
             let mut kcfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
             kcfg.set_query_timeout(lookup_timeout);
+            // A lookup waits for every one of the closest peers it asks; one that died, its
+            // connection not yet timed out, would hold each lookup for the default 10 s. A
+            // FIND_NODE answer is a few hundred bytes: a peer that takes this long is gone.
+            kcfg.set_substreams_timeout(KAD_RPC_TIMEOUT);
             // Data never lives in libp2p's record store: refuse remote puts outright.
             kcfg.set_record_filtering(StoreInserts::FilterBoth);
             let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kcfg);
@@ -357,7 +366,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
                 [(StreamProtocol::new(REQUEST_PROTOCOL), support)],
                 request_response::Config::default().with_request_timeout(request_timeout),
             );
-            Behaviour { kad, identify, rr }
+            Behaviour { kad, identify, rr, unreachable: Unreachable::default() }
         })
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
