@@ -41,6 +41,15 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         idle: u64,
     },
+    /// Lookup latency and file fetches around a vault's death.
+    Death {
+        /// Vaults.
+        #[arg(long, default_value_t = 20)]
+        nodes: usize,
+        /// 64 MiB files stored, then fetched in turn.
+        #[arg(long, default_value_t = 4)]
+        files: usize,
+    },
     /// File put/get throughput, memory and storage overhead on 10 vaults.
     Files {
         /// MiB of the throughput file.
@@ -91,6 +100,7 @@ fn main() -> Result<()> {
     std::env::set_var("XDG_DATA_HOME", std::env::temp_dir().join("kura-netbench-xdg"));
     match Cli::parse().command {
         Command::Network { nodes, lookups, idle } => network::run(nodes, lookups, idle),
+        Command::Death { nodes, files } => network::death(nodes, files),
         Command::Files { size, rss_size, nodes } => files::run(size, rss_size, nodes),
         Command::Erasure => erasure::run(),
         Command::Audit => audit::run(),

@@ -76,3 +76,93 @@ async fn lookup_latency(net: &Testnet, count: usize) -> Result<()> {
     Ok(())
 }
 
+
+/// Lookup latency and file fetches around a vault's death. One long-lived client looks up
+/// random addresses back to back, and another fetches stored 64 MiB files back to back, from
+/// 3 s before a vault is SIGKILLed until 25 s after; each second's lookups and every fetch are
+/// printed.
+pub fn death(nodes: usize, files: usize) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (net, guard) = healthy_testnet(&rt, nodes, 1 << 30)?;
+    let peers = kura_client::peers::read_peers_file(&net.layout().peers_file())?;
+    let key = kura_client::UserKey::generate();
+    let mut addresses = Vec::new();
+    rt.block_on(async {
+        let client = kura_client::Client::connect(peers.clone()).await?;
+        for i in 0..files {
+            let path = guard.1.join(format!("f{i}"));
+            std::fs::write(&path, (0..64 << 20).map(|_| rand::random::<u8>()).collect::<Vec<u8>>())?;
+            let bar = indicatif::ProgressBar::hidden();
+            addresses.push(client.put_path(&path, kura_client::Visibility::Private, &key, &bar).await?);
+            std::fs::remove_file(&path)?;
+        }
+        client.close().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let victim = *net.running(&net.state()?).first().context("no vault")?;
+    let start = Instant::now();
+    let kill_at = Duration::from_secs(3);
+    let end = kill_at + Duration::from_secs(25);
+    // Seconds from the kill to an operation's start, how long it took, whether it worked.
+    let since_kill = move |t: Instant| t.duration_since(start).as_secs_f64() - kill_at.as_secs_f64();
+    let fetcher = {
+        let peers = peers.clone();
+        let out = guard.1.join("fetched");
+        rt.spawn(async move {
+            let client = kura_client::Client::connect(peers).await?;
+            let mut fetches = Vec::new();
+            for address in addresses.iter().cycle() {
+                if start.elapsed() >= end {
+                    break;
+                }
+                let t = Instant::now();
+                let ok = client.get_path(*address, &out, &key, &indicatif::ProgressBar::hidden()).await.is_ok();
+                fetches.push((since_kill(t), t.elapsed(), ok));
+            }
+            client.close().await;
+            Ok::<_, anyhow::Error>(fetches)
+        })
+    };
+    let lookups = rt.block_on(async {
+        let client = kura_client::Client::connect(peers).await?;
+        let mut killed = false;
+        let mut samples = Vec::new();
+        while start.elapsed() < end {
+            if !killed && start.elapsed() >= kill_at {
+                net.kill(&[victim], true)?;
+                killed = true;
+            }
+            let t = Instant::now();
+            let ok = client.node().lookup(Address::random(), 8).await.is_ok();
+            samples.push((since_kill(t), t.elapsed(), ok));
+        }
+        client.close().await;
+        Ok::<_, anyhow::Error>(samples)
+    })?;
+    let fetches = rt.block_on(fetcher)??;
+    drop(guard);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("lookups from one client on {nodes} vaults around a SIGKILL at t = 0 (another client fetching meanwhile):");
+    println!("| second | lookups | failed | p50 (ms) | max (ms) |");
+    println!("|---|---|---|---|---|");
+    for second in -3i64..25 {
+        let at = |t: f64| t.floor() as i64 == second;
+        let mut times: Vec<Duration> = lookups.iter().filter(|(t, _, _)| at(*t)).map(|(_, d, _)| *d).collect();
+        let failed = lookups.iter().filter(|(t, _, ok)| at(*t) && !ok).count();
+        times.sort();
+        match (times.first(), times.last()) {
+            (Some(_), Some(max)) => {
+                println!("| {second} | {} | {failed} | {:.0} | {:.0} |", times.len(), ms(times[times.len() / 2]), ms(*max))
+            }
+            _ => println!("| {second} | 0 | 0 | – | – |"),
+        }
+    }
+    println!();
+    println!("64 MiB fetches:");
+    println!("| start (s from the kill) | took (s) | MiB/s | ok |");
+    println!("|---|---|---|---|");
+    for (t, d, ok) in fetches {
+        println!("| {t:.1} | {:.2} | {:.1} | {ok} |", d.as_secs_f64(), 64.0 / d.as_secs_f64());
+    }
+    Ok(())
+}

@@ -34,6 +34,12 @@ pub struct NodeConfig {
     /// closed connection means a departed peer (QUIC keep-alives detect a dead one within
     /// 10 s); clients close theirs after 60 s.
     pub idle_timeout: Duration,
+    /// How long a connection may go without a packet from the peer before the peer counts as
+    /// gone (QUIC's idle timeout; keep-alives go out four times as often). Vaults: 10 s, so a
+    /// departure is noticed within 10 s without a home link's hiccup looking like one. Clients:
+    /// 4 s, since until a client notices, every lookup that reaches the dead vault waits for it,
+    /// and a client that drops a live connection only dials again.
+    pub dead_peer_timeout: Duration,
     /// Inbound requests queued for the application before new ones are refused as busy
     /// (default 256).
     pub inbound_queue: usize,
@@ -57,6 +63,7 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(30),
             lookup_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(3600),
+            dead_peer_timeout: Duration::from_secs(10),
             inbound_queue: 256,
             mtu_upper_bound: 65_000,
             join_bootstraps: [500, 1000, 2000, 4000, 8000, 16000, 32000]
@@ -72,6 +79,7 @@ impl NodeConfig {
             role: Role::Client,
             listen: Vec::new(),
             idle_timeout: Duration::from_secs(60),
+            dead_peer_timeout: Duration::from_secs(4),
             join_bootstraps: vec![Duration::from_millis(300)],
             ..NodeConfig::vault(keypair)
         }

@@ -333,10 +333,15 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
     let role = config.role;
     let lookup_timeout = config.lookup_timeout;
     let request_timeout = config.request_timeout;
+    let dead_peer_timeout = config.dead_peer_timeout;
     let mtu = config.mtu_upper_bound;
     let swarm = SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_quic_config(|c| c.mtu_upper_bound(mtu))
+        .with_quic_config(|mut c| {
+            c.max_idle_timeout = u32::try_from(dead_peer_timeout.as_millis()).unwrap_or(u32::MAX);
+            c.keep_alive_interval = dead_peer_timeout / 4;
+            c.mtu_upper_bound(mtu)
+        })
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
             let mut kcfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));

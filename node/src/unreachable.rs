@@ -7,7 +7,7 @@
 //! failed, or the last connection to it broke, further dials to it fail at once for
 //! [`UNREACHABLE_MEMORY`]. A connection the peer makes to this node proves it alive again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -23,27 +23,41 @@ use libp2p::{Multiaddr, PeerId};
 /// How long dials to a peer are refused after one failed.
 pub const UNREACHABLE_MEMORY: Duration = Duration::from_secs(30);
 
-/// Peers whose last dial failed, and when.
+/// Peers whose last dial failed, and when; and the peers connected now.
 #[derive(Debug, Default)]
 pub(crate) struct Unreachable {
     failed: HashMap<PeerId, Instant>,
+    connected: HashSet<PeerId>,
 }
 
 impl Unreachable {
-    /// Notes that dialling `peer` failed at `now`.
+    /// Notes that dialling `peer` failed, or its last connection broke, at `now`.
     pub fn dial_failed(&mut self, peer: PeerId, now: Instant) {
         self.failed.retain(|_, at| now.duration_since(*at) < UNREACHABLE_MEMORY);
         self.failed.insert(peer, now);
+        self.connected.remove(&peer);
     }
 
     /// Notes that `peer` is connected, so reachable.
-    pub fn connected(&mut self, peer: &PeerId) {
-        self.failed.remove(peer);
+    pub fn connected(&mut self, peer: PeerId) {
+        self.failed.remove(&peer);
+        self.connected.insert(peer);
+    }
+
+    /// Notes that the last connection to `peer` closed in an orderly way.
+    pub fn disconnected(&mut self, peer: &PeerId) {
+        self.connected.remove(peer);
     }
 
     /// Whether a dial to `peer` at `now` should be refused.
     pub fn refuses(&self, peer: &PeerId, now: Instant) -> bool {
-        self.failed.get(peer).is_some_and(|at| now.duration_since(*at) < UNREACHABLE_MEMORY)
+        let recent = |at: &Instant| now.duration_since(*at) < UNREACHABLE_MEMORY;
+        if !self.failed.get(peer).is_some_and(recent) {
+            return false;
+        }
+        // When most peers failed at once, the fault is likely this node's own link: refusing
+        // them all would keep it cut off after the link came back.
+        self.failed.values().filter(|at| recent(at)).count() <= self.connected.len()
     }
 }
 
@@ -103,15 +117,14 @@ impl NetworkBehaviour for Unreachable {
                     self.dial_failed(peer, Instant::now());
                 }
             }
-            FromSwarm::ConnectionEstablished(e) => self.connected(&e.peer_id),
+            FromSwarm::ConnectionEstablished(e) => self.connected(e.peer_id),
             // The last connection failing (keep-alives unanswered, or the peer went away) is
             // as good as a failed dial: the next dial would wait out the handshake timeout.
             // Closing an idle connection here is not.
-            FromSwarm::ConnectionClosed(c) if c.remaining_established == 0 => {
-                if let Some(ConnectionError::IO(_)) = c.cause {
-                    self.dial_failed(c.peer_id, Instant::now());
-                }
-            }
+            FromSwarm::ConnectionClosed(c) if c.remaining_established == 0 => match c.cause {
+                Some(ConnectionError::IO(_)) => self.dial_failed(c.peer_id, Instant::now()),
+                _ => self.disconnected(&c.peer_id),
+            },
             _ => {}
         }
     }
@@ -131,15 +144,36 @@ mod tests {
 
     #[test]
     fn refuses_a_failed_peer_for_a_while_and_not_once_it_connects() {
-        let (a, b) = (PeerId::random(), PeerId::random());
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
         let mut u = Unreachable::default();
+        u.connected(b);
+        u.connected(c);
         let t0 = Instant::now();
         u.dial_failed(a, t0);
         assert!(u.refuses(&a, t0 + Duration::from_secs(1)));
         assert!(!u.refuses(&b, t0));
         assert!(!u.refuses(&a, t0 + UNREACHABLE_MEMORY), "forgiven after the memory");
-        u.connected(&a);
+        u.connected(a);
         assert!(!u.refuses(&a, t0), "a connection proves it reachable");
+    }
+
+    #[test]
+    fn refuses_nobody_when_most_peers_failed_at_once() {
+        let peers: Vec<PeerId> = (0..5).map(|_| PeerId::random()).collect();
+        let mut u = Unreachable::default();
+        for p in &peers {
+            u.connected(*p);
+        }
+        let t0 = Instant::now();
+        // This node's own link went down: every connection broke.
+        for p in &peers[..4] {
+            u.dial_failed(*p, t0);
+        }
+        assert!(!u.refuses(&peers[0], t0), "4 failed, 1 connected: the fault is here");
+        u.connected(peers[0]);
+        u.connected(peers[1]);
+        u.connected(peers[2]);
+        assert!(u.refuses(&peers[3], t0), "1 failed, 4 connected: that peer is gone");
     }
 
     #[test]
