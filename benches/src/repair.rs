@@ -125,11 +125,13 @@ pub fn run(nodes: usize, files: usize, file_mib: usize) -> Result<()> {
         v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
     };
     let before: Vec<f64> = fetches.iter().filter(|(t, d)| *t + *d <= killed).map(|(_, d)| rate(*d)).collect();
-    // Fetches that overlap the repair: from the first possible notice (10 s after the kill)
-    // until full redundancy.
+    // Fetches overlapping the time before the vaults notice the death (their keep-alives give
+    // up after 10 s), and fetches started after that while repair runs.
     let notice = killed + Duration::from_secs(10);
+    let dying: Vec<f64> =
+        fetches.iter().filter(|(t, d)| *t + *d > killed && *t < notice).map(|(_, d)| rate(*d)).collect();
     let during: Vec<f64> =
-        fetches.iter().filter(|(t, d)| *t + *d > notice && *t < killed + healed).map(|(_, d)| rate(*d)).collect();
+        fetches.iter().filter(|(t, _)| *t >= notice && *t < killed + healed).map(|(_, d)| rate(*d)).collect();
     let moved_after = rt.block_on(async {
         let mut moved = 0;
         for (_, p) in net.running_peers(&net.state()?) {
@@ -152,11 +154,17 @@ pub fn run(nodes: usize, files: usize, file_mib: usize) -> Result<()> {
         peak_rss as f64 / MIB
     );
     println!(
-        "client get of {file_mib} MiB files: {:.1} MiB/s median before the kill ({} fetches), {:.1} MiB/s during repair ({} fetches)",
+        "client get of {file_mib} MiB files, median MiB/s: {:.1} before the kill ({} fetches), {:.1} until the vaults \
+         notice ({}), {:.1} during repair ({})",
         median(before.clone()),
         before.len(),
+        median(dying.clone()),
+        dying.len(),
         median(during.clone()),
         during.len()
     );
+    let since = |t: Instant| t.checked_duration_since(killed).map_or_else(|| -(killed - t).as_secs_f64(), |d| d.as_secs_f64());
+    let each: Vec<String> = fetches.iter().map(|(t, d)| format!("{:.1} s: {:.1}", since(*t), rate(*d))).collect();
+    println!("each fetch (start from the kill: MiB/s): {}", each.join(", "));
     Ok(())
 }

@@ -54,16 +54,12 @@ struct Shared {
     storing: std::sync::Mutex<std::collections::HashSet<Address>>,
     /// Shards handed on lately: an audit of one is answered "released", not "not held".
     released: Recent<RecordKey>,
-    /// Shards this vault rebuilt onto a vault lately (a vault that drops one again at once sees a copy this vault does not trust).
-    placed: Recent<(RecordKey, PeerId)>,
 }
 
 /// How long a vault remembers handing a shard on: longer than an auditor takes between asking
 /// what a vault holds and challenging it.
 const RELEASE_MEMORY: Duration = Duration::from_secs(600);
-/// How long a vault remembers where it rebuilt a shard.
-const PLACEMENT_MEMORY: Duration = Duration::from_secs(120);
-/// The most events of one kind remembered, bounding the memory they take.
+/// The most released shards remembered, bounding the memory they take.
 const MEMORY_LEN: usize = 1 << 16;
 
 /// Holds a chunk's place in [`Shared::storing`] until dropped.
@@ -127,7 +123,6 @@ impl Vault {
                 audit: AuditStats::default(),
                 storing: Default::default(),
                 released: Recent::new(RELEASE_MEMORY, MEMORY_LEN),
-                placed: Recent::new(PLACEMENT_MEMORY, MEMORY_LEN),
             }),
         };
         tokio::spawn(vault.clone().serve(inbound));
@@ -341,16 +336,6 @@ impl Vault {
     /// Whether this vault released `key` lately.
     fn released(&self, key: RecordKey) -> bool {
         self.shared.released.contains(&key)
-    }
-
-    /// Whether this vault rebuilt `key` onto `peer` lately.
-    pub(crate) fn placed_lately(&self, key: RecordKey, peer: PeerId) -> bool {
-        self.shared.placed.contains(&(key, peer))
-    }
-
-    /// Notes that this vault rebuilt `key` onto `peer`.
-    pub(crate) fn note_placed(&self, key: RecordKey, peer: PeerId) {
-        self.shared.placed.note((key, peer));
     }
 
     /// The vault's current status.

@@ -240,17 +240,6 @@ impl Vault {
                     debug!(%chunk, index, %to, "shard handed over");
                 }
                 Action::Rebuild(assign) => {
-                    // A member that dropped the shard this vault rebuilt onto it lately relies
-                    // on a copy this vault does not count (held by a vault it penalized, which
-                    // the member still trusts): placing it there again would repeat until the
-                    // penalty ends, a rebuild each time.
-                    let assign: Vec<(u8, PeerId)> = assign
-                        .into_iter()
-                        .filter(|&(index, to)| !self.placed_lately(RecordKey::shard(chunk, index), to))
-                        .collect();
-                    if assign.is_empty() {
-                        continue;
-                    }
                     let _slot = self.rebuild_slots().acquire().await.map_err(|_| NodeError::Shutdown)?;
                     self.rebuild(chunk, k, local.clone(), &view, assign).await?
                 }
@@ -307,7 +296,6 @@ impl Vault {
             let len = shard.data.len() as u64;
             self.repair_rate().spend(len).await;
             self.node().request(to, Request::PutShard(shard)).await?;
-            self.note_placed(RecordKey::shard(chunk, index), to);
             self.repair_stats().repaired.fetch_add(1, Ordering::Relaxed);
             self.repair_stats().bytes.fetch_add(len, Ordering::Relaxed);
             info!(%chunk, index, %to, "shard rebuilt");
