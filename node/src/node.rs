@@ -62,6 +62,9 @@ pub struct InboundRequest {
     pub peer: PeerId,
     /// What they asked.
     pub request: Request,
+    /// Whether the peer is a vault in this node's routing table (clients never are): its
+    /// requests are maintenance, which yields to clients'.
+    pub from_vault: bool,
     reply: oneshot::Sender<Response>,
 }
 
@@ -559,6 +562,15 @@ impl Actor {
         }
     }
 
+    /// Whether `peer` is in the routing table.
+    fn in_routing_table(&mut self, peer: &PeerId) -> bool {
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .kbucket(*peer)
+            .is_some_and(|bucket| bucket.iter().any(|e| e.node.key.preimage() == peer))
+    }
+
     /// Drops `peer`, found gone, from the routing table, and says so if it was there.
     fn peer_left(&mut self, peer: PeerId, cause: &str) {
         if self.swarm.behaviour_mut().kad.remove_peer(&peer).is_some() {
@@ -655,7 +667,8 @@ impl Actor {
             return;
         }
         let (tx, rx) = oneshot::channel();
-        match self.inbound.try_send(InboundRequest { peer, request, reply: tx }) {
+        let from_vault = self.in_routing_table(&peer);
+        match self.inbound.try_send(InboundRequest { peer, request, from_vault, reply: tx }) {
             Ok(()) => {
                 let timeout = self.request_timeout;
                 self.replies.push(Box::pin(async move {

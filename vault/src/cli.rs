@@ -50,7 +50,7 @@ struct RunArgs {
     /// beyond it.
     #[arg(long, value_name = "SIZE", default_value = "50GiB")]
     max_capacity: bytesize::ByteSize,
-    /// Requests served at once.
+    /// Requests served at once, a quarter of them kept for clients.
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_concurrent_requests: usize,
     /// Turn off repair, handover and storage audits (for tests of what erasure coding alone

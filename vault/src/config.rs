@@ -15,7 +15,8 @@ pub struct VaultConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Most bytes of records the vault stores before refusing new ones.
     pub capacity: u64,
-    /// Inbound requests handled at once; more wait in the node's bounded queue.
+    /// Inbound requests handled at once, a quarter of them kept for clients; more wait in the
+    /// node's bounded queue.
     pub max_concurrent_requests: usize,
     /// Where records are kept.
     pub storage: Storage,

@@ -186,17 +186,33 @@ impl Vault {
         VaultInfo::remove(&self.shared.config.root);
     }
 
+    /// Answers inbound requests, at most `max_concurrent_requests` at once, a quarter of them
+    /// kept for clients: after a death every vault asks its groups about hundreds of chunks at
+    /// once, and clients' requests queued behind that maintenance saw downloads stall.
     async fn serve(self, mut inbound: mpsc::Receiver<InboundRequest>) {
-        let permits = Arc::new(Semaphore::new(self.shared.config.max_concurrent_requests.max(1)));
+        let max = self.shared.config.max_concurrent_requests.max(2);
+        let answering = Arc::new(Semaphore::new(max));
+        // Vaults' requests hold one of these before one of `answering`, so they never hold
+        // more of `answering` than this.
+        let maintenance = Arc::new(Semaphore::new(max - max / 4));
+        // Requests taken off the node's queue and waiting here; bounded, so that a flood
+        // backs up into the node's queue, which answers "busy" when full.
+        let admitted = Arc::new(Semaphore::new(4 * max));
         while let Some(req) = inbound.recv().await {
-            let Ok(permit) = permits.clone().acquire_owned().await else { break };
+            let Ok(admit) = admitted.clone().acquire_owned().await else { break };
+            let (answering, maintenance) = (answering.clone(), maintenance.clone());
             let vault = self.clone();
             tokio::spawn(async move {
+                let _maintenance = match req.from_vault {
+                    true => Some(maintenance.acquire_owned().await),
+                    false => None,
+                };
+                let Ok(_answering) = answering.acquire_owned().await else { return };
                 let (peer, request, responder) = req.into_parts();
                 let response = vault.handle(request).await;
                 debug!(%peer, "answered request");
                 responder.respond(response);
-                drop(permit);
+                drop(admit);
             });
         }
     }
