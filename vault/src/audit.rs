@@ -10,7 +10,9 @@
 //! `audit_failures` counter in status) and penalized: dropped from this vault's routing table
 //! for a while, so lookups and placement stop counting on it. Its shards count as lost in the
 //! plan, and the chunk's coordinator rebuilds them on other members; every holder audits, so
-//! the coordinator finds the loss in its own rounds too.
+//! the coordinator finds the loss in its own rounds too. A member that handed the shard on
+//! between claiming and being challenged says so ([`RemoteError::Released`]): its claim is
+//! void, but it is not penalized, since handing on is what repair asks of it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! A bounded memory of recent events, each forgotten a while after it happened.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -10,40 +10,50 @@ use std::time::{Duration, Instant};
 pub(crate) struct Recent<K> {
     memory: Duration,
     cap: usize,
-    seen: Mutex<HashMap<K, Instant>>,
+    inner: Mutex<Inner<K>>,
+}
+
+#[derive(Debug)]
+struct Inner<K> {
+    /// When each key was last noted.
+    seen: HashMap<K, Instant>,
+    /// Notes oldest first, so that forgetting the old ones costs nothing per note; an entry
+    /// whose key was noted again since, or forgotten, is stale and skipped.
+    order: VecDeque<(K, Instant)>,
 }
 
 impl<K: Eq + Hash + Copy> Recent<K> {
     /// An empty memory.
     pub fn new(memory: Duration, cap: usize) -> Self {
-        Recent { memory, cap, seen: Mutex::new(HashMap::new()) }
+        Recent { memory, cap, inner: Mutex::new(Inner { seen: HashMap::new(), order: VecDeque::new() }) }
     }
 
     /// Notes `key` as seen now.
     pub fn note(&self, key: K) {
         let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() >= self.cap {
-            seen.retain(|_, at| now.duration_since(*at) < self.memory);
-            if seen.len() >= self.cap {
-                // Still full of recent ones: forget the oldest.
-                if let Some(oldest) = seen.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k) {
-                    seen.remove(&oldest);
-                }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(&(old, at)) = inner.order.front() {
+            if now.duration_since(at) < self.memory && inner.order.len() < self.cap {
+                break;
+            }
+            inner.order.pop_front();
+            if inner.seen.get(&old) == Some(&at) {
+                inner.seen.remove(&old);
             }
         }
-        seen.insert(key, now);
+        inner.seen.insert(key, now);
+        inner.order.push_back((key, now));
     }
 
     /// Forgets `key`.
     pub fn forget(&self, key: &K) {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).seen.remove(key);
     }
 
     /// Whether `key` was noted within the memory.
     pub fn contains(&self, key: &K) -> bool {
-        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.get(key).is_some_and(|at| at.elapsed() < self.memory)
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.seen.get(key).is_some_and(|at| at.elapsed() < self.memory)
     }
 }
 
@@ -62,9 +72,23 @@ mod tests {
         for k in 0..10 {
             r.note(k);
         }
-        assert!(r.seen.lock().unwrap().len() <= 3);
+        assert!(r.inner.lock().unwrap().seen.len() <= 3);
+        assert!(r.inner.lock().unwrap().order.len() <= 3);
         assert!(r.contains(&9), "the newest is kept");
         std::thread::sleep(Duration::from_millis(60));
         assert!(!r.contains(&9), "forgotten after the memory");
+    }
+
+    #[test]
+    fn a_key_noted_again_outlives_its_first_note() {
+        let r = Recent::new(Duration::from_secs(60), 3);
+        r.note(1);
+        r.note(2);
+        r.note(1);
+        r.note(3);
+        r.note(4);
+        assert!(r.contains(&1), "its second note is among the last three");
+        assert!(!r.contains(&2), "the oldest went to make room");
+        assert!(r.contains(&3) && r.contains(&4));
     }
 }

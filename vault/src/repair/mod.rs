@@ -7,9 +7,10 @@
 //! no shard bytes), runs the pure rules in [`plan`], and carries out what they say: rebuild
 //! lost shards from any `k` (decode, check the address, re-encode, check every hash) onto
 //! group members that hold none, hand shards to closer vaults and delete them only after the
-//! new holder stored them, or drop a copy the group already holds. It works on a bounded number
-//! of chunks at once ([`CONCURRENT_CHUNKS`]) and holds the shard bytes it moves to the vault's
-//! repair rate ([`RateLimit`]), so that client traffic keeps the disk and the uplink.
+//! new holder stored them, or drop a copy the group (or a closer member) already holds. It
+//! works on a bounded number of chunks at once ([`CONCURRENT_CHUNKS`]) and holds the shard
+//! bytes it moves to the vault's repair rate ([`RateLimit`]), so that client traffic keeps the
+//! disk and the uplink.
 
 mod plan;
 mod rate;
@@ -56,8 +57,12 @@ enum Round {
     Sweep,
     /// These, whose repair failed.
     Retry(BTreeSet<Address>),
-    /// None: only note the groups of newly stored chunks, so that the next change examines
-    /// just the chunks whose group it changed.
+    /// Note the groups of newly stored chunks, so that the next change examines just the
+    /// chunks whose group it changed; examine those whose group, as this vault's routing table
+    /// has it, leaves this vault out: a handover is due, which may have waited on a member
+    /// that did not answer. (A vault that restarts within the keep-alive timeout is never seen
+    /// leaving or coming back, so no change would examine the shards stored elsewhere while it
+    /// was down.)
     Baseline,
 }
 
@@ -114,16 +119,17 @@ impl Vault {
         round: Round,
         last: &mut HashMap<Address, Vec<PeerId>>,
     ) -> Result<Vec<Address>, NodeError> {
+        let me = self.node().peer_id();
         let chunks = self.held_chunks();
         last.retain(|c, _| chunks.contains(c));
         let mut todo = Vec::new();
         for chunk in chunks {
-            if matches!(round, Round::Baseline) && last.contains_key(&chunk) {
+            if matches!(round, Round::Baseline) && last.get(&chunk).is_some_and(|g| g.contains(&me)) {
                 continue;
             }
             let group = self.node().local_closest(chunk, erasure::Coding::default().n()).await?;
             let due = match &round {
-                Round::Baseline => false,
+                Round::Baseline => !group.contains(&me),
                 Round::Sweep => true,
                 Round::Changed => last.get(&chunk) != Some(&group),
                 Round::Retry(set) => set.contains(&chunk),
