@@ -122,7 +122,11 @@ pub fn run(nodes: usize, files: usize, file_mib: usize) -> Result<()> {
     let rate = |d: Duration| (file_mib as f64) / d.as_secs_f64();
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
     };
     let before: Vec<f64> = fetches.iter().filter(|(t, d)| *t + *d <= killed).map(|(_, d)| rate(*d)).collect();
     // Fetches overlapping the time before the vaults notice the death (their keep-alives give
