@@ -241,6 +241,15 @@ fn a_full_vault_refuses_and_puts_still_succeed() {
         let status = client.vault_status(peer).await.unwrap();
         assert!(status.refused_full > 0, "the tiny vault never refused: {status:?}");
         assert!(status.bytes_used <= status.capacity);
+        // The shards it refused sit on vaults past their groups, which would hand them to it;
+        // once refused, they stop offering (rather than retrying, a rebuild or a shard's bytes
+        // each time, every few seconds).
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let before = client.vault_status(peer).await.unwrap().refused_full;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let after = client.vault_status(peer).await.unwrap().refused_full;
+        eprintln!("refused_full: {} at the end of the uploads, {before} 10 s later, {after} 10 s after that", status.refused_full);
+        assert!(after - before <= 2, "vaults keep offering shards to a full vault: {before} → {after} refusals in 10 s");
         client.close().await;
     });
 }

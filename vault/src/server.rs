@@ -54,12 +54,16 @@ struct Shared {
     storing: std::sync::Mutex<std::collections::HashSet<Address>>,
     /// Shards handed on lately: an audit of one is answered "released", not "not held".
     released: Recent<RecordKey>,
+    /// Vaults that refused a shard lately for want of room (see [`Vault::full_lately`]).
+    full: Recent<PeerId>,
 }
 
 /// How long a vault remembers handing a shard on: longer than an auditor takes between asking
 /// what a vault holds and challenging it.
 const RELEASE_MEMORY: Duration = Duration::from_secs(600);
-/// The most released shards remembered, bounding the memory they take.
+/// How long a vault that refused a shard for want of room is not offered another.
+const FULL_MEMORY: Duration = Duration::from_secs(60);
+/// The most events of one kind remembered, bounding the memory they take.
 const MEMORY_LEN: usize = 1 << 16;
 
 /// Holds a chunk's place in [`Shared::storing`] until dropped.
@@ -123,6 +127,7 @@ impl Vault {
                 audit: AuditStats::default(),
                 storing: Default::default(),
                 released: Recent::new(RELEASE_MEMORY, MEMORY_LEN),
+                full: Recent::new(FULL_MEMORY, MEMORY_LEN),
             }),
         };
         tokio::spawn(vault.clone().serve(inbound));
@@ -347,6 +352,27 @@ impl Vault {
             Ok(Err(e)) => warn!(%key, error = %e, "deleting a released shard failed"),
             Err(e) => warn!(%key, error = %e, "deleting a released shard failed"),
         }
+    }
+
+    /// Stores `shard` on `peer` for repair or handover; a peer that refuses it for want of
+    /// room is remembered as full.
+    pub(crate) async fn place(&self, peer: PeerId, shard: Shard) -> Result<(), NodeError> {
+        match self.node.request(peer, Request::PutShard(shard)).await {
+            Ok(Response::Stored) => Ok(()),
+            Ok(_) => Err(NodeError::UnexpectedResponse { peer, request: "PutShard" }),
+            Err(e) => {
+                if let NodeError::Remote { error: RemoteError::Full { .. }, .. } = &e {
+                    self.shared.full.note(peer);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether `peer` refused a shard for want of room lately: repair counts it as not
+    /// answering, so that nothing is offered to it again and again.
+    pub(crate) fn full_lately(&self, peer: &PeerId) -> bool {
+        self.shared.full.contains(peer)
     }
 
     /// Whether this vault released `key` lately.

@@ -201,6 +201,9 @@ impl Vault {
         let mut proven = HashSet::new();
         'members: for (peer, answer) in asked {
             let Ok(Response::Indices(mut indices)) = answer else { continue };
+            if self.full_lately(&peer) && indices.is_empty() {
+                continue;
+            }
             if audit {
                 let mut withdrawn = Vec::new();
                 for &index in &indices {
@@ -239,7 +242,7 @@ impl Vault {
                     let Some(shard) = self.local_shard(RecordKey::shard(chunk, index)).await else { continue };
                     let len = shard.data.len() as u64;
                     self.repair_rate().spend(len).await;
-                    self.node().request(to, Request::PutShard(shard)).await?;
+                    self.place(to, shard).await?;
                     self.release(RecordKey::shard(chunk, index)).await;
                     self.repair_stats().handed_over.fetch_add(1, Ordering::Relaxed);
                     self.repair_stats().bytes.fetch_add(len, Ordering::Relaxed);
@@ -301,7 +304,7 @@ impl Vault {
             let Some(shard) = rebuilt.get(usize::from(index)).cloned() else { continue };
             let len = shard.data.len() as u64;
             self.repair_rate().spend(len).await;
-            self.node().request(to, Request::PutShard(shard)).await?;
+            self.place(to, shard).await?;
             self.repair_stats().repaired.fetch_add(1, Ordering::Relaxed);
             self.repair_stats().bytes.fetch_add(len, Ordering::Relaxed);
             info!(%chunk, index, %to, "shard rebuilt");
