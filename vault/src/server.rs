@@ -409,3 +409,41 @@ impl Vault {
 fn internal(e: impl std::fmt::Display) -> RemoteError {
     RemoteError::Internal(e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use kura_node::erasure::Coding;
+
+    use super::*;
+
+    /// A lone vault keeping records in memory, with repair and audits off.
+    async fn lone_vault(dir: &std::path::Path) -> Vault {
+        let mut cfg = VaultConfig::local(dir.to_path_buf());
+        cfg.storage = Storage::Memory;
+        cfg.repair_sweep = None;
+        cfg.audit_interval = None;
+        Vault::start(cfg).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_audit_of_a_released_shard_says_so_and_of_a_lost_one_says_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = lone_vault(dir.path()).await;
+        let shard = Coding::default().encode(b"some chunk content").unwrap().remove(2);
+        let (chunk, len) = (shard.header.chunk, shard.data.len() as u64);
+        let challenge = || Challenge::random(len, &mut rand::thread_rng());
+        vault.put_shard(shard.clone()).await.unwrap();
+        assert!(vault.prove(chunk, 2, challenge()).await.is_ok());
+        assert_eq!(vault.prove(chunk, 5, challenge()).await, Err(RemoteError::NotHeld { chunk, index: 5 }));
+
+        vault.release(RecordKey::shard(chunk, 2)).await;
+        assert_eq!(vault.prove(chunk, 2, challenge()).await, Err(RemoteError::Released { chunk, index: 2 }));
+
+        // Stored again, it is held again: losing it now would be a loss, not a hand-on.
+        vault.put_shard(shard).await.unwrap();
+        assert!(vault.prove(chunk, 2, challenge()).await.is_ok());
+        vault.shared.store.delete(&RecordKey::shard(chunk, 2)).unwrap();
+        assert_eq!(vault.prove(chunk, 2, challenge()).await, Err(RemoteError::NotHeld { chunk, index: 2 }));
+        vault.shutdown().await;
+    }
+}
