@@ -17,6 +17,7 @@ use kura_testnet::{process, Testnet};
 mod audit;
 mod erasure;
 mod files;
+mod load;
 mod network;
 mod repair;
 

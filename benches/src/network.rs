@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use kura_node::Address;
 use kura_testnet::{process, Testnet};
 
-use crate::healthy_testnet;
+use crate::{healthy_testnet, load};
 
 /// Runs the network benchmark.
 pub fn run(nodes: Vec<usize>, lookups: usize, idle: u64) -> Result<()> {
@@ -76,7 +76,6 @@ async fn lookup_latency(net: &Testnet, count: usize) -> Result<()> {
     Ok(())
 }
 
-
 /// Lookup latency and file fetches around a vault's death. One long-lived client looks up
 /// random addresses back to back, and another fetches stored 64 MiB files back to back, from
 /// 3 s before a vault is SIGKILLed until 25 s after; each second's lookups and every fetch are
@@ -86,43 +85,19 @@ pub fn death(nodes: usize, files: usize) -> Result<()> {
     let (net, guard) = healthy_testnet(&rt, nodes, 1 << 30)?;
     let peers = kura_client::peers::read_peers_file(&net.layout().peers_file())?;
     let key = kura_client::UserKey::generate();
-    let mut addresses = Vec::new();
-    rt.block_on(async {
+    let (addresses, _) = rt.block_on(async {
         let client = kura_client::Client::connect(peers.clone()).await?;
-        for i in 0..files {
-            let path = guard.1.join(format!("f{i}"));
-            std::fs::write(&path, (0..64 << 20).map(|_| rand::random::<u8>()).collect::<Vec<u8>>())?;
-            let bar = indicatif::ProgressBar::hidden();
-            addresses.push(client.put_path(&path, kura_client::Visibility::Private, &key, &bar).await?);
-            std::fs::remove_file(&path)?;
-        }
+        let stored = load::store_random_files(&client, &guard.1, files, 64, &key).await;
         client.close().await;
-        Ok::<_, anyhow::Error>(())
+        stored
     })?;
     let victim = *net.running(&net.state()?).first().context("no vault")?;
     let start = Instant::now();
     let kill_at = Duration::from_secs(3);
     let end = kill_at + Duration::from_secs(25);
-    // Seconds from the kill to an operation's start, how long it took, whether it worked.
+    // Seconds from the kill to `t`.
     let since_kill = move |t: Instant| t.duration_since(start).as_secs_f64() - kill_at.as_secs_f64();
-    let fetcher = {
-        let peers = peers.clone();
-        let out = guard.1.join("fetched");
-        rt.spawn(async move {
-            let client = kura_client::Client::connect(peers).await?;
-            let mut fetches = Vec::new();
-            for address in addresses.iter().cycle() {
-                if start.elapsed() >= end {
-                    break;
-                }
-                let t = Instant::now();
-                let ok = client.get_path(*address, &out, &key, &indicatif::ProgressBar::hidden()).await.is_ok();
-                fetches.push((since_kill(t), t.elapsed(), ok));
-            }
-            client.close().await;
-            Ok::<_, anyhow::Error>(fetches)
-        })
-    };
+    let fetcher = load::Fetcher::start(&rt, peers.clone(), addresses, key, guard.1.join("fetched"));
     let lookups = rt.block_on(async {
         let client = kura_client::Client::connect(peers).await?;
         let mut killed = false;
@@ -139,7 +114,7 @@ pub fn death(nodes: usize, files: usize) -> Result<()> {
         client.close().await;
         Ok::<_, anyhow::Error>(samples)
     })?;
-    let fetches = rt.block_on(fetcher)??;
+    let fetches = fetcher.finish(&rt)?;
     drop(guard);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("lookups from one client on {nodes} vaults around a SIGKILL at t = 0 (another client fetching meanwhile):");
@@ -150,11 +125,9 @@ pub fn death(nodes: usize, files: usize) -> Result<()> {
         let mut times: Vec<Duration> = lookups.iter().filter(|(t, _, _)| at(*t)).map(|(_, d, _)| *d).collect();
         let failed = lookups.iter().filter(|(t, _, ok)| at(*t) && !ok).count();
         times.sort();
-        match (times.first(), times.last()) {
-            (Some(_), Some(max)) => {
-                println!("| {second} | {} | {failed} | {:.0} | {:.0} |", times.len(), ms(times[times.len() / 2]), ms(*max))
-            }
-            _ => println!("| {second} | 0 | 0 | – | – |"),
+        match times.last() {
+            Some(max) => println!("| {second} | {} | {failed} | {:.0} | {:.0} |", times.len(), ms(times[times.len() / 2]), ms(*max)),
+            None => println!("| {second} | 0 | 0 | – | – |"),
         }
     }
     println!();
@@ -162,7 +135,7 @@ pub fn death(nodes: usize, files: usize) -> Result<()> {
     println!("| start (s from the kill) | took (s) | MiB/s | ok |");
     println!("|---|---|---|---|");
     for (t, d, ok) in fetches {
-        println!("| {t:.1} | {:.2} | {:.1} | {ok} |", d.as_secs_f64(), 64.0 / d.as_secs_f64());
+        println!("| {:.1} | {:.2} | {:.1} | {ok} |", since_kill(t), d.as_secs_f64(), 64.0 / d.as_secs_f64());
     }
     Ok(())
 }

@@ -5,14 +5,12 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use bytes::Bytes;
-use indicatif::ProgressBar;
-use kura_client::{Client, UserKey, Visibility};
+use kura_client::{Client, UserKey};
 use kura_node::wire::{Request, Response};
 use kura_node::{close_group, Address, PeerId};
 use kura_testnet::process;
 
-use crate::healthy_testnet;
+use crate::{healthy_testnet, load};
 
 const MIB: f64 = 1048576.0;
 
@@ -46,19 +44,7 @@ pub fn run(nodes: usize, files: usize, file_mib: usize) -> Result<()> {
     let peers = kura_client::peers::read_peers_file(&net.layout().peers_file())?;
     let client = rt.block_on(Client::connect(peers))?;
     let key = UserKey::generate();
-    let mut chunks = Vec::new();
-    let mut addresses = Vec::new();
-    for i in 0..files {
-        let content: Vec<u8> = (0..file_mib << 20).map(|_| rand::random::<u8>()).collect();
-        let path = tmp.join(format!("f{i}"));
-        std::fs::write(&path, &content)?;
-        let address = rt.block_on(client.put_path(&path, Visibility::Private, &key, &ProgressBar::hidden()))?;
-        let (_, encrypted) = self_encryption::encrypt(Bytes::from(content))?;
-        chunks.extend(encrypted.iter().map(|c| Address::of_content(&c.content)));
-        chunks.push(address);
-        addresses.push(address);
-        std::fs::remove_file(&path)?;
-    }
+    let (addresses, chunks) = rt.block_on(load::store_random_files(&client, &tmp, files, file_mib, &key))?;
     let state = net.state()?;
     let victim = state.vaults[nodes / 2].clone();
     let victim_peer: PeerId = victim.peer_id.parse()?;
@@ -72,31 +58,8 @@ pub fn run(nodes: usize, files: usize, file_mib: usize) -> Result<()> {
     })?;
 
     // Client downloads go on throughout the repair, timed, to see whether repair starves them.
-    let fetcher = {
-        let peers = kura_client::peers::read_peers_file(&net.layout().peers_file())?;
-        let key = key.clone();
-        let out = tmp.join("fetched");
-        let addresses = addresses.clone();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let handle = {
-            let stop = stop.clone();
-            rt.spawn(async move {
-                let client = Client::connect(peers).await?;
-                let mut fetches = Vec::new();
-                for address in addresses.iter().cycle() {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    let t = Instant::now();
-                    client.get_path(*address, &out, &key, &ProgressBar::hidden()).await?;
-                    fetches.push((t, t.elapsed()));
-                }
-                client.close().await;
-                Ok::<_, anyhow::Error>(fetches)
-            })
-        };
-        (stop, handle)
-    };
+    let peers = kura_client::peers::read_peers_file(&net.layout().peers_file())?;
+    let fetcher = load::Fetcher::start(&rt, peers, addresses, key.clone(), tmp.join("fetched"));
     // Let a few fetches run before the kill, as the baseline.
     std::thread::sleep(Duration::from_secs(5));
     let killed = Instant::now();
@@ -117,8 +80,11 @@ pub fn run(nodes: usize, files: usize, file_mib: usize) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     })?;
-    fetcher.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    let fetches = rt.block_on(fetcher.1)??;
+    let fetches = fetcher.finish(&rt)?;
+    if fetches.iter().any(|(_, _, ok)| !ok) {
+        bail!("a client fetch failed during the repair");
+    }
+    let fetches: Vec<(Instant, Duration)> = fetches.into_iter().map(|(t, d, _)| (t, d)).collect();
     let rate = |d: Duration| (file_mib as f64) / d.as_secs_f64();
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
