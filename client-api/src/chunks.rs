@@ -59,12 +59,13 @@ impl Client {
         })
     }
 
-    /// Stores `content` as `coding.n()` shards, shard `i` on the `i`-th closest vault; a shard a
-    /// vault refuses goes to the next-closest vault that accepts. Returns the chunk's address.
+    /// Stores `content` as `coding.n()` shards, shard `i` on the `i`-th closest vault to the
+    /// chunk's storage address; a shard a vault refuses goes to the next-closest vault that
+    /// accepts. Returns the storage address (which commits to the coding and shard hashes).
     pub async fn put_chunk(&self, content: Bytes, coding: Coding) -> Result<Address, ClientError> {
         let shards = encode(content.clone(), coding).await?;
         let n = shards.len();
-        let chunk = shards[0].header.chunk;
+        let chunk = shards[0].header.address();
         // First sends take the shards themselves; the rare resend codes the chunk again rather
         // than every send copying a shard it will almost never need.
         let mut resend: Option<Vec<Shard>> = None;
@@ -123,9 +124,10 @@ impl Client {
         Ok(chunk)
     }
 
-    /// Fetches a chunk: asks the whole close group at once, decodes from the first `k` shards
-    /// that verify, checks the result against the address, and asks the vaults behind the
-    /// close group when the group cannot deliver.
+    /// Fetches the chunk stored at `chunk`: asks the whole close group at once, keeps only
+    /// shards that verify and whose header derives the address (so the coding is the one the
+    /// address commits to), decodes from the first `k`, checks the content hash, and asks the
+    /// vaults behind the close group when the group cannot deliver.
     pub async fn get_chunk(&self, chunk: Address) -> Result<Bytes, ClientError> {
         let candidates = self.candidates(chunk).await?;
         let group = self.config.coding.n().min(candidates.len());
@@ -145,7 +147,14 @@ impl Client {
                 match reply {
                     Ok(Response::Shards(got)) => {
                         let before = shards.len();
-                        shards.extend(got.into_iter().filter(|s| s.header.chunk == chunk && s.verify().is_ok()));
+                        for s in got {
+                            if s.header.address() == chunk
+                                && !shards.iter().any(|h| h.header.index == s.header.index)
+                                && s.verify().is_ok()
+                            {
+                                shards.push(s);
+                            }
+                        }
                         if shards.len() == before {
                             detail.push(format!("{vault}: none"));
                         }

@@ -69,6 +69,42 @@ pub enum ClientError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A pointer update was refused: the network holds a version at least as new.
+    #[error("pointer {address}: the network holds version {held}; version {sent} refused as stale")]
+    StalePointer {
+        /// The pointer.
+        address: kura_node::Address,
+        /// The version sent.
+        sent: u64,
+        /// The newest version a vault holds.
+        held: u64,
+    },
+    /// No vault holds a pointer at this address.
+    #[error("no pointer at {0}")]
+    NoPointer(kura_node::Address),
+    /// The pointer belongs to another user's key.
+    #[error("pointer {0} is owned by another key: only its owner can set it")]
+    NotYourPointer(kura_node::Address),
+    /// A pointer already exists under this name.
+    #[error("pointer {address} already exists (version {version}); use `kura pointer set`")]
+    PointerExists {
+        /// The pointer.
+        address: kura_node::Address,
+        /// Its version.
+        version: u64,
+    },
+    /// Too few vaults stored a record.
+    #[error("{what}: stored on {stored} vaults, {needed} needed ({detail})")]
+    NotStored {
+        /// The record.
+        what: String,
+        /// Vaults that stored it.
+        stored: usize,
+        /// Vaults needed.
+        needed: usize,
+        /// What the others said.
+        detail: String,
+    },
     /// None of the bootstrap peers could be reached.
     #[error("could not reach any of {tried} bootstrap peers within {secs} s")]
     Unreachable {

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use crate::client::Client;
 use crate::error::ClientError;
 use crate::keys::UserKey;
-use crate::root::{safe_relative_path, DirEntry, EntryKind, RootRecord, Visibility};
+use crate::root::{safe_relative_path, ChunkRef, DirEntry, EntryKind, RootRecord, Visibility};
 
 /// How much of a file is read per step.
 const READ_SIZE: usize = 1 << 20;
@@ -124,7 +124,7 @@ impl Client {
         }
         let kib_in_flight = (self.config.max_bytes_in_flight / 1024).max(8192) as u32;
         let budget = Arc::new(Semaphore::new(kib_in_flight as usize));
-        let (tx, mut rx) = mpsc::channel::<(Bytes, tokio::sync::OwnedSemaphorePermit)>(64);
+        let (tx, mut rx) = mpsc::channel::<(XorName, Bytes, tokio::sync::OwnedSemaphorePermit)>(64);
         let read_error = Arc::new(Mutex::new(None));
         let pieces = Pieces { reader, error: read_error.clone(), progress: progress.clone() };
         let handle = Handle::current();
@@ -132,12 +132,12 @@ impl Client {
         let encrypter = tokio::task::spawn_blocking(move || -> Result<Option<DataMap>, ClientError> {
             let mut stream = self_encryption::stream_encrypt(size as usize, pieces).map_err(enc_err)?;
             for item in stream.chunks() {
-                let (_name, content) = item.map_err(enc_err)?;
+                let (name, content) = item.map_err(enc_err)?;
                 let kib = ((content.len() / 1024) as u32 + 1).min(kib_in_flight);
                 let Ok(permit) = handle.block_on(encrypt_budget.clone().acquire_many_owned(kib)) else {
                     return Ok(None);
                 };
-                if tx.blocking_send((content, permit)).is_err() {
+                if tx.blocking_send((name, content, permit)).is_err() {
                     return Ok(None); // the uploader stopped on an error; it reports it
                 }
             }
@@ -147,23 +147,27 @@ impl Client {
         let mut uploads = JoinSet::new();
         let coding = self.config.coding;
         let mut failure = None;
+        let mut chunks = Vec::new();
         loop {
             tokio::select! {
                 next = rx.recv() => match next {
-                    Some((content, permit)) => {
+                    Some((name, content, permit)) => {
                         let client = self.clone();
                         uploads.spawn(async move {
                             let stored = client.put_chunk(content, coding).await;
                             drop(permit);
-                            stored
+                            stored.map(|address| ChunkRef { content: Address(name.0), address })
                         });
                     }
                     None => break,
                 },
                 Some(done) = uploads.join_next(), if !uploads.is_empty() => {
-                    if let Err(e) = done.map_err(join_err).and_then(|r| r) {
-                        failure = Some(e);
-                        break;
+                    match done.map_err(join_err).and_then(|r| r) {
+                        Ok(chunk) => chunks.push(chunk),
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
                     }
                 }
             }
@@ -176,15 +180,17 @@ impl Client {
             return Err(e);
         }
         while let Some(done) = uploads.join_next().await {
-            done.map_err(join_err)??;
+            chunks.push(done.map_err(join_err)??);
         }
+        chunks.sort_by_key(|c| c.content);
+        chunks.dedup();
         let data_map = encrypter.await.map_err(join_err)??;
         if let Some(e) = read_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
             return Err(ClientError::Io { path: what.to_path_buf(), source: e });
         }
         let data_map = data_map.ok_or_else(|| ClientError::Encryption("encryption ended without a data map".into()))?;
         let data_map = data_map.to_bytes().map_err(|e| ClientError::Encryption(e.to_string()))?;
-        Ok(RootRecord::File { data_map, size })
+        Ok(RootRecord::File { data_map, size, chunks })
     }
 
     async fn put_dir(&self, dir: &Path, progress: &ProgressBar) -> Result<RootRecord, ClientError> {
@@ -327,17 +333,18 @@ impl Client {
         what: &Path,
         progress: &ProgressBar,
     ) -> Result<W, ClientError> {
-        let (data_map, size) = match record {
+        let (data_map, size, chunks) = match record {
             RootRecord::Inline(bytes) => {
                 writer.write_all(bytes).map_err(io_err(what))?;
                 progress.inc(bytes.len() as u64);
                 return Ok(writer);
             }
-            RootRecord::File { data_map, size } => (data_map, *size),
+            RootRecord::File { data_map, size, chunks } => (data_map, *size, chunks),
             RootRecord::Directory { .. } => return Err(ClientError::Malformed("expected file content, found a directory".into())),
         };
         let data_map = DataMap::from_bytes(data_map).map_err(|e| ClientError::Malformed(format!("data map: {e}")))?;
-        let prefetch = Arc::new(Prefetcher::new(self.clone(), self.config.prefetch));
+        let places: HashMap<XorName, Address> = chunks.iter().map(|c| (XorName(c.content.0), c.address)).collect();
+        let prefetch = Arc::new(Prefetcher::new(self.clone(), self.config.prefetch, places));
         let handle = Handle::current();
         let batch = self.config.download_batch.max(1);
         let what = what.to_path_buf();
@@ -375,6 +382,8 @@ impl Client {
 struct Prefetcher {
     client: Client,
     ahead: usize,
+    /// Where each chunk (by self-encryption's name, its content hash) is stored.
+    places: HashMap<XorName, Address>,
     state: Mutex<PrefetchState>,
     error: Mutex<Option<ClientError>>,
 }
@@ -387,8 +396,8 @@ struct PrefetchState {
 }
 
 impl Prefetcher {
-    fn new(client: Client, ahead: usize) -> Self {
-        Prefetcher { client, ahead, state: Mutex::new(PrefetchState::default()), error: Mutex::new(None) }
+    fn new(client: Client, ahead: usize, places: HashMap<XorName, Address>) -> Self {
+        Prefetcher { client, ahead, places, state: Mutex::new(PrefetchState::default()), error: Mutex::new(None) }
     }
 
     fn set_order(&self, order: Vec<XorName>) {
@@ -404,7 +413,19 @@ impl Prefetcher {
 
     fn spawn(&self, handle: &Handle, name: XorName) -> tokio::task::JoinHandle<Result<Bytes, ClientError>> {
         let client = self.client.clone();
-        handle.spawn(async move { client.get_chunk(Address(name.0)).await })
+        let place = self.places.get(&name).copied();
+        handle.spawn(async move {
+            let address = place.ok_or_else(|| {
+                ClientError::Malformed(format!("data map names chunk {} that the file record does not place", Address(name.0)))
+            })?;
+            let content = client.get_chunk(address).await?;
+            // The address commits to the content hash, and decoding checked it; this catches a
+            // file record that places a chunk under another chunk's name.
+            if Address::of_content(&content) != Address(name.0) {
+                return Err(ClientError::Malformed(format!("chunk stored at {address} is not chunk {}", Address(name.0))));
+            }
+            Ok(content)
+        })
     }
 
     fn fetch(&self, handle: &Handle, names: &[(usize, XorName)]) -> self_encryption::Result<Vec<(usize, Bytes)>> {

@@ -27,6 +27,12 @@ impl UserKey {
         UserKey(rand::random())
     }
 
+    /// The Ed25519 key that signs this user's pointers, derived from the user key (so one
+    /// backed-up file keeps both).
+    pub fn signing_key(&self) -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&blake3::derive_key("kura 2026-11 pointer signing key v1", &self.0))
+    }
+
     /// The Kura home: `$KURA_HOME`, else the per-user data directory.
     pub fn home() -> PathBuf {
         std::env::var_os(HOME_ENV).map(PathBuf::from).unwrap_or_else(crate::peers::data_dir)

@@ -21,6 +21,7 @@ mod error;
 mod files;
 pub mod keys;
 pub mod peers;
+pub mod pointers;
 pub mod root;
 
 pub use client::{Client, ClientConfig};

@@ -29,10 +29,18 @@ enum Command {
         /// your key in $KURA_HOME).
         #[arg(long)]
         public: bool,
+        /// Also point your pointer NAME at what was stored (creating it if needed), and print
+        /// the pointer's address as the last line: an address that never changes.
+        #[arg(long, value_name = "NAME")]
+        pointer: Option<String>,
     },
-    /// Fetch ADDRESS into OUT (a file, or a directory for a stored tree).
+    /// Mutable pointers: an address you own that you can point at any other address.
+    #[command(subcommand)]
+    Pointer(PointerCommand),
+    /// Fetch ADDRESS into OUT (a file, or a directory for a stored tree); a pointer's address
+    /// fetches what it points at.
     Get {
-        /// The address `kura put` printed.
+        /// The address `kura put` or `kura pointer create` printed.
         address: Address,
         /// Where to write it.
         out: PathBuf,
@@ -49,6 +57,31 @@ enum Command {
     Status {
         /// The vault's peer id.
         peer: kura_node::PeerId,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PointerCommand {
+    /// Create your pointer NAME (version 1); prints its address as the last line. The address
+    /// follows from your key and NAME.
+    Create {
+        /// The pointer's name (yours: another user's pointer of the same name is another
+        /// pointer).
+        name: String,
+        /// What it points at (default: nothing yet).
+        target: Option<Address>,
+    },
+    /// Point your pointer at ADDRESS to TARGET; prints the new version.
+    Set {
+        /// The pointer's address.
+        address: Address,
+        /// What it should point at: a file, a tree, another pointer.
+        target: Address,
+    },
+    /// Print a pointer's target and version.
+    Get {
+        /// The pointer's address.
+        address: Address,
     },
 }
 
@@ -81,19 +114,39 @@ async fn main_inner() -> Result<()> {
 
 async fn run(client: &Client, command: Command) -> Result<()> {
     match command {
-        Command::Put { path, public } => {
+        Command::Put { path, public, pointer } => {
             let key = UserKey::load_or_create(&UserKey::home())?;
             let visibility = if public { Visibility::Public } else { Visibility::Private };
             let bar = progress_bar();
             let address = client.put_path(&path, visibility, &key, &bar).await?;
             bar.finish_and_clear();
             println!("{address}");
+            if let Some(name) = pointer {
+                let p = client.publish_pointer(&key, &name, address).await.context("moving the pointer")?;
+                eprintln!("pointer {name} is at version {}", p.version);
+                println!("{}", p.address());
+            }
         }
         Command::Get { address, out } => {
             let key = UserKey::load_or_create(&UserKey::home())?;
+            let target = client.resolve(address).await?;
             let bar = progress_bar();
-            client.get_path(address, &out, &key, &bar).await?;
+            client.get_path(target, &out, &key, &bar).await?;
             bar.finish_and_clear();
+        }
+        Command::Pointer(PointerCommand::Create { name, target }) => {
+            let key = UserKey::load_or_create(&UserKey::home())?;
+            let p = client.create_pointer(&key, &name, target).await?;
+            println!("{}", p.address());
+        }
+        Command::Pointer(PointerCommand::Set { address, target }) => {
+            let key = UserKey::load_or_create(&UserKey::home())?;
+            let p = client.set_pointer(&key, address, target).await?;
+            println!("{}", p.version);
+        }
+        Command::Pointer(PointerCommand::Get { address }) => {
+            let p = client.get_pointer(address).await?.ok_or(kura_client::ClientError::NoPointer(address))?;
+            println!("{} {}", p.target, p.version);
         }
         Command::Closest { address, n } => {
             for peer in client.closest_vaults(address, n).await? {
@@ -123,8 +176,22 @@ fn progress_bar() -> indicatif::ProgressBar {
 }
 
 fn serde_json_like(s: &kura_node::wire::VaultStatus) -> String {
-    format!(
-        "peer {}\nlisten {:?}\nrouting table {}\nrecords {}\nbytes {} / {}\nuptime {} s\nversion {}",
-        s.peer_id, s.listen_addrs, s.routing_table_size, s.records_stored, s.bytes_used, s.capacity, s.uptime_secs, s.version
-    )
+    let kinds: Vec<String> = s.records_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let mut out = format!(
+        "peer {}\nlisten {:?}\nrouting table {}\nrecords {} ({})\nbytes {} / {}\nuptime {} s\nversion {}\nworkers:",
+        s.peer_id,
+        s.listen_addrs,
+        s.routing_table_size,
+        s.records_stored,
+        kinds.join(", "),
+        s.bytes_used,
+        s.capacity,
+        s.uptime_secs,
+        s.version
+    );
+    for w in &s.workers {
+        let counters: Vec<String> = w.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push_str(&format!("\n  {:<9} {:<9} {}", w.name, w.state, counters.join(" ")));
+    }
+    out
 }

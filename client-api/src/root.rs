@@ -15,8 +15,8 @@ use crate::error::ClientError;
 use crate::keys::UserKey;
 
 const MAGIC: &[u8; 4] = b"KURA";
-/// Version of the root record format.
-pub const ROOT_VERSION: u8 = 1;
+/// Version of the root record format (2: files list where their chunks are stored).
+pub const ROOT_VERSION: u8 = 2;
 const PUBLIC: u8 = 0;
 const PRIVATE: u8 = 1;
 const HEADER_LEN: usize = 6;
@@ -36,19 +36,33 @@ pub enum Visibility {
 pub enum RootRecord {
     /// Content too small for self-encryption (under 3 bytes), kept in the record itself.
     Inline(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// A self-encrypted file: its data map (self_encryption's encoding) and size.
+    /// A self-encrypted file: its data map (self_encryption's encoding), size, and where each
+    /// of its chunks is stored.
     File {
         /// `self_encryption::DataMap::to_bytes`.
         #[serde(with = "serde_bytes")]
         data_map: Vec<u8>,
         /// The file's size in bytes.
         size: u64,
+        /// Every chunk the data map names (its own and, for a large file, those of its shrunk
+        /// data map), with the storage address that commits to its coding.
+        chunks: Vec<ChunkRef>,
     },
     /// A directory tree: its manifest (a postcard list of [`DirEntry`]), itself stored as content.
     Directory {
         /// Where the manifest's bytes are.
         manifest: Box<RootRecord>,
     },
+}
+
+/// Where one chunk of a file is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ChunkRef {
+    /// The chunk's content hash (self_encryption's name for it).
+    pub content: kura_node::Address,
+    /// The storage address its shards live at, which commits to the content hash, the coding
+    /// and every shard hash.
+    pub address: kura_node::Address,
 }
 
 /// One entry of a directory manifest.
@@ -156,7 +170,7 @@ mod tests {
     use super::*;
 
     fn sample() -> RootRecord {
-        RootRecord::File { data_map: vec![1, 2, 3], size: 99 }
+        RootRecord::File { data_map: vec![1, 2, 3], size: 99, chunks: vec![ChunkRef { content: kura_node::Address([1; 32]), address: kura_node::Address([2; 32]) }] }
     }
 
     #[test]

@@ -108,7 +108,7 @@ mod tests {
 
     #[tokio::test]
     async fn garbage_body_becomes_undecodable_request() {
-        let mut io = Cursor::new(framed(&[1, 0xff, 0xfe, 0x07]));
+        let mut io = Cursor::new(framed(&[wire::WIRE_VERSION, 0xff, 0xfe, 0x07]));
         let req = KuraCodec.read_request(&proto(), &mut io).await.unwrap();
         assert!(matches!(req, Request::Undecodable(WireError::Body(_))));
     }
@@ -119,7 +119,7 @@ mod tests {
         let req = KuraCodec.read_request(&proto(), &mut io).await.unwrap();
         assert_eq!(
             req,
-            Request::Undecodable(WireError::UnsupportedVersion { got: 42, supported: 1 })
+            Request::Undecodable(WireError::UnsupportedVersion { got: 42, supported: wire::WIRE_VERSION })
         );
     }
 

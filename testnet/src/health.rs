@@ -205,6 +205,7 @@ mod tests {
             listen_addrs: vec![],
             routing_table_size: table,
             records_stored: 0,
+            records_by_kind: vec![],
             bytes_used: 0,
             capacity: 0,
             uptime_secs: 0,
@@ -217,6 +218,7 @@ mod tests {
             repair_bytes: 0,
             audits_passed: 0,
             audit_failures: 0,
+            workers: vec![],
             version: String::new(),
         })
     }

@@ -235,6 +235,18 @@ fn print_status(net: &Testnet, report: &HealthReport) -> Result<()> {
             repair,
             rss.unwrap_or_default()
         );
+        if let Some(s) = statuses.get(&v.index) {
+            let workers: Vec<String> = s
+                .workers
+                .iter()
+                .map(|w| {
+                    let counters: Vec<String> = w.counters.iter().map(|(k, n)| format!("{k}={n}")).collect();
+                    format!("{} {} ({})", w.name, w.state, counters.join(" "))
+                })
+                .collect();
+            let kinds: Vec<String> = s.records_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            println!("       records: {}  workers: {}", if kinds.is_empty() { "none".into() } else { kinds.join(", ") }, workers.join("; "));
+        }
     }
     if report.healthy() {
         println!("healthy: {} vaults up, {} close-group lookups agree", running.len(), report.lookups);

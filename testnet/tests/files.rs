@@ -51,7 +51,8 @@ async fn round_trip(client: &Client, dir: &Path, name: &str, content: &[u8], vis
 /// the same bytes names the same chunks).
 fn chunk_addresses(content: &[u8]) -> Vec<Address> {
     let (_, chunks) = self_encryption::encrypt(Bytes::copy_from_slice(content)).unwrap();
-    chunks.iter().map(|c| Address::of_content(&c.content)).collect()
+    // Where each is stored: the address its coding commits to.
+    chunks.iter().map(|c| Coding::default().encode(&c.content).unwrap()[0].header.address()).collect()
 }
 
 fn vault_ids(net: &Net) -> Vec<(usize, PeerId)> {
@@ -94,7 +95,7 @@ fn files_of_every_size_round_trip_and_bad_input_is_refused() {
         let not_root = client.put_chunk(Bytes::from(random(5000)), Coding::default()).await.unwrap();
         let err = client.get_path(not_root, &work.path().join("x"), &key, &bar).await.unwrap_err();
         assert!(matches!(err, ClientError::Malformed(_)), "{err}");
-        let bad_map = RootRecord::File { data_map: random(300), size: 1000 }.seal(Visibility::Public, &key).unwrap();
+        let bad_map = RootRecord::File { data_map: random(300), size: 1000, chunks: vec![] }.seal(Visibility::Public, &key).unwrap();
         let bad_map = client.put_chunk(Bytes::from(bad_map), Coding::default()).await.unwrap();
         let err = client.get_path(bad_map, &work.path().join("y"), &key, &bar).await.unwrap_err();
         assert!(matches!(err, ClientError::Malformed(_)), "{err}");
@@ -102,7 +103,7 @@ fn files_of_every_size_round_trip_and_bad_input_is_refused() {
         // A shard record whose data does not match its hash is refused by the vault.
         let mut shard = Coding::default().encode(&random(10_000)).unwrap().remove(0);
         shard.data[0] ^= 0xff;
-        let holder = client.closest_vaults(shard.header.chunk, 1).await.unwrap()[0];
+        let holder = client.closest_vaults(shard.header.address(), 1).await.unwrap()[0];
         let err = client.node().request(holder, Request::PutShard(shard)).await.unwrap_err();
         assert!(matches!(err, NodeError::Remote { error: RemoteError::Invalid(_), .. }), "{err}");
 
@@ -115,7 +116,7 @@ fn files_of_every_size_round_trip_and_bad_input_is_refused() {
         let hex = chunk.to_string();
         let (vault, shard_file) = (0..10)
             .find_map(|i| {
-                let dir = net.net.layout().vault_root(i).join("records/shard").join(&hex[..2]);
+                let dir = net.net.layout().vault_root(i).join("store/shard").join(&hex[..2]);
                 std::fs::read_dir(&dir).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
                     p.file_name().unwrap().to_string_lossy().starts_with(&hex)
                 }).map(|p| (i, p))
@@ -137,7 +138,9 @@ fn files_of_every_size_round_trip_and_bad_input_is_refused() {
             assert!(Instant::now() < deadline, "vault {vault} never noticed its corrupt shard");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(!shard_file.exists(), "the corrupt shard is dropped, never served");
+        assert!(!shard_file.exists(), "the corrupt shard is moved aside, never served");
+        let aside = net.net.layout().vault_root(vault).join("quarantine");
+        assert_eq!(std::fs::read_dir(&aside).unwrap().count(), 1, "and kept in {}", aside.display());
         client.close().await;
     });
 

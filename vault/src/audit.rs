@@ -25,8 +25,6 @@ use tracing::{debug, warn};
 
 use crate::server::Vault;
 
-/// Chunks audited per round: bounds a round's cost whatever the vault holds.
-pub const AUDIT_SAMPLE: usize = 32;
 
 /// Counters of the audit worker.
 #[derive(Debug, Default)]
@@ -35,6 +33,10 @@ pub struct AuditStats {
     pub passed: AtomicU64,
     /// Challenges failed: wrong proof, claimed shard gone, or no answer.
     pub failed: AtomicU64,
+    /// Rounds run.
+    pub rounds: AtomicU64,
+    /// 1 while a round runs.
+    pub running: AtomicU64,
 }
 
 /// What came of challenging one claimed shard.
@@ -75,15 +77,22 @@ impl Vault {
 
     /// Audits a random sample of the chunks held here, and repairs what the audits find short.
     async fn audit_round(&self) -> Result<(), NodeError> {
-        let sample = self.held_chunks().into_iter().choose_multiple(&mut rand::thread_rng(), AUDIT_SAMPLE);
+        let sample = self.held_chunks().into_iter().choose_multiple(&mut rand::thread_rng(), self.config().audit_sample);
+        self.audit_stats().running.store(1, Ordering::Relaxed);
+        let mut result = Ok(());
         for chunk in sample {
             match self.repair_chunk(chunk, true).await {
                 Ok(()) => {}
-                Err(NodeError::Shutdown) => return Err(NodeError::Shutdown),
+                Err(NodeError::Shutdown) => {
+                    result = Err(NodeError::Shutdown);
+                    break;
+                }
                 Err(e) => debug!(%chunk, error = %e, "audit round: repair of chunk failed"),
             }
         }
-        Ok(())
+        self.audit_stats().running.store(0, Ordering::Relaxed);
+        self.audit_stats().rounds.fetch_add(1, Ordering::Relaxed);
+        result
     }
 
     /// Audits shard `index` of `header`'s chunk on `peer`, counts the verdict and penalizes a
@@ -96,12 +105,12 @@ impl Vault {
             }
             Outcome::Busy => Ok(Verdict::Inconclusive),
             Outcome::Released => {
-                debug!(%peer, chunk = %header.chunk, index, "audited shard was handed on meanwhile");
+                debug!(%peer, chunk = %header.address(), index, "audited shard was handed on meanwhile");
                 Ok(Verdict::Withdrawn)
             }
             Outcome::Failed(reason) => {
                 self.audit_stats().failed.fetch_add(1, Ordering::Relaxed);
-                warn!(%peer, chunk = %header.chunk, index, %reason, "storage audit failed");
+                warn!(%peer, chunk = %header.address(), index, %reason, "storage audit failed");
                 self.node().penalize(peer, format!("failed a storage audit: {reason}")).await?;
                 Ok(Verdict::Failed)
             }
@@ -115,7 +124,7 @@ impl Vault {
         };
         let len = header.shard_len() as u64;
         let challenge = Challenge::random(len, &mut rand::thread_rng());
-        let request = Request::Audit { chunk: header.chunk, index, challenge: challenge.clone() };
+        let request = Request::Audit { chunk: header.address(), index, challenge: challenge.clone() };
         // One retry: a single lost answer on a loaded machine is not yet a failure.
         let mut answer = self.ask(peer, request.clone()).await;
         if matches!(answer, Err(NodeError::Request { .. })) {
@@ -125,7 +134,7 @@ impl Vault {
         match answer {
             Ok(Response::Proof(proof)) => match audit::verify(hash, len, &challenge, &proof) {
                 Ok(()) => {
-                    debug!(%peer, chunk = %header.chunk, index, "storage audit passed");
+                    debug!(%peer, chunk = %header.address(), index, "storage audit passed");
                     Outcome::Proved
                 }
                 Err(e) => Outcome::Failed(e.to_string()),

@@ -21,6 +21,9 @@ struct Cli {
 enum Command {
     /// Run a vault until SIGINT or SIGTERM.
     Run(RunArgs),
+    /// Print the effective configuration (preset, then --config file, then flags) as TOML,
+    /// every setting with its value.
+    Config(RunArgs),
     /// Print the peer id of the vault rooted at DIR (creating its key if needed).
     Id {
         /// The vault's root directory.
@@ -29,15 +32,24 @@ enum Command {
     },
 }
 
+/// Settings for `run` and `config`. Flags have no defaults of their own: what a flag leaves
+/// out comes from the --config file, and what that leaves out from the preset.
 #[derive(clap::Args, Debug)]
 struct RunArgs {
+    /// A TOML file of settings (any field `kura-vault config` prints; `preset = "local"` picks
+    /// the local preset as the base).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The base preset when no --config file names one: production (default) or local.
+    #[arg(long, value_name = "NAME")]
+    preset: Option<String>,
     /// Directory for the vault's identity key, records and status file (vault.json).
     /// The identity persists here across restarts.
     #[arg(long, value_name = "DIR")]
-    root: PathBuf,
+    root: Option<PathBuf>,
     /// Address to listen on, e.g. /ip4/0.0.0.0/udp/12000/quic-v1; port 0 picks a free port.
-    /// May be repeated.
-    #[arg(long, value_name = "MULTIADDR", default_value = "/ip4/0.0.0.0/udp/12000/quic-v1")]
+    /// May be repeated. [production preset: /ip4/0.0.0.0/udp/12000/quic-v1]
+    #[arg(long, value_name = "MULTIADDR")]
     listen: Vec<Multiaddr>,
     /// A bootstrap peer to join through, e.g. /ip4/203.0.113.5/udp/12000/quic-v1/p2p/12D3Koo...
     /// May be repeated. Without any, the vault starts a new network.
@@ -47,33 +59,88 @@ struct RunArgs {
     #[arg(long, value_name = "FILE")]
     peers_file: Option<PathBuf>,
     /// Most bytes of records to store, e.g. 10GiB or 500MB; the vault refuses new records
-    /// beyond it.
-    #[arg(long, value_name = "SIZE", default_value = "50GiB")]
-    max_capacity: bytesize::ByteSize,
-    /// Requests served at once, a quarter of them kept for clients.
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    max_concurrent_requests: usize,
+    /// beyond it. [production preset: 50GiB]
+    #[arg(long, value_name = "SIZE")]
+    max_capacity: Option<bytesize::ByteSize>,
+    /// Requests served at once, a quarter of them kept for clients. [presets: 64]
+    #[arg(long, value_name = "N")]
+    max_concurrent_requests: Option<usize>,
     /// Turn off repair, handover and storage audits (for tests of what erasure coding alone
     /// survives).
     #[arg(long)]
     no_repair: bool,
-    /// Seconds between the repair worker's full sweeps. A sweep reads every shard the vault
-    /// holds, so it is rare; the worker also wakes on every routing change and retries
-    /// failed repairs after 2 s.
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
-    repair_sweep: u64,
+    /// Seconds between the repair worker's full sweeps. A sweep reads every record the vault
+    /// holds, so it is rare; the worker also wakes on every routing change and retries failed
+    /// repairs soon. [production preset: 600]
+    #[arg(long, value_name = "SECS")]
+    repair_sweep: Option<u64>,
     /// Most repair and handover traffic per second, e.g. 16MiB: a vault rebuilding after a
-    /// loss leaves the rest of its disk and uplink to clients.
-    #[arg(long, value_name = "SIZE", default_value = "32MiB")]
-    repair_rate: bytesize::ByteSize,
+    /// loss leaves the rest of its disk and uplink to clients. [production preset: 32MiB]
+    #[arg(long, value_name = "SIZE")]
+    repair_rate: Option<bytesize::ByteSize>,
     /// Seconds between storage audit rounds. Each round challenges the other holders of up to
     /// 32 of this vault's chunks to prove, with a few KiB of Bao proof each, that they still
-    /// hold their shards.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    audit_interval: u64,
+    /// hold their shards. [production preset: 300]
+    #[arg(long, value_name = "SECS")]
+    audit_interval: Option<u64>,
     /// Worker threads (a local testnet runs many vaults on few cores, and gives each one).
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    threads: usize,
+    /// [presets: 2]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+impl RunArgs {
+    /// The preset, overlaid with the --config file, overlaid with the flags given.
+    fn effective(&self) -> Result<VaultConfig, VaultError> {
+        let root = self.root.clone().unwrap_or_default();
+        let mut c = match &self.config {
+            Some(file) => {
+                let text = std::fs::read_to_string(file).map_err(|source| VaultError::Io { path: file.clone(), source })?;
+                let text = match &self.preset {
+                    Some(p) if !text.lines().any(|l| l.trim_start().starts_with("preset")) => format!("preset = {p:?}\n{text}"),
+                    _ => text,
+                };
+                VaultConfig::from_toml(&text, root)?
+            }
+            None => VaultConfig::preset(self.preset.as_deref().unwrap_or("production"), root)?,
+        };
+        if let Some(root) = &self.root {
+            c.root = root.clone();
+        }
+        if !self.listen.is_empty() {
+            c.listen = self.listen.clone();
+        }
+        c.bootstrap.extend(self.peers.iter().cloned());
+        if self.peers_file.is_some() {
+            c.peers_file = self.peers_file.clone();
+        }
+        if let Some(v) = self.max_capacity {
+            c.capacity = v.as_u64();
+        }
+        if let Some(v) = self.max_concurrent_requests {
+            c.max_concurrent_requests = v;
+        }
+        if self.no_repair {
+            c.repair = false;
+            c.audit = false;
+        }
+        if let Some(v) = self.repair_sweep {
+            c.repair_sweep_secs = v;
+        }
+        if let Some(v) = self.repair_rate {
+            c.repair_rate = v.as_u64();
+        }
+        if let Some(v) = self.audit_interval {
+            c.audit_interval_secs = v;
+        }
+        if let Some(v) = self.threads {
+            c.threads = v;
+        }
+        if c.root.as_os_str().is_empty() {
+            return Err(VaultError::Config("no vault root: pass --root DIR or set root in the --config file".into()));
+        }
+        Ok(c)
+    }
 }
 
 /// Runs the `kura-vault` command line on this process's arguments.
@@ -90,48 +157,43 @@ pub fn main() -> ExitCode {
 fn run_cli() -> Result<(), VaultError> {
     kura_node::init_logging("warn,kura_vault=info");
     let cli = Cli::parse();
-    let threads = match &cli.command {
-        Command::Run(args) => args.threads.max(1),
-        Command::Id { .. } => 1,
+    let config = match &cli.command {
+        Command::Run(args) => Some(args.effective()?),
+        Command::Config(args) => {
+            print!("{}", args.effective()?.to_toml()?);
+            return Ok(());
+        }
+        Command::Id { .. } => None,
     };
+    let threads = config.as_ref().map_or(1, |c| c.threads.max(1));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
         .build()
         .map_err(|source| VaultError::Io { path: "tokio runtime".into(), source })?;
     runtime.block_on(async move {
-        match cli.command {
-            Command::Run(args) => run(args).await,
-            Command::Id { root } => {
+        match (cli.command, config) {
+            (Command::Run(_), Some(config)) => run(config).await,
+            (Command::Id { root }, _) => {
                 let key = kura_node::identity::load_or_create(&root)?;
                 println!("{}", key.public().to_peer_id());
                 Ok(())
             }
+            _ => Ok(()),
         }
     })
 }
 
-async fn run(args: RunArgs) -> Result<(), VaultError> {
-    let mut bootstrap = args.peers;
-    if let Some(file) = &args.peers_file {
+async fn run(mut config: VaultConfig) -> Result<(), VaultError> {
+    if let Some(file) = &config.peers_file {
         let text = std::fs::read_to_string(file).map_err(|source| VaultError::Io { path: file.clone(), source })?;
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
             let addr = line
                 .parse()
                 .map_err(|e| VaultError::Config(format!("bad multiaddr {line:?} in {}: {e}", file.display())))?;
-            bootstrap.push(addr);
+            config.bootstrap.push(addr);
         }
     }
-    let config = VaultConfig {
-        listen: args.listen,
-        bootstrap,
-        capacity: args.max_capacity.as_u64(),
-        max_concurrent_requests: args.max_concurrent_requests,
-        repair_sweep: (!args.no_repair).then(|| std::time::Duration::from_secs(args.repair_sweep.max(1))),
-        repair_rate: args.repair_rate.as_u64(),
-        audit_interval: (!args.no_repair).then(|| std::time::Duration::from_secs(args.audit_interval.max(1))),
-        ..VaultConfig::local(args.root)
-    };
     let vault = Vault::start(config).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| VaultError::Io { path: "SIGTERM handler".into(), source })?;

@@ -1,11 +1,19 @@
-//! Vault configuration with documented defaults and presets.
+//! Vault configuration: one struct holding every setting and tuning value, with documented
+//! defaults and two named presets. `kura-vault run` fills it from a preset, then a TOML file
+//! (`--config`), then its flags; `kura-vault config` prints the result.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use kura_node::Multiaddr;
+use serde::{Deserialize, Serialize};
 
-/// How a vault is set up.
-#[derive(Debug, Clone)]
+use crate::error::VaultError;
+
+/// How a vault is set up. In TOML every field is optional: what a file leaves out keeps the
+/// preset's value (`preset = "production"` or `"local"`, default production).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VaultConfig {
     /// Directory holding the identity key, the records and the status file.
     pub root: PathBuf,
@@ -13,57 +21,208 @@ pub struct VaultConfig {
     pub listen: Vec<Multiaddr>,
     /// Peers to join through.
     pub bootstrap: Vec<Multiaddr>,
-    /// Most bytes of records the vault stores before refusing new ones.
+    /// A file of more bootstrap peers, one multiaddr a line (a kura-testnet peers file).
+    pub peers_file: Option<PathBuf>,
+    /// Most bytes of records the vault stores before refusing new ones (TOML: a number of
+    /// bytes or a size such as "50GiB").
+    #[serde(with = "size")]
     pub capacity: u64,
+    /// Tokio worker threads.
+    pub threads: usize,
     /// Inbound requests handled at once, a quarter of them kept for clients; more wait in the
     /// node's bounded queue.
     pub max_concurrent_requests: usize,
     /// Where records are kept.
     pub storage: Storage,
-    /// Period of the repair worker's full sweep; `None` turns repair and handover off (for
-    /// tests of what erasure coding alone survives).
-    pub repair_sweep: Option<std::time::Duration>,
+    /// Whether repair and handover run (off only for tests of what erasure coding alone
+    /// survives).
+    pub repair: bool,
+    /// Seconds between the repair worker's full sweeps (a sweep reads every record held).
+    pub repair_sweep_secs: u64,
     /// Most bytes per second of shard traffic repair and handover may cause (fetches and
     /// stores together), so that they leave the disk and uplink to clients.
+    #[serde(with = "size")]
     pub repair_rate: u64,
-    /// Period of storage audit rounds (see [`crate::audit`]); `None` turns audits off.
-    pub audit_interval: Option<std::time::Duration>,
+    /// Milliseconds the repair worker waits for more routing changes before acting on one.
+    pub repair_debounce_ms: u64,
+    /// Chunks examined and repaired at once.
+    pub repair_concurrency: usize,
+    /// Rebuilds run at once (each holds a chunk's shards in memory).
+    pub rebuild_concurrency: usize,
+    /// Seconds between notes of new chunks' groups (and checks for due handovers).
+    pub repair_baseline_secs: u64,
+    /// Milliseconds before a chunk whose repair failed is examined again.
+    pub repair_retry_ms: u64,
+    /// Vaults past a close group asked during an examination, standing in for members that do
+    /// not answer.
+    pub spare_candidates: usize,
+    /// How far past the close group a vault still accepts records (a vault that refuses one,
+    /// full, pushes it to the next-closest vault, so holders may sit a little beyond `n`).
+    pub placement_window: usize,
+    /// Whether storage audits run.
+    pub audit: bool,
+    /// Seconds between storage audit rounds.
+    pub audit_interval_secs: u64,
+    /// Chunks audited per round.
+    pub audit_sample: usize,
+    /// Seconds another vault has to answer a repair or audit request.
+    pub maintenance_timeout_secs: u64,
+    /// Seconds a vault remembers handing a shard on (longer than an auditor takes between
+    /// asking what a vault holds and challenging it).
+    pub release_memory_secs: u64,
+    /// Seconds a vault that refused a shard for want of room is not offered another.
+    pub full_memory_secs: u64,
 }
 
 /// Which record store backs a vault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Storage {
-    /// Files under `root/records`, indexed in `root/index` (crash-safe).
+    /// Files under `root/store`, indexed in `root/index` (crash-safe).
     Disk,
     /// Memory only (tests).
     Memory,
 }
 
+/// The named presets.
+pub const PRESETS: [&str; 2] = ["production", "local"];
+
 impl VaultConfig {
-    /// A vault of a local testnet: loopback, an OS-assigned port, 1 GiB.
+    /// A vault of a local testnet run in-process: loopback, an OS-assigned port, 1 GiB, short
+    /// repair and audit periods.
     pub fn local(root: PathBuf) -> Self {
         VaultConfig {
             root,
             listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("static multiaddr")],
             bootstrap: Vec::new(),
+            peers_file: None,
             capacity: 1 << 30,
+            threads: 2,
             max_concurrent_requests: 64,
             storage: Storage::Disk,
-            repair_sweep: Some(std::time::Duration::from_secs(60)),
+            repair: true,
+            repair_sweep_secs: 60,
             repair_rate: 64 << 20,
-            audit_interval: Some(std::time::Duration::from_secs(30)),
+            repair_debounce_ms: 500,
+            repair_concurrency: 16,
+            rebuild_concurrency: 4,
+            repair_baseline_secs: 5,
+            repair_retry_ms: 2000,
+            spare_candidates: 4,
+            placement_window: 20,
+            audit: true,
+            audit_interval_secs: 30,
+            audit_sample: 32,
+            maintenance_timeout_secs: 10,
+            release_memory_secs: 600,
+            full_memory_secs: 60,
         }
     }
 
-    /// A vault on a real network: every interface, port 12000, 50 GiB.
+    /// A vault on a real network (the `kura-vault run` default): every interface, port 12000,
+    /// 50 GiB, a full repair sweep every 10 minutes, audits every 5.
     pub fn production(root: PathBuf) -> Self {
         VaultConfig {
             listen: vec!["/ip4/0.0.0.0/udp/12000/quic-v1".parse().expect("static multiaddr")],
             capacity: 50 << 30,
-            repair_sweep: Some(std::time::Duration::from_secs(600)),
-            repair_rate: 16 << 20,
-            audit_interval: Some(std::time::Duration::from_secs(300)),
+            repair_sweep_secs: 600,
+            repair_rate: 32 << 20,
+            audit_interval_secs: 300,
             ..VaultConfig::local(root)
+        }
+    }
+
+    /// The preset called `name`.
+    pub fn preset(name: &str, root: PathBuf) -> Result<Self, VaultError> {
+        match name {
+            "production" => Ok(Self::production(root)),
+            "local" => Ok(Self::local(root)),
+            other => Err(VaultError::Config(format!("unknown preset {other:?} (known: {PRESETS:?})"))),
+        }
+    }
+
+    /// The preset a TOML text names (default production), overlaid with the text's settings.
+    pub fn from_toml(text: &str, root: PathBuf) -> Result<Self, VaultError> {
+        let mut table: toml::Table = text.parse().map_err(|e| VaultError::Config(format!("config: {e}")))?;
+        let preset = match table.remove("preset") {
+            Some(toml::Value::String(name)) => name,
+            Some(other) => return Err(VaultError::Config(format!("config: preset must be a name, not {other}"))),
+            None => "production".to_string(),
+        };
+        let base = Self::preset(&preset, root)?;
+        let mut merged = toml::Table::try_from(&base).map_err(|e| VaultError::Config(e.to_string()))?;
+        for (k, v) in table {
+            merged.insert(k, v);
+        }
+        merged.try_into().map_err(|e: toml::de::Error| VaultError::Config(format!("config: {e}")))
+    }
+
+    /// The configuration as TOML, every field shown.
+    pub fn to_toml(&self) -> Result<String, VaultError> {
+        toml::to_string(self).map_err(|e| VaultError::Config(e.to_string()))
+    }
+
+    /// The repair worker's sweep period, or `None` when repair is off.
+    pub fn repair_sweep(&self) -> Option<Duration> {
+        self.repair.then(|| Duration::from_secs(self.repair_sweep_secs.max(1)))
+    }
+
+    /// The audit period, or `None` when audits are off.
+    pub fn audit_interval(&self) -> Option<Duration> {
+        self.audit.then(|| Duration::from_secs(self.audit_interval_secs.max(1)))
+    }
+
+    /// How long another vault has to answer a maintenance request.
+    pub fn maintenance_timeout(&self) -> Duration {
+        Duration::from_secs(self.maintenance_timeout_secs.max(1))
+    }
+}
+
+/// Sizes in TOML: a number of bytes, or a string such as "50GiB"; written as bytes.
+mod size {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Size {
+            Bytes(u64),
+            Text(String),
+        }
+        match Size::deserialize(d)? {
+            Size::Bytes(b) => Ok(b),
+            Size::Text(t) => t.parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overlays_a_preset_and_round_trips() {
+        let text = "preset = \"local\"\ncapacity = \"2GiB\"\naudit = false\nrepair_sweep_secs = 7\nlisten = [\"/ip4/127.0.0.1/udp/4000/quic-v1\"]\n";
+        let c = VaultConfig::from_toml(text, "/v".into()).unwrap();
+        assert_eq!(c.capacity, 2 << 30);
+        assert_eq!(c.audit_interval(), None);
+        assert_eq!(c.repair_sweep(), Some(Duration::from_secs(7)));
+        assert_eq!(c.listen[0].to_string(), "/ip4/127.0.0.1/udp/4000/quic-v1");
+        assert_eq!(c.repair_rate, VaultConfig::local("/v".into()).repair_rate, "the rest is the preset's");
+        let again = VaultConfig::from_toml(&c.to_toml().unwrap(), "/elsewhere".into()).unwrap();
+        assert_eq!(again, c, "printed config reads back the same (root included)");
+        assert_eq!(VaultConfig::from_toml("", "/v".into()).unwrap(), VaultConfig::production("/v".into()));
+    }
+
+    #[test]
+    fn bad_config_is_a_clear_error() {
+        for bad in ["capacity = \"lots\"", "no_such_setting = 1", "preset = \"huge\"", "threads = \"two\"", "= ="] {
+            let e = VaultConfig::from_toml(bad, "/v".into()).unwrap_err().to_string();
+            assert!(e.contains("config") || e.contains("preset"), "{bad}: {e}");
         }
     }
 }

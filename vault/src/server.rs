@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kura_node::audit::{self, Challenge};
-use kura_node::wire::{self, RemoteError, Request, Response, VaultStatus, MAX_FRAME_LEN};
-use kura_node::{Address, InboundRequest, NodeError, NodeHandle, PeerId, RecordKey, RecordKind, Shard};
+use kura_node::wire::{RemoteError, Request, Response, VaultStatus, MAX_FRAME_LEN};
+use kura_node::{stored, Address, InboundRequest, NodeError, NodeHandle, PeerId, Record, RecordKey, RecordKind, Shard};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn};
 
@@ -18,12 +18,8 @@ use crate::audit::AuditStats;
 use crate::repair::{RateLimit, RepairStats};
 use crate::store::{DiskStore, MemoryStore, RecordStore, StoreError};
 
-/// How far past the close group a vault still accepts shards: a vault that refuses (full)
-/// pushes its shard to the next-closest vault, so holders may sit a little beyond `n`.
+/// The default placement window ([`VaultConfig::placement_window`]).
 pub const PLACEMENT_WINDOW: usize = 20;
-
-/// How long another vault has to answer a repair or audit request.
-const MAINTENANCE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running vault.
 #[derive(Clone)]
@@ -56,13 +52,26 @@ struct Shared {
     released: Recent<RecordKey>,
     /// Vaults that refused a shard lately for want of room (see [`Vault::full_lately`]).
     full: Recent<PeerId>,
+    /// Replicated records updated here lately, for the repair worker to spread (bounded: when
+    /// full, the worker's sweep finds them instead).
+    updated: mpsc::Sender<RecordKey>,
+    /// The repair worker's end of [`Shared::updated`], taken when it starts.
+    updated_rx: std::sync::Mutex<Option<mpsc::Receiver<RecordKey>>>,
+    /// One permit per store write or delete in flight, held by the blocking task that does it;
+    /// shutdown takes them all, so the index is marked clean only once nothing is writing.
+    writes: Arc<Semaphore>,
+    /// The background workers, stopped at shutdown.
+    workers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-/// How long a vault remembers handing a shard on: longer than an auditor takes between asking
-/// what a vault holds and challenging it.
-const RELEASE_MEMORY: Duration = Duration::from_secs(600);
-/// How long a vault that refused a shard for want of room is not offered another.
-const FULL_MEMORY: Duration = Duration::from_secs(60);
+/// More store writes than can ever be in flight at once.
+const MAX_WRITES: u32 = 1 << 20;
+/// How long shutdown waits for writes in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Updates of replicated records waiting for the repair worker.
+const UPDATED_QUEUE: usize = 1024;
+
 /// The most events of one kind remembered, bounding the memory they take.
 const MEMORY_LEN: usize = 1 << 16;
 
@@ -112,6 +121,10 @@ impl Vault {
         }
         .write(&config.root)?;
         let repair_rate = RateLimit::new(config.repair_rate);
+        let (updated, updated_rx) = mpsc::channel(UPDATED_QUEUE);
+        let rebuilds = Semaphore::new(config.rebuild_concurrency.max(1));
+        let released = Recent::new(Duration::from_secs(config.release_memory_secs), MEMORY_LEN);
+        let full = Recent::new(Duration::from_secs(config.full_memory_secs), MEMORY_LEN);
         let vault = Vault {
             node,
             shared: Arc::new(Shared {
@@ -123,20 +136,25 @@ impl Vault {
                 corrupt_records: AtomicU64::new(0),
                 repair: RepairStats::default(),
                 repair_rate,
-                rebuilds: Semaphore::new(crate::repair::CONCURRENT_REBUILDS),
+                rebuilds,
                 audit: AuditStats::default(),
                 storing: Default::default(),
-                released: Recent::new(RELEASE_MEMORY, MEMORY_LEN),
-                full: Recent::new(FULL_MEMORY, MEMORY_LEN),
+                released,
+                full,
+                updated,
+                updated_rx: std::sync::Mutex::new(Some(updated_rx)),
+                writes: Arc::new(Semaphore::new(MAX_WRITES as usize)),
+                workers: Default::default(),
             }),
         };
-        tokio::spawn(vault.clone().serve(inbound));
-        if let Some(sweep) = vault.shared.config.repair_sweep {
-            tokio::spawn(vault.clone().repair_worker(sweep));
+        let mut workers = vec![tokio::spawn(vault.clone().serve(inbound))];
+        if let Some(sweep) = vault.shared.config.repair_sweep() {
+            workers.push(tokio::spawn(vault.clone().repair_worker(sweep)));
         }
-        if let Some(every) = vault.shared.config.audit_interval {
-            tokio::spawn(vault.clone().audit_worker(every));
+        if let Some(every) = vault.shared.config.audit_interval() {
+            workers.push(tokio::spawn(vault.clone().audit_worker(every)));
         }
+        *vault.shared.workers.lock().unwrap_or_else(|e| e.into_inner()) = workers;
         Ok(vault)
     }
 
@@ -154,15 +172,31 @@ impl Vault {
         &self.shared.repair
     }
 
+    /// The addresses this vault holds records at, with the kind held there (a shard of a
+    /// chunk, or a replicated record).
+    pub(crate) fn held(&self) -> std::collections::BTreeMap<Address, RecordKind> {
+        self.shared.store.keys().into_iter().map(|k| (k.address, k.kind)).collect()
+    }
+
     /// The chunks this vault holds a shard of.
     pub(crate) fn held_chunks(&self) -> std::collections::BTreeSet<Address> {
         self.shared.store.keys().into_iter().filter(|k| k.kind == RecordKind::Shard).map(|k| k.address).collect()
     }
 
-    /// Sends a maintenance request (repair, audit) to `peer`, giving up after
-    /// [`MAINTENANCE_TIMEOUT`].
+    /// The repair worker's queue of replicated records updated here (once).
+    pub(crate) fn take_updates(&self) -> Option<mpsc::Receiver<RecordKey>> {
+        self.shared.updated_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// The vault's configuration.
+    pub fn config(&self) -> &VaultConfig {
+        &self.shared.config
+    }
+
+    /// Sends a maintenance request (repair, audit) to `peer`, giving up after the configured
+    /// maintenance timeout.
     pub(crate) async fn ask(&self, peer: PeerId, request: Request) -> Result<Response, NodeError> {
-        tokio::time::timeout(MAINTENANCE_TIMEOUT, self.node.request(peer, request))
+        tokio::time::timeout(self.shared.config.maintenance_timeout(), self.node.request(peer, request))
             .await
             .unwrap_or_else(|_| Err(NodeError::Request { peer, reason: "timed out".into() }))
     }
@@ -179,10 +213,31 @@ impl Vault {
         &self.shared.audit
     }
 
-    /// Stops the vault's network node, marks its store cleanly closed and removes its status
-    /// file.
+    /// A permit to write to the store, or `None` once shutdown has begun.
+    fn write_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.shared.writes.clone().try_acquire_owned().ok()
+    }
+
+    /// Stops the vault's network node and its workers, waits for store writes in flight,
+    /// then marks its store cleanly closed and removes its status file.
     pub async fn shutdown(&self) {
         self.node.shutdown().await;
+        let workers = std::mem::take(&mut *self.shared.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for worker in workers {
+            worker.abort();
+        }
+        // A write's permit lives in its blocking task, which an abort does not stop: holding
+        // every permit means every write has finished, and no new one can start.
+        match tokio::time::timeout(DRAIN_TIMEOUT, self.shared.writes.acquire_many(MAX_WRITES)).await {
+            Ok(Ok(all)) => all.forget(),
+            _ => {
+                // Leaving the index unclean makes the next start rebuild it from the files.
+                warn!("writes still in flight at shutdown; the index will be rebuilt at next start");
+                VaultInfo::remove(&self.shared.config.root);
+                return;
+            }
+        }
+        self.shared.writes.close();
         if let Some(disk) = &self.shared.disk {
             if let Err(e) = disk.close() {
                 warn!(error = %e, "closing the record store");
@@ -230,9 +285,11 @@ impl Vault {
                 self.node.closest_vaults(target, usize::from(n)).await.map(Response::Closest).map_err(internal)
             }
             Request::PutShard(shard) => self.put_shard(shard).await.map(|()| Response::Stored),
+            Request::PutRecord(record) => self.put_record(record).await.map(|()| Response::Stored),
+            Request::GetRecord(key) => self.read_record(key).await.map(Response::Record).map_err(internal),
             Request::GetShards { chunk } => self.get_shards(chunk).await.map(Response::Shards),
             Request::ShardIndices { chunk } => Ok(Response::Indices(
-                self.shared.store.keys_at(RecordKind::Shard, &chunk).iter().map(|k| k.index).collect(),
+                self.shared.store.keys_at(RecordKind::Shard, &chunk).iter().filter_map(|k| k.shard_index()).collect(),
             )),
             Request::Audit { chunk, index, challenge } => self.prove(chunk, index, challenge).await.map(Response::Proof),
             other => Err(RemoteError::Invalid(format!("unsupported request {other:?}"))),
@@ -240,33 +297,97 @@ impl Vault {
         result.unwrap_or_else(Response::Error)
     }
 
-    async fn put_shard(&self, shard: Shard) -> Result<(), RemoteError> {
-        shard.verify().map_err(|e| RemoteError::Invalid(e.to_string()))?;
-        let chunk = shard.header.chunk;
-        let window = PLACEMENT_WINDOW.max(shard.header.n());
-        let group = self.node.local_closest(chunk, window).await.map_err(internal)?;
-        if !group.contains(&self.node.peer_id()) {
-            return Err(RemoteError::NotResponsible(chunk));
-        }
-        let key = shard.key();
-        // Checking what is held and storing must not interleave with another shard of the same
-        // chunk (two repairers placing on the same vault at once): the second waits its turn.
-        if !self.shared.storing.lock().unwrap_or_else(|e| e.into_inner()).insert(chunk) {
+    /// Validates a record off the async threads (hashing a shard is ~1 ms per MiB).
+    async fn validated(record: Record) -> Result<(Record, RecordKey), RemoteError> {
+        tokio::task::spawn_blocking(move || record.validate().map(|()| (record.key(), record)))
+            .await
+            .map_err(internal)?
+            .map(|(key, record)| (record, key))
+            .map_err(|e| RemoteError::Invalid(e.to_string()))
+    }
+
+    /// Whether this vault is among the vaults responsible for `address` (its `n` closest, and
+    /// the placement window past them).
+    async fn responsible(&self, address: Address, n: usize) -> Result<bool, RemoteError> {
+        let window = self.shared.config.placement_window.max(n);
+        let group = self.node.local_closest(address, window).await.map_err(internal)?;
+        Ok(group.contains(&self.node.peer_id()))
+    }
+
+    /// Holds `address` against other writes here until the guard drops, or answers busy.
+    fn lock_address(&self, address: Address) -> Result<Storing<'_>, RemoteError> {
+        if !self.shared.storing.lock().unwrap_or_else(|e| e.into_inner()).insert(address) {
             return Err(RemoteError::Busy);
         }
-        let _storing = Storing(&self.shared, chunk);
+        Ok(Storing(&self.shared, address))
+    }
+
+    async fn put_shard(&self, shard: Shard) -> Result<(), RemoteError> {
+        let (record, key) = Self::validated(Record::Shard(shard)).await?;
+        let chunk = key.address;
+        let n = record.strategy().group_size();
+        if !self.responsible(chunk, n).await? {
+            return Err(RemoteError::NotResponsible(chunk));
+        }
+        // Checking what is held and storing must not interleave with another shard of the same
+        // chunk (two repairers placing on the same vault at once): the second waits its turn.
+        let _storing = self.lock_address(chunk)?;
+        let held = self.shared.store.keys_at(RecordKind::Shard, &chunk);
+        // A shard's key derives from its checked header and data, so the one already stored
+        // under the key (if it still reads) is this very shard: stored records are never
+        // replaced, and a resend is simply acknowledged.
+        if held.contains(&key) && self.read_record(key).await.map_err(internal)?.is_some() {
+            return Ok(());
+        }
         // One shard of a chunk per vault, so that losing a vault loses one shard; only a
         // network smaller than the close group needs vaults to hold several.
-        let held = self.shared.store.keys_at(RecordKind::Shard, &chunk);
-        if held.iter().any(|k| k.index != key.index) && group.len() >= shard.header.n() {
-            return Err(RemoteError::Invalid(format!(
-                "already holds shard {} of chunk {chunk}",
-                held[0].index
-            )));
+        let group = self.node.local_closest(chunk, n).await.map_err(internal)?;
+        if let Some(other) = held.iter().find(|k| **k != key) {
+            if group.len() >= n {
+                return Err(RemoteError::Invalid(format!("already holds {other}")));
+            }
         }
-        let bytes = wire::encode(&shard).map_err(|e| RemoteError::Invalid(e.to_string()))?;
+        self.write_record(key, &record).await
+    }
+
+    /// Stores a whole record of a replicated kind, unless a record that supersedes it is held.
+    pub(crate) async fn put_record(&self, record: Record) -> Result<(), RemoteError> {
+        if !record.kind().mutable() {
+            return Err(RemoteError::Invalid(format!("{} records are stored with PutShard", record.kind().name())));
+        }
+        let (record, key) = Self::validated(record).await?;
+        if !self.responsible(key.address, record.strategy().group_size()).await? {
+            return Err(RemoteError::NotResponsible(key.address));
+        }
+        let _storing = self.lock_address(key.address)?;
+        if let Some(held) = self.read_record(key).await.map_err(internal)? {
+            if held == record {
+                return Ok(());
+            }
+            if !record.supersedes(&held) {
+                let version = match &held {
+                    Record::Pointer(p) => p.version,
+                    _ => 0,
+                };
+                return Err(RemoteError::Stale { key, held: version });
+            }
+        }
+        self.write_record(key, &record).await?;
+        // Spread it: the repair worker brings the rest of the group up to this version.
+        let _ = self.shared.updated.try_send(key);
+        Ok(())
+    }
+
+    /// Writes a checked record in the disk format.
+    async fn write_record(&self, key: RecordKey, record: &Record) -> Result<(), RemoteError> {
+        let bytes = stored::encode(record);
         let store = self.shared.store.clone();
-        match tokio::task::spawn_blocking(move || store.put(&key, &bytes)).await.map_err(internal)? {
+        let permit = self.write_permit().ok_or(RemoteError::Busy)?;
+        let written = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            store.put(&key, &bytes)
+        });
+        match written.await.map_err(internal)? {
             Ok(()) => {
                 // Held again: losing it from now on is a loss, not a hand-on.
                 self.shared.released.forget(&key);
@@ -277,10 +398,44 @@ impl Vault {
                 Err(RemoteError::Full { used, capacity, wanted })
             }
             Err(e) => {
-                warn!(%key, error = %e, "storing a shard failed");
+                warn!(%key, error = %e, "storing a record failed");
                 Err(internal(e))
             }
         }
+    }
+
+    /// The record stored under `key`, read and checked against the key; one that does not
+    /// read or check out is moved aside and counted, never returned.
+    pub(crate) async fn read_record(&self, key: RecordKey) -> Result<Option<Record>, StoreError> {
+        let mut records = self.read_records(vec![key]).await?;
+        Ok(records.pop())
+    }
+
+    /// [`Vault::read_record`] for many keys at once; returns those that check out.
+    async fn read_records(&self, keys: Vec<RecordKey>) -> Result<Vec<Record>, StoreError> {
+        let store = self.shared.store.clone();
+        let (records, corrupt) = tokio::task::spawn_blocking(move || {
+            let mut records = Vec::new();
+            let mut corrupt = 0u64;
+            for key in keys {
+                let Some(bytes) = store.get(&key)? else { continue };
+                let record = stored::decode(&bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.validate_for(&key).map(|()| r).map_err(|e| e.to_string()));
+                match record {
+                    Ok(r) => records.push(r),
+                    Err(reason) => {
+                        corrupt += 1;
+                        store.quarantine(&key, &reason)?;
+                    }
+                }
+            }
+            Ok::<_, StoreError>((records, corrupt))
+        })
+        .await
+        .map_err(|e| StoreError::Index(e.to_string()))??;
+        self.shared.corrupt_records.fetch_add(corrupt, Ordering::Relaxed);
+        Ok(records)
     }
 
     /// Answers a storage audit of shard `index` of `chunk`: reads it (verifying it, so a
@@ -311,34 +466,18 @@ impl Vault {
         Ok(shards)
     }
 
-    /// Every verified shard of `chunk` held here. Corrupt ones are deleted and counted, never
-    /// returned.
+    /// Every verified shard of `chunk` held here. Corrupt ones are moved aside and counted,
+    /// never returned.
     pub(crate) async fn read_shards(&self, chunk: Address) -> Result<Vec<Shard>, StoreError> {
-        let store = self.shared.store.clone();
-        let (shards, corrupt) = tokio::task::spawn_blocking(move || {
-            let mut shards = Vec::new();
-            let mut corrupt = 0u64;
-            for key in store.keys_at(RecordKind::Shard, &chunk) {
-                let Some(bytes) = store.get(&key)? else { continue };
-                let shard = wire::decode::<Shard>(&bytes)
-                    .map_err(|e| e.to_string())
-                    .and_then(|s| s.verify().map(|()| s).map_err(|e| e.to_string()))
-                    .and_then(|s| if s.key() == key { Ok(s) } else { Err("stored under another key".into()) });
-                match shard {
-                    Ok(s) => shards.push(s),
-                    Err(reason) => {
-                        warn!(%key, %reason, "corrupt record dropped");
-                        corrupt += 1;
-                        store.delete(&key)?;
-                    }
-                }
-            }
-            Ok::<_, StoreError>((shards, corrupt))
-        })
-        .await
-        .map_err(|e| StoreError::Index(e.to_string()))??;
-        self.shared.corrupt_records.fetch_add(corrupt, Ordering::Relaxed);
-        Ok(shards)
+        let keys = self.shared.store.keys_at(RecordKind::Shard, &chunk);
+        let records = self.read_records(keys).await?;
+        Ok(records
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Shard(s) => Some(s),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Deletes a shard this vault is no longer responsible for (handed over, or held by a
@@ -347,7 +486,12 @@ impl Vault {
         // Noted first: an audit answered while the file goes must not find it merely missing.
         self.shared.released.note(key);
         let store = self.shared.store.clone();
-        match tokio::task::spawn_blocking(move || store.delete(&key)).await {
+        let Some(permit) = self.write_permit() else { return };
+        let deleted = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            store.delete(&key)
+        });
+        match deleted.await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => warn!(%key, error = %e, "deleting a released shard failed"),
             Err(e) => warn!(%key, error = %e, "deleting a released shard failed"),
@@ -375,6 +519,41 @@ impl Vault {
         self.shared.full.contains(peer)
     }
 
+    /// Its background workers' states and counters, for status.
+    fn workers(&self) -> Vec<kura_node::wire::WorkerStatus> {
+        let c = self.shared.config.clone();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let r = &self.shared.repair;
+        let a = &self.shared.audit;
+        let state = |on: bool, busy: bool| match (on, busy) {
+            (false, _) => "stopped",
+            (true, true) => "busy",
+            (true, false) => "idle",
+        };
+        let status = |name: &str, state: &str, counters: Vec<(&str, u64)>| kura_node::wire::WorkerStatus {
+            name: name.into(),
+            state: state.into(),
+            counters: counters.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+        vec![
+            status(
+                "repair",
+                state(c.repair, load(&r.pending) > 0),
+                vec![("pending", load(&r.pending)), ("rebuilt", load(&r.repaired)), ("bytes", load(&r.bytes))],
+            ),
+            status(
+                "handover",
+                state(c.repair, load(&r.pending) > 0),
+                vec![("handed_over", load(&r.handed_over)), ("replicas_sent", load(&r.replicas_sent))],
+            ),
+            status(
+                "audit",
+                state(c.audit, load(&a.running) > 0),
+                vec![("rounds", load(&a.rounds)), ("passed", load(&a.passed)), ("failed", load(&a.failed))],
+            ),
+        ]
+    }
+
     /// Whether this vault released `key` lately.
     fn released(&self, key: RecordKey) -> bool {
         self.shared.released.contains(&key)
@@ -384,11 +563,16 @@ impl Vault {
     pub async fn status(&self) -> Result<VaultStatus, VaultError> {
         let routing = self.node.routing_table().await?;
         let usage = self.shared.store.usage();
+        let mut by_kind = std::collections::BTreeMap::new();
+        for key in self.shared.store.keys() {
+            *by_kind.entry(key.kind.name().to_string()).or_insert(0u64) += 1;
+        }
         Ok(VaultStatus {
             peer_id: self.node.peer_id(),
             listen_addrs: self.node.listen_addrs().await?,
             routing_table_size: routing.len() as u32,
             records_stored: usage.records,
+            records_by_kind: by_kind.into_iter().collect(),
             bytes_used: usage.bytes,
             capacity: usage.capacity,
             uptime_secs: self.shared.started.elapsed().as_secs(),
@@ -401,6 +585,7 @@ impl Vault {
             repair_bytes: self.shared.repair.bytes.load(Ordering::Relaxed),
             audits_passed: self.shared.audit.passed.load(Ordering::Relaxed),
             audit_failures: self.shared.audit.failed.load(Ordering::Relaxed),
+            workers: self.workers(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         })
     }
@@ -420,8 +605,8 @@ mod tests {
     async fn lone_vault(dir: &std::path::Path) -> Vault {
         let mut cfg = VaultConfig::local(dir.to_path_buf());
         cfg.storage = Storage::Memory;
-        cfg.repair_sweep = None;
-        cfg.audit_interval = None;
+        cfg.repair = false;
+        cfg.audit = false;
         Vault::start(cfg).await.unwrap()
     }
 
@@ -430,7 +615,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let vault = lone_vault(dir.path()).await;
         let shard = Coding::default().encode(b"some chunk content").unwrap().remove(2);
-        let (chunk, len) = (shard.header.chunk, shard.data.len() as u64);
+        let (chunk, len) = (shard.header.address(), shard.data.len() as u64);
         let challenge = || Challenge::random(len, &mut rand::thread_rng());
         vault.put_shard(shard.clone()).await.unwrap();
         assert!(vault.prove(chunk, 2, challenge()).await.is_ok());

@@ -127,7 +127,7 @@ async fn hostile_messages_are_refused_and_the_vault_keeps_serving() {
     let answer = send_raw(&mut swarm, vault_peer, frame(&future)).await;
     assert_eq!(
         answer,
-        Ok(Response::Error(RemoteError::Malformed(WireError::UnsupportedVersion { got: 99, supported: 1 })))
+        Ok(Response::Error(RemoteError::Malformed(WireError::UnsupportedVersion { got: 99, supported: wire::WIRE_VERSION })))
     );
 
     // Asking for too large a group is refused, not served.

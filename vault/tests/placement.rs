@@ -47,7 +47,7 @@ async fn only_responsible_vaults_accept_shards() {
     }
     let ids: Vec<PeerId> = vaults.iter().map(|v| v.node().peer_id()).collect();
     let shard = Coding::default().encode(b"a chunk of some content").unwrap().remove(3);
-    let chunk = shard.header.chunk;
+    let chunk = shard.header.address();
     let order = close_group(&chunk, ids.clone(), ids.len());
     let far = order[PLACEMENT_WINDOW..].to_vec();
     assert!(!far.is_empty());

@@ -8,12 +8,13 @@
 //! lost shards from any `k` (decode, check the address, re-encode, check every hash) onto
 //! group members that hold none, hand shards to closer vaults and delete them only after the
 //! new holder stored them, or drop a copy the group (or a closer member) already holds. It
-//! works on a bounded number of chunks at once ([`CONCURRENT_CHUNKS`]) and holds the shard
+//! works on a bounded number of chunks at once (`repair_concurrency`) and holds the shard
 //! bytes it moves to the vault's repair rate ([`RateLimit`]), so that client traffic keeps the
 //! disk and the uplink.
 
 mod plan;
 mod rate;
+mod replica;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,33 +22,18 @@ use std::time::Duration;
 
 use kura_node::erasure;
 use kura_node::wire::{Request, Response};
-use kura_node::{Address, NodeError, PeerId, RecordKey, Shard};
+use kura_node::{Address, NodeError, PeerId, Record, RecordKey, RecordKind, Shard};
 use futures::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, info, warn};
 
 pub use plan::{plan, Action, ChunkView};
 pub use rate::RateLimit;
+pub use replica::{plan_replica, ReplicaAction, ReplicaView};
 
 use crate::audit::Verdict;
 use crate::server::Vault;
 
-/// How long the worker waits for more routing changes before acting on one.
-const DEBOUNCE: Duration = Duration::from_millis(500);
-/// Chunks one vault examines and repairs at once: enough to overlap round trips (examining a
-/// chunk is a round of cheap index queries), while the bytes moved are held to the vault's
-/// repair rate.
-const CONCURRENT_CHUNKS: usize = 16;
-/// Vaults past the close group asked during an examination, standing in for members that do
-/// not answer.
-const SPARE_CANDIDATES: usize = 4;
-/// Rebuilds one vault runs at once: each holds up to `n` shards of a chunk in memory, so this
-/// bounds the vault's memory while repairing.
-pub(crate) const CONCURRENT_REBUILDS: usize = 4;
-/// How often the groups of newly stored chunks are noted.
-const BASELINE: Duration = Duration::from_secs(5);
-/// How soon a chunk whose repair failed is tried again.
-const RETRY: Duration = Duration::from_secs(2);
 
 /// Which chunks a repair round examines.
 enum Round {
@@ -77,6 +63,8 @@ pub struct RepairStats {
     pub handed_over: AtomicU64,
     /// Shard bytes fetched or sent.
     pub bytes: AtomicU64,
+    /// Replicated records sent to group members that lacked them or held older versions.
+    pub replicas_sent: AtomicU64,
 }
 
 impl Vault {
@@ -87,15 +75,16 @@ impl Vault {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_groups: HashMap<Address, Vec<PeerId>> = HashMap::new();
         let mut retry: BTreeSet<Address> = BTreeSet::new();
-        let mut baseline = tokio::time::interval(BASELINE);
+        let mut baseline = tokio::time::interval(Duration::from_secs(self.config().repair_baseline_secs.max(1)));
         baseline.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut updates = self.take_updates();
         loop {
             let round = tokio::select! {
                 ev = events.recv() => {
                     if matches!(ev, Err(RecvError::Closed)) {
                         return;
                     }
-                    tokio::time::sleep(DEBOUNCE).await;
+                    tokio::time::sleep(Duration::from_millis(self.config().repair_debounce_ms)).await;
                     while events.try_recv().is_ok() {}
                     Round::Changed
                 }
@@ -103,7 +92,15 @@ impl Vault {
                 _ = baseline.tick() => Round::Baseline,
                 // A chunk whose repair failed (a holder busy, a placement refused because two
                 // holders picked the same free member) is looked at again soon, with a fresh view.
-                _ = tokio::time::sleep(RETRY), if !retry.is_empty() => Round::Retry(std::mem::take(&mut retry)),
+                _ = tokio::time::sleep(Duration::from_millis(self.config().repair_retry_ms)), if !retry.is_empty() => Round::Retry(std::mem::take(&mut retry)),
+                // A replicated record updated here: bring its group up to this version now.
+                Some(key) = async { updates.as_mut()?.recv().await }, if updates.is_some() => {
+                    let mut set = BTreeSet::from([key.address]);
+                    while let Some(Ok(more)) = updates.as_mut().map(|u| u.try_recv()) {
+                        set.insert(more.address);
+                    }
+                    Round::Retry(set)
+                }
             };
             match self.repair_round(round, &mut last_groups).await {
                 Ok(failed) => retry.extend(failed),
@@ -120,10 +117,10 @@ impl Vault {
         last: &mut HashMap<Address, Vec<PeerId>>,
     ) -> Result<Vec<Address>, NodeError> {
         let me = self.node().peer_id();
-        let chunks = self.held_chunks();
-        last.retain(|c, _| chunks.contains(c));
+        let held = self.held();
+        last.retain(|c, _| held.contains_key(c));
         let mut todo = Vec::new();
-        for chunk in chunks {
+        for &chunk in held.keys() {
             if matches!(round, Round::Baseline) && last.get(&chunk).is_some_and(|g| g.contains(&me)) {
                 continue;
             }
@@ -149,8 +146,17 @@ impl Vault {
         info!(chunks = todo.len(), "repair round started");
         let mut failed = Vec::new();
         let mut results = futures::stream::iter(todo)
-            .map(|chunk| async move { (chunk, self.repair_chunk(chunk, false).await) })
-            .buffer_unordered(CONCURRENT_CHUNKS);
+            .map(|chunk| {
+                let kind = held.get(&chunk).copied();
+                async move {
+                    let result = match kind {
+                        Some(RecordKind::Pointer) => self.repair_record(RecordKey::pointer(chunk)).await,
+                        _ => self.repair_chunk(chunk, false).await,
+                    };
+                    (chunk, result)
+                }
+            })
+            .buffer_unordered(self.config().repair_concurrency.max(1));
         while let Some((chunk, result)) = results.next().await {
             stats.pending.fetch_sub(1, Ordering::Relaxed);
             match result {
@@ -189,7 +195,7 @@ impl Vault {
         // A routing table can still list a vault that died (nothing told this vault yet);
         // counting it as a member would leave its shard unrepaired and no free member to
         // rebuild it on.
-        let candidates = self.node().local_closest(chunk, n + SPARE_CANDIDATES).await?;
+        let candidates = self.node().local_closest(chunk, n + self.config().spare_candidates).await?;
         let mut holdings = HashMap::new();
         holdings.insert(me, local.iter().map(|s| s.header.index).collect::<Vec<u8>>());
         // Everyone is asked at once: after a departure every holder of every affected chunk
@@ -251,6 +257,83 @@ impl Vault {
                 Action::Rebuild(assign) => {
                     let _slot = self.rebuild_slots().acquire().await.map_err(|_| NodeError::Shutdown)?;
                     self.rebuild(chunk, k, local.clone(), &view, assign).await?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Examines one replicated record: fetches every group member's version (checked against
+    /// the key, so a member cannot claim a version it does not hold), runs [`plan_replica`],
+    /// and carries it out.
+    pub(crate) async fn repair_record(&self, key: RecordKey) -> Result<(), NodeError> {
+        let me = self.node().peer_id();
+        let failed = |e: String| NodeError::Lookup { target: key.address, reason: e };
+        let Some(mine) = self.read_record(key).await.map_err(|e| failed(e.to_string()))? else { return Ok(()) };
+        let n = mine.strategy().group_size();
+        let candidates = self.node().local_closest(key.address, n + self.config().spare_candidates).await?;
+        let asked = futures::future::join_all(candidates.iter().filter(|p| **p != me).map(|&peer| async move {
+            (peer, self.ask(peer, Request::GetRecord(key)).await)
+        }))
+        .await;
+        let mut answers: HashMap<PeerId, Option<Record>> = HashMap::new();
+        answers.insert(me, Some(mine));
+        for (peer, answer) in asked {
+            match answer {
+                Ok(Response::Record(record)) => {
+                    // A record that does not check out counts as none held.
+                    let record = record.filter(|r| r.validate_for(&key).is_ok());
+                    answers.insert(peer, record);
+                }
+                Ok(_) | Err(_) => {}
+            }
+        }
+        let mut versions: Vec<&Record> = Vec::new();
+        for r in answers.values().flatten() {
+            if !versions.contains(&r) {
+                versions.push(r);
+            }
+        }
+        versions.sort_by(|a, b| match (a.supersedes(b), b.supersedes(a)) {
+            (true, _) => std::cmp::Ordering::Greater,
+            (_, true) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Equal,
+        });
+        let rank = |r: &Option<Record>| r.as_ref().and_then(|r| versions.iter().position(|v| *v == r));
+        let group: Vec<PeerId> = candidates.into_iter().filter(|p| answers.contains_key(p)).take(n).collect();
+        let view = ReplicaView {
+            address: key.address,
+            group,
+            held: answers.iter().map(|(p, r)| (*p, rank(r))).collect(),
+        };
+        let Some(newest) = versions.last().map(|r| (*r).clone()) else { return Ok(()) };
+        for action in plan_replica(me, &view) {
+            match action {
+                ReplicaAction::Fetch { .. } => {
+                    // The newest version was fetched and checked above: keep it.
+                    if let Err(e) = self.put_record(newest.clone()).await {
+                        debug!(%key, error = %e, "keeping a newer version failed");
+                    }
+                }
+                ReplicaAction::Push { to } => {
+                    let sends = to.iter().map(|&peer| {
+                        let record = newest.clone();
+                        async move { (peer, self.ask(peer, Request::PutRecord(record)).await) }
+                    });
+                    for (peer, result) in futures::future::join_all(sends).await {
+                        match result {
+                            Ok(Response::Stored) => {
+                                self.repair_stats().replicas_sent.fetch_add(1, Ordering::Relaxed);
+                                debug!(%key, %peer, "replica sent");
+                            }
+                            other => debug!(%key, %peer, answer = ?other, "replica refused"),
+                        }
+                    }
+                }
+                ReplicaAction::Drop => {
+                    self.release(key).await;
+                    self.repair_stats().handed_over.fetch_add(1, Ordering::Relaxed);
+                    debug!(%key, "replica dropped: the group holds it");
                 }
             }
         }

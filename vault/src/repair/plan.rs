@@ -107,13 +107,7 @@ pub fn plan(me: PeerId, view: &ChunkView) -> Vec<Action> {
     actions
 }
 
-/// A peer's rendezvous rank for a chunk: every vault computes the same for the same pair.
-fn rank(chunk: &Address, peer: &PeerId) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    h.update(&chunk.0);
-    h.update(&peer.to_bytes());
-    *h.finalize().as_bytes()
-}
+use super::replica::rendezvous as rank;
 
 #[cfg(test)]
 mod tests {

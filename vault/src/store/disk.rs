@@ -1,5 +1,14 @@
 //! A crash-safe store on disk: one file per record, indexed in sled.
 //!
+//! Layout: `root/FORMAT` names the store format (`kura-store 2`); records are files
+//! `root/store/<kind>/<first two hex digits>/<address hex>.<id hex>`, each in the record format
+//! of `kura_types::stored` (magic, format version, kind). Format 1 (before records of many
+//! kinds) kept shards as `root/records/shard/<xx>/<content hex>.<index>` under the chunk's
+//! content address; opening such a store migrates every record to its format-2 key (the
+//! address its header commits to) before anything else, one durable write then one delete at a
+//! time, so a crash mid-way resumes. A store marked newer than this build is refused whole.
+//! A record that cannot be read is moved to `root/quarantine/` and reported, never deleted.
+//!
 //! Files are the truth; the index is a cache of it. A put writes a temporary file, fsyncs it,
 //! renames it into place and fsyncs the directory before it returns, so an acknowledged record
 //! survives a crash at any instant, and a record is either whole or absent (never torn).
@@ -14,18 +23,24 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use kura_node::{Address, RecordKey, RecordKind};
+use kura_node::{stored, Address, RecordKey, RecordKind};
 use tracing::{info, warn};
 
 use super::{Index, RecordStore, StoreError, Usage};
 
 /// Marks an index that was closed in order and so matches the files.
 const CLEAN_MARK: &[u8] = b"\0clean";
+/// The store format this build writes and the newest it opens.
+pub const STORE_FORMAT: u32 = 2;
+/// The file at a vault's root naming its store format.
+pub const FORMAT_FILE: &str = "FORMAT";
+const FORMAT_PREFIX: &str = "kura-store ";
 
-/// Records as files under `root/records`, with a sled index in `root/index`.
+/// Records as files under `root/store`, with a sled index in `root/index`.
 #[derive(Debug)]
 pub struct DiskStore {
     records: PathBuf,
+    quarantine: PathBuf,
     capacity: u64,
     db: sled::Db,
     index: Mutex<Index>,
@@ -39,31 +54,132 @@ fn index_err(e: sled::Error) -> StoreError {
     StoreError::Index(e.to_string())
 }
 
-fn encode_key(key: &RecordKey) -> [u8; 34] {
-    let mut out = [0u8; 34];
-    out[0] = match key.kind {
-        RecordKind::Shard => 1,
-        _ => 0,
-    };
+/// A key in the index: the kind's stable tag, the address, the id.
+fn encode_key(key: &RecordKey) -> [u8; 65] {
+    let mut out = [0u8; 65];
+    out[0] = key.kind.tag();
     out[1..33].copy_from_slice(&key.address.0);
-    out[33] = key.index;
+    out[33..].copy_from_slice(&key.id);
     out
 }
 
 fn decode_key(bytes: &[u8]) -> Option<RecordKey> {
-    let kind = match bytes.first()? {
-        1 => RecordKind::Shard,
-        _ => return None,
-    };
-    let address = Address(bytes.get(1..33)?.try_into().ok()?);
-    Some(RecordKey { kind, address, index: *bytes.get(33)? })
+    if bytes.len() != 65 {
+        return None;
+    }
+    let kind = RecordKind::from_tag(bytes[0])?;
+    Some(RecordKey { kind, address: Address(bytes[1..33].try_into().ok()?), id: bytes[33..].try_into().ok()? })
+}
+
+/// The key a record file's name and folder give.
+fn key_of_file(kind: RecordKind, name: &str) -> Option<RecordKey> {
+    let (address, id) = name.split_once('.')?;
+    let id: [u8; 32] = hex::decode(id).ok()?.try_into().ok()?;
+    Some(RecordKey { kind, address: address.parse().ok()?, id })
+}
+
+/// Writes `bytes` to `path` durably: a temporary file, fsync, rename, fsync of the folder.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().ok_or_else(|| StoreError::Index(format!("{} has no parent", path.display())))?;
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let tmp = dir.join(format!(
+        "{}.tmp{:x}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("record"),
+        rand::random::<u64>()
+    ));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        fs::rename(&tmp, path).map_err(io(path))?;
+        // The rename is durable only once the directory entry is.
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The store format `root` holds: its marker's, else 1 when format-1 records are there, else
+/// none (a new store).
+fn format_of(root: &Path) -> Result<Option<u32>, StoreError> {
+    let marker = root.join(FORMAT_FILE);
+    match fs::read_to_string(&marker) {
+        Ok(text) => {
+            let found = text
+                .trim()
+                .strip_prefix(FORMAT_PREFIX)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| StoreError::Index(format!("{}: unreadable format marker {text:?}", marker.display())))?;
+            Ok(Some(found))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(root.join("records").is_dir().then_some(1)),
+        Err(e) => Err(io(&marker)(e)),
+    }
+}
+
+/// Moves every format-1 record under `root/records` to its format-2 file; one that cannot be
+/// read goes to quarantine. Returns how many moved.
+fn migrate_format_1(root: &Path, records: &Path, quarantine: &Path) -> Result<usize, StoreError> {
+    let old = root.join("records");
+    let mut moved = 0;
+    for kind_dir in read_dir(&old)? {
+        for prefix in read_dir(&kind_dir)? {
+            for file in read_dir(&prefix)? {
+                let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+                if name.contains(".tmp") {
+                    fs::remove_file(&file).map_err(io(&file))?;
+                    continue;
+                }
+                let bytes = fs::read(&file).map_err(io(&file))?;
+                match stored::decode(&bytes) {
+                    Ok(record) => {
+                        let key = record.key();
+                        write_durably(&path_in(records, &key), &stored::encode(&record))?;
+                        fs::remove_file(&file).map_err(io(&file))?;
+                        moved += 1;
+                    }
+                    Err(e) => {
+                        warn!(file = %file.display(), error = %e, "format-1 record unreadable; moved aside");
+                        fs::create_dir_all(quarantine).map_err(io(quarantine))?;
+                        let to = quarantine.join(format!("format1-{name}"));
+                        fs::rename(&file, &to).map_err(io(&to))?;
+                    }
+                }
+            }
+        }
+    }
+    fs::remove_dir_all(&old).map_err(io(&old))?;
+    Ok(moved)
+}
+
+fn path_in(records: &Path, key: &RecordKey) -> PathBuf {
+    let hex = key.address.to_string();
+    records.join(key.kind.name()).join(&hex[..2]).join(format!("{hex}.{}", hex::encode(key.id)))
 }
 
 impl DiskStore {
-    /// Opens (or creates) the store under `root` with a quota of `capacity` bytes.
+    /// Opens (or creates) the store under `root` with a quota of `capacity` bytes, migrating
+    /// an older format; refuses a newer one.
     pub fn open(root: &Path, capacity: u64) -> Result<Self, StoreError> {
-        let records = root.join("records");
+        let records = root.join("store");
+        let quarantine = root.join("quarantine");
+        let format = format_of(root)?;
+        if let Some(found) = format.filter(|f| *f > STORE_FORMAT) {
+            return Err(StoreError::NewerFormat { path: root.join(FORMAT_FILE), found, known: STORE_FORMAT });
+        }
         fs::create_dir_all(&records).map_err(io(&records))?;
+        let migrated = if format == Some(1) {
+            let moved = migrate_format_1(root, &records, &quarantine)?;
+            info!(records = moved, "store migrated from format 1");
+            true
+        } else {
+            false
+        };
+        if format != Some(STORE_FORMAT) {
+            write_durably(&root.join(FORMAT_FILE), format!("{FORMAT_PREFIX}{STORE_FORMAT}\n").as_bytes())?;
+        }
         let index_dir = root.join("index");
         let db = match sled::open(&index_dir) {
             Ok(db) => db,
@@ -74,8 +190,8 @@ impl DiskStore {
                 sled::open(&index_dir).map_err(index_err)?
             }
         };
-        let store = DiskStore { records, capacity, db, index: Mutex::new(Index::default()) };
-        let clean = store.db.remove(CLEAN_MARK).map_err(index_err)?.is_some();
+        let store = DiskStore { records, quarantine, capacity, db, index: Mutex::new(Index::default()) };
+        let clean = store.db.remove(CLEAN_MARK).map_err(index_err)?.is_some() && !migrated;
         // From here on, a crash must leave the index marked unclean.
         store.db.flush().map_err(index_err)?;
         if clean {
@@ -98,8 +214,7 @@ impl DiskStore {
     }
 
     fn path_of(&self, key: &RecordKey) -> PathBuf {
-        let hex = key.address.to_string();
-        self.records.join(key.kind.name()).join(&hex[..2]).join(format!("{hex}.{}", key.index))
+        path_in(&self.records, key)
     }
 
     fn load_index(&self) -> Result<(), StoreError> {
@@ -131,10 +246,7 @@ impl DiskStore {
                         temps += 1;
                         continue;
                     }
-                    let parsed = name.split_once('.').and_then(|(hex, idx)| {
-                        Some(RecordKey { kind, address: hex.parse().ok()?, index: idx.parse().ok()? })
-                    });
-                    match parsed {
+                    match key_of_file(kind, &name) {
                         Some(key) => {
                             let len = fs::metadata(&file).map_err(io(&file))?.len();
                             found.push((key, len));
@@ -159,27 +271,6 @@ impl DiskStore {
         Ok(())
     }
 
-    fn write_file(&self, path: &Path, value: &[u8]) -> Result<(), StoreError> {
-        let dir = path.parent().ok_or_else(|| StoreError::Index(format!("{} has no parent", path.display())))?;
-        fs::create_dir_all(dir).map_err(io(dir))?;
-        let tmp = dir.join(format!(
-            "{}.tmp{:x}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("record"),
-            rand::random::<u64>()
-        ));
-        let result = (|| {
-            let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-            f.write_all(value).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
-            fs::rename(&tmp, path).map_err(io(path))?;
-            // The rename is durable only once the directory entry is.
-            fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
-    }
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
@@ -195,8 +286,7 @@ impl RecordStore for DiskStore {
         let len = value.len() as u64;
         self.lock().reserve(key, len, self.capacity)?;
         let path = self.path_of(key);
-        let written = self
-            .write_file(&path, value)
+        let written = write_durably(&path, value)
             .and_then(|()| self.db.insert(encode_key(key), &len.to_be_bytes()).map(|_| ()).map_err(index_err));
         self.lock().settle(key, len, written.is_ok());
         written
@@ -227,6 +317,21 @@ impl RecordStore for DiskStore {
         }
         self.db.remove(encode_key(key)).map_err(index_err)?;
         Ok(self.lock().remove(key))
+    }
+
+    fn quarantine(&self, key: &RecordKey, reason: &str) -> Result<(), StoreError> {
+        let path = self.path_of(key);
+        fs::create_dir_all(&self.quarantine).map_err(io(&self.quarantine))?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("record");
+        let to = self.quarantine.join(format!("{}-{name}", key.kind.name()));
+        match fs::rename(&path, &to) {
+            Ok(()) => warn!(%key, %reason, to = %to.display(), "record moved aside"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&to)(e)),
+        }
+        self.db.remove(encode_key(key)).map_err(index_err)?;
+        self.lock().remove(key);
+        Ok(())
     }
 
     fn keys(&self) -> Vec<RecordKey> {
@@ -272,7 +377,7 @@ mod tests {
         store.put(&key(2), b"two!").unwrap();
         // A crash: no close(). And a torn write left a temporary file behind.
         drop(store);
-        let leftover = dir.path().join("records/shard/01/junk.tmp1234");
+        let leftover = dir.path().join("store/shard/01/junk.tmp1234");
         fs::create_dir_all(leftover.parent().unwrap()).unwrap();
         fs::write(&leftover, b"half a reco").unwrap();
         let store = DiskStore::open(dir.path(), 1 << 20).unwrap();

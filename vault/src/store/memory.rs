@@ -12,12 +12,17 @@ use super::{Index, RecordStore, StoreError, Usage};
 pub struct MemoryStore {
     capacity: u64,
     inner: Mutex<(Index, HashMap<RecordKey, Vec<u8>>)>,
+    /// Records moved aside, newest last (bounded: a memory store is for tests).
+    quarantined: Mutex<std::collections::VecDeque<(RecordKey, Vec<u8>)>>,
 }
+
+/// Most quarantined records a memory store keeps.
+const QUARANTINE_LEN: usize = 64;
 
 impl MemoryStore {
     /// An empty store of `capacity` bytes.
     pub fn new(capacity: u64) -> Self {
-        MemoryStore { capacity, inner: Mutex::new((Index::default(), HashMap::new())) }
+        MemoryStore { capacity, inner: Mutex::new((Index::default(), HashMap::new())), quarantined: Mutex::default() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (Index, HashMap<RecordKey, Vec<u8>>)> {
@@ -45,6 +50,22 @@ impl RecordStore for MemoryStore {
         let mut g = self.lock();
         g.1.remove(key);
         Ok(g.0.remove(key))
+    }
+
+    fn quarantine(&self, key: &RecordKey, _reason: &str) -> Result<(), StoreError> {
+        let bytes = {
+            let mut g = self.lock();
+            g.0.remove(key);
+            g.1.remove(key)
+        };
+        if let Some(bytes) = bytes {
+            let mut q = self.quarantined.lock().unwrap_or_else(|e| e.into_inner());
+            if q.len() == QUARANTINE_LEN {
+                q.pop_front();
+            }
+            q.push_back((*key, bytes));
+        }
+        Ok(())
     }
 
     fn keys(&self) -> Vec<RecordKey> {

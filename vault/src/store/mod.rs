@@ -50,6 +50,16 @@ pub enum StoreError {
     /// The sled index failed.
     #[error("index: {0}")]
     Index(String),
+    /// The store on disk was written by a newer build; this one refuses to touch it.
+    #[error("{path}: store format {found} is newer than this build knows ({known}); run a newer kura-vault")]
+    NewerFormat {
+        /// The format marker.
+        path: PathBuf,
+        /// The format it names.
+        found: u32,
+        /// The newest format this build knows.
+        known: u32,
+    },
 }
 
 /// A place to keep records.
@@ -61,6 +71,10 @@ pub trait RecordStore: Send + Sync + 'static {
     fn get(&self, key: &RecordKey) -> Result<Option<Vec<u8>>, StoreError>;
     /// Removes `key`; returns whether it was there.
     fn delete(&self, key: &RecordKey) -> Result<bool, StoreError>;
+    /// Moves the record under `key` aside (it could not be read or did not check out): it
+    /// leaves the store's keys and usage, but its bytes are kept for the operator, never
+    /// deleted.
+    fn quarantine(&self, key: &RecordKey, reason: &str) -> Result<(), StoreError>;
     /// Every key, in order.
     fn keys(&self) -> Vec<RecordKey>;
     /// The keys of `kind` at `address` (for shards: the shards of one chunk held here).
@@ -113,8 +127,7 @@ impl Index {
     }
 
     fn keys_at(&self, kind: RecordKind, address: &Address) -> Vec<RecordKey> {
-        let lo = RecordKey { kind, address: *address, index: 0 };
-        let hi = RecordKey { kind, address: *address, index: u8::MAX };
+        let (lo, hi) = RecordKey::range(kind, *address);
         self.lens.range(lo..=hi).map(|(k, _)| *k).collect()
     }
 
@@ -167,9 +180,22 @@ macro_rules! store_suite {
                 store.put(&RecordKey::shard(chunk, i), &[i]).unwrap();
             }
             store.put(&key(9), b"other").unwrap();
-            let at: Vec<u8> = store.keys_at(RecordKind::Shard, &chunk).iter().map(|k| k.index).collect();
+            store.put(&RecordKey::pointer(chunk), b"a pointer at the same address").unwrap();
+            let at: Vec<u8> = store.keys_at(RecordKind::Shard, &chunk).iter().filter_map(|k| k.shard_index()).collect();
             assert_eq!(at, vec![0, 3, 5]);
-            assert_eq!(store.keys().len(), 4);
+            assert_eq!(store.keys_at(RecordKind::Pointer, &chunk), vec![RecordKey::pointer(chunk)]);
+            assert_eq!(store.keys().len(), 5);
+        }
+
+        #[test]
+        fn quarantined_records_leave_keys_and_usage() {
+            let (_dir, store) = $open(1 << 20);
+            store.put(&key(1), b"bad bytes").unwrap();
+            store.put(&key(2), b"good").unwrap();
+            store.quarantine(&key(1), "test").unwrap();
+            assert_eq!(store.keys(), vec![key(2)]);
+            assert_eq!(store.get(&key(1)).unwrap(), None);
+            assert_eq!(store.usage().bytes, 4);
         }
 
         #[test]

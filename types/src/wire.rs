@@ -6,15 +6,17 @@
 //! any byte string yields either a message or a [`WireError`], never a panic (see the proptest
 //! below and `fuzz/`).
 
-use libp2p::{Multiaddr, PeerId};
+use libp2p_identity::PeerId;
+use multiaddr::Multiaddr;
 use serde::{Deserialize, Serialize};
 
 use crate::address::Address;
 use crate::audit::Challenge;
-use crate::record::Shard;
+use crate::record::{Record, RecordKey, Shard};
 
-/// The wire version this build speaks. Bump it when a message's encoding changes.
-pub const WIRE_VERSION: u8 = 1;
+/// The wire version this build speaks. Bump it when a message's encoding changes. (Version 2:
+/// chunks stored at addresses that commit to their coding; records of many kinds.)
+pub const WIRE_VERSION: u8 = 2;
 
 /// The largest frame body accepted, in bytes (a shard of a 4 MiB chunk at k = 1 plus headroom).
 pub const MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
@@ -44,9 +46,15 @@ pub enum Request {
         /// How many vaults to return (at most [`MAX_GROUP_QUERY`]).
         n: u16,
     },
-    /// Store a shard. The vault checks it against its hash and that it is among the vaults
-    /// responsible for the chunk.
+    /// Store a shard. The vault checks it against its hash and the address its header
+    /// derives, and that it is among the vaults responsible for that address.
     PutShard(Shard),
+    /// Store a whole record of a replicated kind (a pointer). The vault checks it against the
+    /// key it derives, stores it unless it holds a record that supersedes it, and refuses a
+    /// stale one with [`RemoteError::Stale`].
+    PutRecord(Record),
+    /// Ask for the record stored under a key (of a replicated kind).
+    GetRecord(RecordKey),
     /// Ask for every shard of `chunk` the vault holds.
     GetShards {
         /// The chunk.
@@ -93,6 +101,19 @@ pub enum Response {
     Indices(Vec<u8>),
     /// Reply to [`Request::Audit`]: the Bao proof.
     Proof(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Reply to [`Request::GetRecord`]: the record held under the key, if any.
+    Record(Option<Record>),
+}
+
+/// What one of a vault's background workers is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// The worker's name (`repair`, `audit`, …).
+    pub name: String,
+    /// Its state: `busy`, `idle`, `throttled` or `stopped`.
+    pub state: String,
+    /// Named counters (work done, failures, items pending).
+    pub counters: Vec<(String, u64)>,
 }
 
 /// What a vault reports about itself.
@@ -104,8 +125,10 @@ pub struct VaultStatus {
     pub listen_addrs: Vec<Multiaddr>,
     /// Peers in its Kademlia routing table.
     pub routing_table_size: u32,
-    /// Records (shards) it stores.
+    /// Records it stores (every kind).
     pub records_stored: u64,
+    /// Records it stores, by kind name.
+    pub records_by_kind: Vec<(String, u64)>,
     /// Bytes of records it stores.
     pub bytes_used: u64,
     /// Its capacity quota in bytes.
@@ -116,7 +139,7 @@ pub struct VaultStatus {
     pub malformed_requests: u64,
     /// Records it refused because it was full.
     pub refused_full: u64,
-    /// Stored records found corrupt (and dropped) when read.
+    /// Stored records found unreadable or corrupt, moved aside (never deleted).
     pub corrupt_records: u64,
     /// Chunks waiting for the repair worker.
     pub pending_repairs: u64,
@@ -131,6 +154,8 @@ pub struct VaultStatus {
     /// Audits of other vaults that this vault ran and saw fail (wrong proof, shard gone, no
     /// answer).
     pub audit_failures: u64,
+    /// Its background workers.
+    pub workers: Vec<WorkerStatus>,
     /// The software version it runs.
     pub version: String,
 }
@@ -171,6 +196,15 @@ pub enum RemoteError {
         chunk: Address,
         /// The shard index.
         index: u8,
+    },
+    /// The vault holds a newer version of the record than the one sent: a stale or replayed
+    /// update, refused.
+    #[error("{key}: a newer version (version {held}) is stored; update refused")]
+    Stale {
+        /// The record's key.
+        key: RecordKey,
+        /// The version held.
+        held: u64,
     },
     /// The vault held the shard but handed it on lately, being no longer responsible for it:
     /// its claim is withdrawn, nothing was lost.
@@ -271,6 +305,7 @@ mod tests {
             listen_addrs: vec!["/ip4/127.0.0.1/udp/4000/quic-v1".parse().unwrap()],
             routing_table_size: 19,
             records_stored: 3,
+            records_by_kind: vec![("shard".into(), 3)],
             bytes_used: 1000,
             capacity: 1 << 30,
             uptime_secs: 5,
@@ -283,6 +318,7 @@ mod tests {
             repair_bytes: 0,
             audits_passed: 4,
             audit_failures: 1,
+            workers: vec![WorkerStatus { name: "repair".into(), state: "idle".into(), counters: vec![("rebuilt".into(), 2)] }],
             version: "0.1.0".into(),
         };
         for resp in [
@@ -308,10 +344,10 @@ mod tests {
         assert_eq!(decode::<Request>(&[]), Err(WireError::Empty));
         assert_eq!(
             decode::<Request>(&[9, 0]),
-            Err(WireError::UnsupportedVersion { got: 9, supported: 1 })
+            Err(WireError::UnsupportedVersion { got: 9, supported: WIRE_VERSION })
         );
-        assert!(matches!(decode::<Request>(&[1, 200]), Err(WireError::Body(_))));
-        assert_eq!(decode::<Request>(&[1, 0, 0]), Err(WireError::Trailing(1)));
+        assert!(matches!(decode::<Request>(&[WIRE_VERSION, 200]), Err(WireError::Body(_))));
+        assert_eq!(decode::<Request>(&[WIRE_VERSION, 0, 0]), Err(WireError::Trailing(1)));
         // A truncated FindClosest.
         let mut bytes = encode(&Request::FindClosest { target: Address::random(), n: 3 }).unwrap();
         bytes.truncate(10);

@@ -10,6 +10,7 @@
 use crate::address::Address;
 use crate::record::{shard_len, Shard, ShardHeader, MAX_CHUNK_LEN, MAX_SHARDS};
 
+
 /// Default data shards per chunk.
 pub const DEFAULT_K: u8 = 4;
 /// Default parity shards per chunk.
@@ -76,7 +77,8 @@ impl Coding {
         Ok(())
     }
 
-    /// Codes `chunk` (addressed by its BLAKE3) into `k + m` shards, shard `i` with index `i`.
+    /// Codes `chunk` into `k + m` shards, shard `i` with index `i`; the chunk is stored at
+    /// their headers' [`ShardHeader::address`].
     pub fn encode(&self, chunk: &[u8]) -> Result<Vec<Shard>, ErasureError> {
         if chunk.is_empty() || chunk.len() > MAX_CHUNK_LEN as usize {
             return Err(ErasureError::BadChunk(chunk.len()));
@@ -99,7 +101,7 @@ impl Coding {
         }
         let hashes: Vec<[u8; 32]> = shards.iter().map(|s| *blake3::hash(s).as_bytes()).collect();
         let header = ShardHeader {
-            chunk: Address::of_content(chunk),
+            content: Address::of_content(chunk),
             index: 0,
             k: self.k,
             m: self.m,
@@ -114,72 +116,57 @@ impl Coding {
     }
 }
 
-/// Rebuilds a chunk from any `k` shards of one coding that verify, and checks that the result
-/// hashes to the chunk's address. Shards that fail verification are skipped, and shards whose
-/// headers disagree are tried as separate codings, so a lying holder cannot poison a decode.
-pub fn decode(chunk: Address, shards: impl IntoIterator<Item = Shard>) -> Result<Vec<u8>, ErasureError> {
+/// Rebuilds the chunk stored at `address` from any `k` of its shards that verify, and checks
+/// that the result hashes to the content hash its address commits to. Only shards whose header
+/// derives `address` count, so the coding used is the one the address commits to, never one a
+/// vault sent: a lying holder cannot poison a decode.
+pub fn decode(address: Address, shards: impl IntoIterator<Item = Shard>) -> Result<Vec<u8>, ErasureError> {
     let verified: Vec<Shard> = shards.into_iter().filter(|s| s.verify().is_ok()).collect();
-    decode_verified(chunk, &verified)
+    decode_verified(address, &verified)
 }
 
 /// [`decode`] for shards the caller has already checked with [`Shard::verify`] (a download
 /// verifies each shard as it arrives, and should not hash it twice).
-pub fn decode_verified(chunk: Address, shards: &[Shard]) -> Result<Vec<u8>, ErasureError> {
-    let groups = group(chunk, shards);
-    let mut best = 0;
-    let mut need = 0;
-    for group in &groups {
-        let k = usize::from(group[0].header.k);
-        best = best.max(group.len());
-        need = k;
-        if group.len() < k {
-            continue;
-        }
-        let bytes = reconstruct_chunk(group)?;
-        if Address::of_content(&bytes) == chunk {
-            return Ok(bytes);
-        }
+pub fn decode_verified(address: Address, shards: &[Shard]) -> Result<Vec<u8>, ErasureError> {
+    let group = of_address(address, shards);
+    let Some(first) = group.first() else {
+        return Err(ErasureError::NotEnoughShards { chunk: address, have: 0, need: 1 });
+    };
+    let k = usize::from(first.header.k);
+    if group.len() < k {
+        return Err(ErasureError::NotEnoughShards { chunk: address, have: group.len(), need: k });
     }
-    if groups.iter().any(|g| g.len() >= usize::from(g[0].header.k)) {
-        return Err(ErasureError::AddressMismatch(chunk));
+    let bytes = reconstruct_chunk(&group)?;
+    if Address::of_content(&bytes) != first.header.content {
+        return Err(ErasureError::AddressMismatch(address));
     }
-    Err(ErasureError::NotEnoughShards { chunk, have: best, need: need.max(1) })
+    Ok(bytes)
 }
 
-/// Rebuilds every shard of a chunk from any `k` that verify (for repair): decodes, checks the
-/// chunk address, re-encodes and checks every shard against the header's hashes.
-pub fn rebuild_all(chunk: Address, shards: impl IntoIterator<Item = Shard>) -> Result<Vec<Shard>, ErasureError> {
+/// Rebuilds every shard of the chunk at `address` from any `k` that verify (for repair):
+/// decodes, checks the content hash, re-encodes and checks every shard against the hashes the
+/// address commits to.
+pub fn rebuild_all(address: Address, shards: impl IntoIterator<Item = Shard>) -> Result<Vec<Shard>, ErasureError> {
     let verified: Vec<Shard> = shards.into_iter().filter(|s| s.verify().is_ok()).collect();
-    let groups = group(chunk, &verified);
-    let header = groups
-        .iter()
-        .find(|g| g.len() >= usize::from(g[0].header.k))
-        .map(|g| g[0].header.clone())
-        .ok_or(ErasureError::NotEnoughShards {
-            chunk,
-            have: groups.iter().map(Vec::len).max().unwrap_or(0),
-            need: groups.first().map_or(1, |g| usize::from(g[0].header.k)),
-        })?;
-    let bytes = decode_verified(chunk, &verified)?;
+    let bytes = decode_verified(address, &verified)?;
+    let header = &of_address(address, &verified)[0].header;
     let rebuilt = Coding { k: header.k, m: header.m }.encode(&bytes)?;
     if rebuilt.first().map(|s| &s.header.shard_hashes) != Some(&header.shard_hashes) {
-        return Err(ErasureError::AddressMismatch(chunk));
+        return Err(ErasureError::AddressMismatch(address));
     }
     Ok(rebuilt)
 }
 
-/// Shards of `chunk`, one per index, grouped by coding, largest group first.
-fn group(chunk: Address, shards: &[Shard]) -> Vec<Vec<&Shard>> {
-    let mut groups: Vec<Vec<&Shard>> = Vec::new();
-    for shard in shards.iter().filter(|s| s.header.chunk == chunk) {
-        match groups.iter_mut().find(|g| g[0].header.same_coding(&shard.header)) {
-            Some(g) if g.iter().any(|s| s.header.index == shard.header.index) => {}
-            Some(g) => g.push(shard),
-            None => groups.push(vec![shard]),
+/// The shards stored at `address`, one per index. Their headers all derive the address, so
+/// they are all of one coding.
+fn of_address(address: Address, shards: &[Shard]) -> Vec<&Shard> {
+    let mut out: Vec<&Shard> = Vec::new();
+    for shard in shards {
+        if !out.iter().any(|s| s.header.index == shard.header.index) && shard.header.address() == address {
+            out.push(shard);
         }
     }
-    groups.sort_by_key(|g| std::cmp::Reverse(g.len()));
-    groups
+    out
 }
 
 /// Reconstructs the chunk bytes from one group of verified shards (at least k).
@@ -225,8 +212,8 @@ mod tests {
     #[test]
     fn any_k_of_n_rebuild_the_chunk() {
         let chunk = bytes(1_000_003);
-        let addr = Address::of_content(&chunk);
         let shards = Coding::default().encode(&chunk).unwrap();
+        let addr = shards[0].header.address();
         assert_eq!(shards.len(), 8);
         for s in &shards {
             s.verify().unwrap();
@@ -246,23 +233,25 @@ mod tests {
     #[test]
     fn tampered_shards_are_skipped_and_forged_codings_rejected() {
         let chunk = bytes(10_000);
-        let addr = Address::of_content(&chunk);
         let mut shards = Coding::default().encode(&chunk).unwrap();
+        let addr = shards[0].header.address();
         shards[0].data[5] ^= 1;
         assert!(matches!(shards[0].verify(), Err(ShardError::HashMismatch { .. })));
         // The tampered one is skipped; the other seven suffice.
         assert_eq!(decode(addr, shards.clone()).unwrap(), chunk);
-        // A forger who re-hashes tampered data gets a consistent but different coding: it
-        // decodes to other bytes and is refused.
+        // A forger who re-hashes tampered data, and even claims the real content hash, gets a
+        // consistent coding of another address: its shards do not count.
         let forged = Coding::default().encode(&bytes(9_999)).unwrap();
         let forged: Vec<Shard> = forged
             .into_iter()
             .map(|mut s| {
-                s.header.chunk = addr;
+                s.header.content = shards[1].header.content;
                 s
             })
             .collect();
-        assert_eq!(decode(addr, forged.clone()), Err(ErasureError::AddressMismatch(addr)));
+        assert!(matches!(decode(addr, forged.clone()), Err(ErasureError::NotEnoughShards { have: 0, .. })));
+        // A forger who keeps the real header but lies about the content hash makes another
+        // address too; with the real header and content hash, the data must match.
         // Mixed with the real shards, the real coding still wins.
         let mixed = forged.into_iter().chain(shards.into_iter().skip(1));
         assert_eq!(decode(addr, mixed).unwrap(), chunk);
@@ -271,8 +260,8 @@ mod tests {
     #[test]
     fn rebuild_all_restores_every_shard() {
         let chunk = bytes(4_190_208);
-        let addr = Address::of_content(&chunk);
         let shards = Coding::default().encode(&chunk).unwrap();
+        let addr = shards[0].header.address();
         let rebuilt = rebuild_all(addr, shards.iter().skip(4).cloned()).unwrap();
         assert_eq!(rebuilt, shards);
     }
@@ -292,9 +281,9 @@ mod tests {
         #[test]
         fn round_trips_for_any_length_and_coding(len in 1usize..5000, k in 1u8..8, m in 0u8..6, drop_seed in any::<u64>()) {
             let chunk: Vec<u8> = (0..len).map(|i| (i as u64).wrapping_mul(drop_seed | 1) as u8).collect();
-            let addr = Address::of_content(&chunk);
             let coding = Coding { k, m };
             let shards = coding.encode(&chunk).unwrap();
+            let addr = shards[0].header.address();
             prop_assert_eq!(shards.len(), coding.n());
             // Drop m shards chosen by the seed.
             let mut keep: Vec<Shard> = shards;

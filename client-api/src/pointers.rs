@@ -1,0 +1,158 @@
+//! Mutable pointers: an owner-signed record, replicated whole on the close group of its
+//! address, whose highest version wins.
+//!
+//! Writes go to the whole close group at once and succeed when a majority stores them; reads
+//! ask the whole group, check every answer against the address (owner key and signature), and
+//! take the newest, so no single vault decides what a client sees. Vaults spread a newer
+//! version to the rest of the group themselves.
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use kura_node::record::REPLICAS;
+use kura_node::wire::{RemoteError, Request, Response};
+use kura_node::{Address, NodeError, Pointer, Record, RecordKey};
+
+use crate::client::Client;
+use crate::error::ClientError;
+use crate::keys::UserKey;
+
+/// The all-zero target of a pointer created without one.
+pub const UNSET: Address = Address([0; 32]);
+
+/// How many links `kura get` follows from a pointer to what it finally points at.
+pub const MAX_HOPS: usize = 8;
+
+impl Client {
+    /// The newest valid version of the pointer at `address` any of its group holds.
+    pub async fn get_pointer(&self, address: Address) -> Result<Option<Pointer>, ClientError> {
+        let key = RecordKey::pointer(address);
+        let group = self.closest_vaults(address, usize::from(REPLICAS)).await?;
+        let mut answers: FuturesUnordered<_> = group
+            .iter()
+            .map(|&vault| {
+                let node = self.node().clone();
+                async move { node.request(vault, Request::GetRecord(key)).await }
+            })
+            .collect();
+        let mut newest: Option<Pointer> = None;
+        while let Some(answer) = answers.next().await {
+            let Ok(Response::Record(Some(record))) = answer else { continue };
+            // Checked against the address: a vault cannot make up or alter a version.
+            if record.validate_for(&key).is_err() {
+                continue;
+            }
+            if let Record::Pointer(p) = record {
+                if newest.as_ref().is_none_or(|n| p.supersedes(n)) {
+                    newest = Some(p);
+                }
+            }
+        }
+        Ok(newest)
+    }
+
+    /// Stores a signed pointer version on its close group; succeeds when a majority stored it.
+    pub async fn put_pointer(&self, pointer: Pointer) -> Result<(), ClientError> {
+        let address = pointer.address();
+        let candidates = self.closest_vaults(address, 2 * usize::from(REPLICAS)).await?;
+        let group = usize::from(REPLICAS).min(candidates.len());
+        let needed = group / 2 + 1;
+        let (mut stored, mut detail, mut stale) = (0, Vec::new(), None);
+        let mut spares = candidates.iter().skip(group).copied();
+        let send = |vault| {
+            let node = self.node().clone();
+            let record = Record::Pointer(pointer.clone());
+            async move { (vault, node.request(vault, Request::PutRecord(record)).await) }
+        };
+        let mut sends: FuturesUnordered<_> = candidates[..group].iter().map(|&v| send(v)).collect();
+        while let Some((vault, result)) = sends.next().await {
+            match result {
+                Ok(Response::Stored) => stored += 1,
+                Err(NodeError::Remote { error: RemoteError::Stale { held, .. }, .. }) => {
+                    stale = stale.max(Some(held));
+                    detail.push(format!("{vault}: holds version {held}"));
+                }
+                other => {
+                    detail.push(format!("{vault}: {}", describe(other)));
+                    // A vault that failed is replaced by the next one past the group.
+                    if let Some(spare) = spares.next() {
+                        sends.push(send(spare));
+                    }
+                }
+            }
+        }
+        if let Some(held) = stale {
+            if stored < needed {
+                return Err(ClientError::StalePointer { address, sent: pointer.version, held });
+            }
+        }
+        if stored < needed {
+            return Err(ClientError::NotStored {
+                what: format!("pointer {address}"),
+                stored,
+                needed,
+                detail: detail.join("; "),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates `key`'s pointer named `name` at version 1, pointing at `target` (or at
+    /// [`UNSET`]). Refuses if it exists.
+    pub async fn create_pointer(&self, key: &UserKey, name: &str, target: Option<Address>) -> Result<Pointer, ClientError> {
+        let signer = key.signing_key();
+        let name = Pointer::name_hash(name);
+        let address = Pointer::address_of(&signer.verifying_key().to_bytes(), &name);
+        if let Some(existing) = self.get_pointer(address).await? {
+            return Err(ClientError::PointerExists { address, version: existing.version });
+        }
+        let pointer = Pointer::sign(&signer, name, 1, target.unwrap_or(UNSET));
+        self.put_pointer(pointer.clone()).await?;
+        Ok(pointer)
+    }
+
+    /// Points `key`'s pointer at `address` to `target`, one version past the newest the
+    /// network holds. Returns the new version.
+    pub async fn set_pointer(&self, key: &UserKey, address: Address, target: Address) -> Result<Pointer, ClientError> {
+        let signer = key.signing_key();
+        let current = self.get_pointer(address).await?.ok_or(ClientError::NoPointer(address))?;
+        if current.owner != signer.verifying_key().to_bytes() {
+            return Err(ClientError::NotYourPointer(address));
+        }
+        let pointer = Pointer::sign(&signer, current.name, current.version + 1, target);
+        self.put_pointer(pointer.clone()).await?;
+        Ok(pointer)
+    }
+
+    /// Creates or moves `key`'s pointer named `name` to `target`.
+    pub async fn publish_pointer(&self, key: &UserKey, name: &str, target: Address) -> Result<Pointer, ClientError> {
+        let signer = key.signing_key();
+        let address = Pointer::address_of(&signer.verifying_key().to_bytes(), &Pointer::name_hash(name));
+        match self.get_pointer(address).await? {
+            Some(_) => self.set_pointer(key, address, target).await,
+            None => self.create_pointer(key, name, Some(target)).await,
+        }
+    }
+
+    /// What `address` finally leads to: itself, or, when it is a pointer, the target of the
+    /// chain of pointers (at most [`MAX_HOPS`]).
+    pub async fn resolve(&self, address: Address) -> Result<Address, ClientError> {
+        let mut at = address;
+        for _ in 0..MAX_HOPS {
+            match self.get_pointer(at).await? {
+                Some(p) if p.target == UNSET => {
+                    return Err(ClientError::Malformed(format!("pointer {at} points at nothing yet")))
+                }
+                Some(p) => at = p.target,
+                None => return Ok(at),
+            }
+        }
+        Err(ClientError::Malformed(format!("{address}: more than {MAX_HOPS} pointers in a chain")))
+    }
+}
+
+fn describe(result: Result<Response, NodeError>) -> String {
+    match result {
+        Ok(other) => format!("unexpected answer {other:?}"),
+        Err(e) => e.to_string(),
+    }
+}

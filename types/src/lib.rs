@@ -1,0 +1,31 @@
+//! Kura's shared storage types, free of any async runtime or transport, so that vaults,
+//! clients and tools agree on them without pulling in the network stack.
+//!
+//! - [`Address`]: the 256-bit XOR space.
+//! - [`record`]: record kinds, keys and replication strategies; chunk shards whose storage
+//!   address commits to their coding, and owner-signed mutable pointers.
+//! - [`erasure`]: Reed-Solomon coding of chunks, decoded only with the coding an address
+//!   commits to.
+//! - [`audit`]: random-slice Bao proofs of storage.
+//! - [`stored`]: the versioned disk format of a record, apart from the wire.
+//! - [`wire`]: versioned, size-limited request/response messages that decode without panics.
+//!
+//! ```
+//! use kura_types::{erasure::Coding, Record};
+//! let shards = Coding::default().encode(b"a chunk of a file").unwrap();
+//! let address = shards[0].header.address();
+//! let record = Record::Shard(shards[3].clone());
+//! record.validate_for(&kura_types::RecordKey::shard(address, 3)).unwrap();
+//! assert_eq!(kura_types::erasure::decode(address, shards).unwrap(), b"a chunk of a file");
+//! ```
+#![deny(missing_docs)]
+
+mod address;
+pub mod audit;
+pub mod erasure;
+pub mod record;
+pub mod stored;
+pub mod wire;
+
+pub use address::{Address, AddressParseError, ADDRESS_LEN};
+pub use record::{Pointer, Record, RecordError, RecordKey, RecordKind, Shard, ShardHeader, Strategy};

@@ -1,0 +1,128 @@
+//! The disk format of a stored record, kept apart from the wire format.
+//!
+//! Format 2 (this build): `"KREC"` ‖ format version (1 byte) ‖ kind tag (1 byte) ‖ postcard of
+//! the kind's record. Format 1 (vaults before records of many kinds) wrote a shard exactly as
+//! its wire message: wire version byte `1` ‖ postcard of the shard, with the shard header laid
+//! out as [`ShardHeader`](crate::ShardHeader) still is; it is read, never written. Bumping the
+//! wire version changes nothing here, and a record of a newer format is reported as such, so a
+//! vault never mistakes it for garbage.
+
+use crate::record::{Pointer, Record, RecordKind, Shard};
+
+/// First bytes of every record written in format 2 or later.
+pub const MAGIC: &[u8; 4] = b"KREC";
+/// The record format this build writes.
+pub const FORMAT: u8 = 2;
+/// The first format's leading byte (its wire version).
+const FORMAT_1_LEAD: u8 = 1;
+
+/// Why stored bytes could not be read as a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// Written by a newer build.
+    #[error("record format {0} is newer than this build reads ({FORMAT})")]
+    Newer(u8),
+    /// The kind tag names no kind this build knows.
+    #[error("unknown record kind tag {0}")]
+    UnknownKind(u8),
+    /// The bytes are not a record of any known format.
+    #[error("unreadable record: {0}")]
+    Unreadable(String),
+}
+
+/// Encodes a record for disk.
+pub fn encode(record: &Record) -> Vec<u8> {
+    let mut out = Vec::with_capacity(record.size() + 16);
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT);
+    out.push(record.kind().tag());
+    let body = match record {
+        Record::Shard(s) => postcard::to_extend(s, out),
+        Record::Pointer(p) => postcard::to_extend(p, out),
+    };
+    // Serializing these plain structs into a Vec cannot fail.
+    body.unwrap_or_default()
+}
+
+/// Decodes a record written by [`encode`] or by the first format. Never panics.
+pub fn decode(bytes: &[u8]) -> Result<Record, FormatError> {
+    if let Some(rest) = bytes.strip_prefix(MAGIC) {
+        let (&format, rest) = rest.split_first().ok_or_else(|| FormatError::Unreadable("no format byte".into()))?;
+        if format > FORMAT {
+            return Err(FormatError::Newer(format));
+        }
+        let (&tag, body) = rest.split_first().ok_or_else(|| FormatError::Unreadable("no kind tag".into()))?;
+        return match RecordKind::from_tag(tag) {
+            Some(RecordKind::Shard) => whole::<Shard>(body).map(Record::Shard),
+            Some(RecordKind::Pointer) => whole::<Pointer>(body).map(Record::Pointer),
+            None => Err(FormatError::UnknownKind(tag)),
+        };
+    }
+    match bytes.split_first() {
+        Some((&FORMAT_1_LEAD, body)) => whole::<Shard>(body).map(Record::Shard),
+        _ => Err(FormatError::Unreadable("no record magic".into())),
+    }
+}
+
+fn whole<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, FormatError> {
+    let (value, rest) = postcard::take_from_bytes(body).map_err(|e| FormatError::Unreadable(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(FormatError::Unreadable(format!("{} trailing bytes", rest.len())));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::erasure::Coding;
+    use crate::Address;
+    use proptest::prelude::*;
+
+    #[test]
+    fn records_round_trip() {
+        let shard = Record::Shard(Coding::default().encode(b"chunk bytes").unwrap().remove(5));
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let pointer = Record::Pointer(Pointer::sign(&key, Pointer::name_hash("n"), 9, Address::random()));
+        for r in [shard, pointer] {
+            let bytes = encode(&r);
+            assert_eq!(&bytes[..4], MAGIC);
+            assert_eq!(bytes[5], r.kind().tag());
+            assert_eq!(decode(&bytes).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn the_first_format_reads_as_a_shard() {
+        // Format 1 was the wire encoding of the shard at wire version 1.
+        let shard = Coding::default().encode(b"old chunk").unwrap().remove(2);
+        let mut old = vec![1u8];
+        old.extend(postcard::to_stdvec(&shard).unwrap());
+        assert_eq!(decode(&old).unwrap(), Record::Shard(shard));
+    }
+
+    #[test]
+    fn newer_unknown_and_garbage_are_told_apart() {
+        let mut newer = encode(&Record::Shard(Coding::default().encode(b"x y z").unwrap().remove(0)));
+        newer[4] = FORMAT + 1;
+        assert_eq!(decode(&newer), Err(FormatError::Newer(FORMAT + 1)));
+        let mut unknown = newer.clone();
+        unknown[4] = FORMAT;
+        unknown[5] = 200;
+        assert_eq!(decode(&unknown), Err(FormatError::UnknownKind(200)));
+        for bad in [&b""[..], b"KREC", b"KREC\x02", b"\x07abc", b"\x01\xff\xff"] {
+            assert!(matches!(decode(bad), Err(FormatError::Unreadable(_))), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = decode(&bytes);
+            let mut framed = MAGIC.to_vec();
+            framed.extend(&bytes);
+            let _ = decode(&framed);
+        }
+    }
+}
