@@ -23,7 +23,9 @@ pub async fn store_random_files(client: &Client, dir: &Path, count: usize, mib: 
         std::fs::write(&path, &content)?;
         let address = client.put_path(&path, Visibility::Private, key, &ProgressBar::hidden()).await?;
         let (_, encrypted) = self_encryption::encrypt(Bytes::from(content))?;
-        chunks.extend(encrypted.iter().map(|c| Address::of_content(&c.content)));
+        for c in &encrypted {
+            chunks.push(kura_node::erasure::Coding::default().address_of(&c.content)?);
+        }
         chunks.push(address);
         addresses.push(address);
         std::fs::remove_file(&path)?;

@@ -16,15 +16,16 @@ use common::Net;
 /// (chunk, index) of every complete shard file under a vault's root (temporary files excluded).
 fn shard_files(root: &std::path::Path) -> BTreeSet<(Address, u8)> {
     let mut out = BTreeSet::new();
-    let Ok(prefixes) = std::fs::read_dir(root.join("records/shard")) else { return out };
+    let Ok(prefixes) = std::fs::read_dir(root.join("store/shard")) else { return out };
     for prefix in prefixes.flatten() {
         for file in std::fs::read_dir(prefix.path()).unwrap().flatten() {
             let name = file.file_name().to_string_lossy().into_owned();
             if name.contains(".tmp") {
                 continue;
             }
-            let (hex, idx) = name.split_once('.').unwrap();
-            out.insert((hex.parse().unwrap(), idx.parse().unwrap()));
+            let (hex, id) = name.split_once('.').unwrap();
+            let id = hex::decode(id).unwrap();
+            out.insert((hex.parse().unwrap(), id[31]));
         }
     }
     out
@@ -67,7 +68,7 @@ fn a_vault_killed_mid_upload_restarts_whole() {
     assert!(!on_disk.is_empty());
     net.net.restart(victim).unwrap();
     // Temporary files of writes the crash cut short are gone; no shard went missing.
-    let tmp_left = std::fs::read_dir(root.join("records/shard"))
+    let tmp_left = std::fs::read_dir(root.join("store/shard"))
         .unwrap()
         .flatten()
         .flat_map(|p| std::fs::read_dir(p.path()).unwrap().flatten())
@@ -103,7 +104,7 @@ fn a_vault_killed_mid_upload_restarts_whole() {
         assert!(std::fs::read(&out).unwrap() == content);
         let (_, encrypted) = self_encryption::encrypt(Bytes::from(content.clone())).unwrap();
         let all: Vec<Address> =
-            encrypted.iter().map(|c| Address::of_content(&c.content)).chain(std::iter::once(address)).collect();
+            encrypted.iter().map(|c| kura_node::erasure::Coding::default().address_of(&c.content).unwrap()).chain(std::iter::once(address)).collect();
         let ids: Vec<PeerId> = net.net.running_peers(&net.net.state().unwrap()).into_iter().map(|(_, p)| p).collect();
         let start = Instant::now();
         loop {

@@ -52,7 +52,7 @@ async fn round_trip(client: &Client, dir: &Path, name: &str, content: &[u8], vis
 fn chunk_addresses(content: &[u8]) -> Vec<Address> {
     let (_, chunks) = self_encryption::encrypt(Bytes::copy_from_slice(content)).unwrap();
     // Where each is stored: the address its coding commits to.
-    chunks.iter().map(|c| Coding::default().encode(&c.content).unwrap()[0].header.address()).collect()
+    chunks.iter().map(|c| Coding::default().address_of(&c.content).unwrap()).collect()
 }
 
 fn vault_ids(net: &Net) -> Vec<(usize, PeerId)> {

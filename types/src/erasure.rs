@@ -116,6 +116,13 @@ impl Coding {
     }
 }
 
+impl Coding {
+    /// The storage address of `chunk` under this coding (codes it to learn the shard hashes).
+    pub fn address_of(&self, chunk: &[u8]) -> Result<Address, ErasureError> {
+        Ok(self.encode(chunk)?[0].header.address())
+    }
+}
+
 /// Rebuilds the chunk stored at `address` from any `k` of its shards that verify, and checks
 /// that the result hashes to the content hash its address commits to. Only shards whose header
 /// derives `address` count, so the coding used is the one the address commits to, never one a
