@@ -91,7 +91,7 @@ fn audits_notice_shards_deleted_behind_a_vaults_back_and_repair_restores_them() 
         let (index, peer, _) = best.unwrap();
         (index, peer)
     });
-    let deleted = delete_shard_files(&net.net.layout().vault_root(victim).join("records"));
+    let deleted = delete_shard_files(&net.net.layout().vault_root(victim).join("store"));
     assert!(deleted > 0, "vault {victim} held no shard files");
     eprintln!("deleted {deleted} shard files of vault {victim} ({victim_peer})");
 

@@ -35,8 +35,6 @@ pub struct AuditStats {
     pub failed: AtomicU64,
     /// Rounds run.
     pub rounds: AtomicU64,
-    /// 1 while a round runs.
-    pub running: AtomicU64,
 }
 
 /// What came of challenging one claimed shard.
@@ -61,24 +59,50 @@ enum Outcome {
     Failed(String),
 }
 
-impl Vault {
-    /// Runs audit rounds every `every` until the node shuts down.
-    pub(crate) async fn audit_worker(self, every: Duration) {
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        loop {
-            ticker.tick().await;
-            if let Err(NodeError::Shutdown) = self.audit_round().await {
-                return;
-            }
-        }
+/// The audit worker: a round every audit interval.
+pub(crate) struct AuditWorker {
+    vault: Vault,
+    due: crate::worker::Periodic,
+}
+
+impl AuditWorker {
+    /// The audit worker of `vault`, first round one period after start.
+    pub(crate) fn new(vault: Vault, every: Duration) -> Self {
+        AuditWorker { vault, due: crate::worker::Periodic::new(tokio::time::Instant::now(), every, every) }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::worker::Worker for AuditWorker {
+    fn name(&self) -> &'static str {
+        "audit"
     }
 
+    fn counters(&self) -> Vec<(String, u64)> {
+        let a = self.vault.audit_stats();
+        [("rounds", &a.rounds), ("passed", &a.passed), ("failed", &a.failed)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    async fn work(&mut self) -> Result<crate::worker::WorkState, NodeError> {
+        if !self.due.take(tokio::time::Instant::now()) {
+            return Ok(crate::worker::WorkState::Idle);
+        }
+        self.vault.audit_round().await?;
+        Ok(crate::worker::WorkState::Busy)
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::time::sleep_until(self.due.next()).await;
+    }
+}
+
+impl Vault {
     /// Audits a random sample of the chunks held here, and repairs what the audits find short.
     async fn audit_round(&self) -> Result<(), NodeError> {
         let sample = self.held_chunks().into_iter().choose_multiple(&mut rand::thread_rng(), self.config().audit_sample);
-        self.audit_stats().running.store(1, Ordering::Relaxed);
         let mut result = Ok(());
         for chunk in sample {
             match self.repair_chunk(chunk, true).await {
@@ -90,7 +114,6 @@ impl Vault {
                 Err(e) => debug!(%chunk, error = %e, "audit round: repair of chunk failed"),
             }
         }
-        self.audit_stats().running.store(0, Ordering::Relaxed);
         self.audit_stats().rounds.fetch_add(1, Ordering::Relaxed);
         result
     }

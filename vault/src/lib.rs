@@ -18,8 +18,9 @@ mod recent;
 pub mod repair;
 mod server;
 pub mod store;
+pub mod worker;
 
-pub use config::{Storage, VaultConfig};
+pub use config::{Storage, VaultConfig, PRESETS};
 pub use error::VaultError;
 pub use info::{VaultInfo, INFO_FILE};
 pub use server::{Vault, PLACEMENT_WINDOW};

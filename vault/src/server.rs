@@ -60,8 +60,10 @@ struct Shared {
     /// One permit per store write or delete in flight, held by the blocking task that does it;
     /// shutdown takes them all, so the index is marked clean only once nothing is writing.
     writes: Arc<Semaphore>,
-    /// The background workers, stopped at shutdown.
-    workers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The background workers' states, for status.
+    workers: crate::worker::Workers,
+    /// The tasks of the request loop and the workers, stopped at shutdown.
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// More store writes than can ever be in flight at once.
@@ -145,16 +147,18 @@ impl Vault {
                 updated_rx: std::sync::Mutex::new(Some(updated_rx)),
                 writes: Arc::new(Semaphore::new(MAX_WRITES as usize)),
                 workers: Default::default(),
+                tasks: Default::default(),
             }),
         };
-        let mut workers = vec![tokio::spawn(vault.clone().serve(inbound))];
+        let mut tasks = vec![tokio::spawn(vault.clone().serve(inbound))];
+        let workers = &vault.shared.workers;
         if let Some(sweep) = vault.shared.config.repair_sweep() {
-            workers.push(tokio::spawn(vault.clone().repair_worker(sweep)));
+            tasks.push(workers.spawn(crate::repair::RepairWorker::new(vault.clone(), sweep)));
         }
         if let Some(every) = vault.shared.config.audit_interval() {
-            workers.push(tokio::spawn(vault.clone().audit_worker(every)));
+            tasks.push(workers.spawn(crate::audit::AuditWorker::new(vault.clone(), every)));
         }
-        *vault.shared.workers.lock().unwrap_or_else(|e| e.into_inner()) = workers;
+        *vault.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         Ok(vault)
     }
 
@@ -222,9 +226,9 @@ impl Vault {
     /// then marks its store cleanly closed and removes its status file.
     pub async fn shutdown(&self) {
         self.node.shutdown().await;
-        let workers = std::mem::take(&mut *self.shared.workers.lock().unwrap_or_else(|e| e.into_inner()));
-        for worker in workers {
-            worker.abort();
+        let tasks = std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            task.abort();
         }
         // A write's permit lives in its blocking task, which an abort does not stop: holding
         // every permit means every write has finished, and no new one can start.
@@ -519,41 +523,6 @@ impl Vault {
         self.shared.full.contains(peer)
     }
 
-    /// Its background workers' states and counters, for status.
-    fn workers(&self) -> Vec<kura_node::wire::WorkerStatus> {
-        let c = self.shared.config.clone();
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let r = &self.shared.repair;
-        let a = &self.shared.audit;
-        let state = |on: bool, busy: bool| match (on, busy) {
-            (false, _) => "stopped",
-            (true, true) => "busy",
-            (true, false) => "idle",
-        };
-        let status = |name: &str, state: &str, counters: Vec<(&str, u64)>| kura_node::wire::WorkerStatus {
-            name: name.into(),
-            state: state.into(),
-            counters: counters.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-        };
-        vec![
-            status(
-                "repair",
-                state(c.repair, load(&r.pending) > 0),
-                vec![("pending", load(&r.pending)), ("rebuilt", load(&r.repaired)), ("bytes", load(&r.bytes))],
-            ),
-            status(
-                "handover",
-                state(c.repair, load(&r.pending) > 0),
-                vec![("handed_over", load(&r.handed_over)), ("replicas_sent", load(&r.replicas_sent))],
-            ),
-            status(
-                "audit",
-                state(c.audit, load(&a.running) > 0),
-                vec![("rounds", load(&a.rounds)), ("passed", load(&a.passed)), ("failed", load(&a.failed))],
-            ),
-        ]
-    }
-
     /// Whether this vault released `key` lately.
     fn released(&self, key: RecordKey) -> bool {
         self.shared.released.contains(&key)
@@ -585,7 +554,7 @@ impl Vault {
             repair_bytes: self.shared.repair.bytes.load(Ordering::Relaxed),
             audits_passed: self.shared.audit.passed.load(Ordering::Relaxed),
             audit_failures: self.shared.audit.failed.load(Ordering::Relaxed),
-            workers: self.workers(),
+            workers: self.shared.workers.statuses(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         })
     }

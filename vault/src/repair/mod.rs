@@ -15,6 +15,7 @@
 mod plan;
 mod rate;
 mod replica;
+mod schedule;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,13 +31,15 @@ use tracing::{debug, info, warn};
 pub use plan::{plan, Action, ChunkView};
 pub use rate::RateLimit;
 pub use replica::{plan_replica, ReplicaAction, ReplicaView};
+pub use schedule::Schedule;
 
 use crate::audit::Verdict;
 use crate::server::Vault;
 
 
 /// Which chunks a repair round examines.
-enum Round {
+#[derive(Debug)]
+pub enum Round {
     /// Those whose close group changed since they were last examined.
     Changed,
     /// All of them.
@@ -67,51 +70,93 @@ pub struct RepairStats {
     pub replicas_sent: AtomicU64,
 }
 
-impl Vault {
-    /// Runs the repair worker until the node shuts down.
-    pub(crate) async fn repair_worker(self, sweep: Duration) {
-        let mut events = self.node().subscribe();
-        let mut ticker = tokio::time::interval(sweep);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_groups: HashMap<Address, Vec<PeerId>> = HashMap::new();
-        let mut retry: BTreeSet<Address> = BTreeSet::new();
-        let mut baseline = tokio::time::interval(Duration::from_secs(self.config().repair_baseline_secs.max(1)));
-        baseline.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut updates = self.take_updates();
-        loop {
-            let round = tokio::select! {
-                ev = events.recv() => {
-                    if matches!(ev, Err(RecvError::Closed)) {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(self.config().repair_debounce_ms)).await;
-                    while events.try_recv().is_ok() {}
-                    Round::Changed
-                }
-                _ = ticker.tick() => Round::Sweep,
-                _ = baseline.tick() => Round::Baseline,
-                // A chunk whose repair failed (a holder busy, a placement refused because two
-                // holders picked the same free member) is looked at again soon, with a fresh view.
-                _ = tokio::time::sleep(Duration::from_millis(self.config().repair_retry_ms)), if !retry.is_empty() => Round::Retry(std::mem::take(&mut retry)),
-                // A replicated record updated here: bring its group up to this version now.
-                Some(key) = async { updates.as_mut()?.recv().await }, if updates.is_some() => {
-                    let mut set = BTreeSet::from([key.address]);
-                    while let Some(Ok(more)) = updates.as_mut().map(|u| u.try_recv()) {
-                        set.insert(more.address);
-                    }
-                    Round::Retry(set)
-                }
-            };
-            match self.repair_round(round, &mut last_groups).await {
-                Ok(failed) => retry.extend(failed),
-                Err(NodeError::Shutdown) => return,
-                Err(e) => warn!(error = %e, "repair round failed"),
-            }
+/// The repair and handover worker: runs the rounds its [`Schedule`] makes due.
+pub(crate) struct RepairWorker {
+    vault: Vault,
+    events: tokio::sync::broadcast::Receiver<kura_node::NodeEvent>,
+    updates: Option<tokio::sync::mpsc::Receiver<RecordKey>>,
+    schedule: Schedule,
+    last_groups: HashMap<Address, Vec<PeerId>>,
+    closed: bool,
+}
+
+impl RepairWorker {
+    /// The repair worker of `vault`, sweeping every `sweep`.
+    pub(crate) fn new(vault: Vault, sweep: Duration) -> Self {
+        let c = vault.config();
+        let schedule = Schedule::new(
+            tokio::time::Instant::now(),
+            sweep,
+            Duration::from_secs(c.repair_baseline_secs.max(1)),
+            Duration::from_millis(c.repair_debounce_ms),
+            Duration::from_millis(c.repair_retry_ms),
+        );
+        RepairWorker {
+            events: vault.node().subscribe(),
+            updates: vault.take_updates(),
+            schedule,
+            last_groups: HashMap::new(),
+            closed: false,
+            vault,
         }
     }
+}
 
+#[async_trait::async_trait]
+impl crate::worker::Worker for RepairWorker {
+    fn name(&self) -> &'static str {
+        "repair"
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        let r = self.vault.repair_stats();
+        [
+            ("pending", &r.pending),
+            ("rebuilt", &r.repaired),
+            ("handed_over", &r.handed_over),
+            ("replicas_sent", &r.replicas_sent),
+            ("bytes", &r.bytes),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
+        .collect()
+    }
+
+    async fn work(&mut self) -> Result<crate::worker::WorkState, NodeError> {
+        if self.closed {
+            return Err(NodeError::Shutdown);
+        }
+        let Some(round) = self.schedule.next(tokio::time::Instant::now()) else {
+            return Ok(crate::worker::WorkState::Idle);
+        };
+        match self.vault.repair_round(round, &mut self.last_groups).await {
+            Ok(failed) => self.schedule.failed(tokio::time::Instant::now(), failed),
+            Err(NodeError::Shutdown) => return Err(NodeError::Shutdown),
+            Err(e) => warn!(error = %e, "repair round failed"),
+        }
+        Ok(crate::worker::WorkState::Busy)
+    }
+
+    async fn wait_for_work(&mut self) {
+        let wake = self.schedule.next_wake();
+        let updates = &mut self.updates;
+        tokio::select! {
+            ev = self.events.recv() => match ev {
+                Err(RecvError::Closed) => self.closed = true,
+                _ => self.schedule.routing_changed(tokio::time::Instant::now()),
+            },
+            // A replicated record updated here: bring its group up to this version now.
+            Some(key) = async { updates.as_mut()?.recv().await }, if updates.is_some() => {
+                self.schedule.updated(key.address);
+            }
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+    }
+}
+
+impl Vault {
     /// Examines the chunks `round` calls for; returns those whose repair failed.
-    async fn repair_round(
+    pub(crate) async fn repair_round(
         &self,
         round: Round,
         last: &mut HashMap<Address, Vec<PeerId>>,

@@ -1,0 +1,174 @@
+//! When the repair worker runs which round, as plain state with time passed in.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use kura_node::Address;
+use tokio::time::Instant;
+
+use super::Round;
+use crate::worker::Periodic;
+
+/// Most addresses waiting in one set (updates, retries); more are left to the sweep.
+const MAX_WAITING: usize = 1 << 14;
+
+/// The repair worker's schedule: routing changes (debounced), records updated here, failed
+/// repairs to retry, the baseline tick and the sweep.
+#[derive(Debug)]
+pub struct Schedule {
+    sweep: Periodic,
+    baseline: Periodic,
+    debounce: Duration,
+    retry_after: Duration,
+    changed_at: Option<Instant>,
+    retry: BTreeSet<Address>,
+    retry_at: Option<Instant>,
+    updated: BTreeSet<Address>,
+}
+
+impl Schedule {
+    /// A schedule whose first sweep and baseline are due at once.
+    pub fn new(now: Instant, sweep: Duration, baseline: Duration, debounce: Duration, retry_after: Duration) -> Self {
+        Schedule {
+            sweep: Periodic::new(now, Duration::ZERO, sweep),
+            baseline: Periodic::new(now, Duration::ZERO, baseline),
+            debounce,
+            retry_after,
+            changed_at: None,
+            retry: BTreeSet::new(),
+            retry_at: None,
+            updated: BTreeSet::new(),
+        }
+    }
+
+    /// The routing table changed: a round of changed groups is due after the debounce (more
+    /// changes meanwhile join it).
+    pub fn routing_changed(&mut self, now: Instant) {
+        self.changed_at.get_or_insert(now + self.debounce);
+    }
+
+    /// A replicated record at `address` was updated here: spread it at once.
+    pub fn updated(&mut self, address: Address) {
+        if self.updated.len() < MAX_WAITING {
+            self.updated.insert(address);
+        }
+    }
+
+    /// These repairs failed: try them again after the retry delay.
+    pub fn failed(&mut self, now: Instant, addresses: impl IntoIterator<Item = Address>) {
+        for a in addresses {
+            if self.retry.len() >= MAX_WAITING {
+                break;
+            }
+            self.retry.insert(a);
+        }
+        if !self.retry.is_empty() {
+            self.retry_at = Some(now + self.retry_after);
+        }
+    }
+
+    /// The round due at `now`, most urgent first, if any.
+    pub fn next(&mut self, now: Instant) -> Option<Round> {
+        if !self.updated.is_empty() {
+            return Some(Round::Retry(std::mem::take(&mut self.updated)));
+        }
+        if self.changed_at.is_some_and(|t| t <= now) {
+            self.changed_at = None;
+            return Some(Round::Changed);
+        }
+        if self.retry_at.is_some_and(|t| t <= now) {
+            self.retry_at = None;
+            return Some(Round::Retry(std::mem::take(&mut self.retry)));
+        }
+        if self.baseline.take(now) {
+            return Some(Round::Baseline);
+        }
+        if self.sweep.take(now) {
+            return Some(Round::Sweep);
+        }
+        None
+    }
+
+    /// When something is next due.
+    pub fn next_wake(&self) -> Instant {
+        [self.changed_at, self.retry_at, Some(self.baseline.next()), Some(self.sweep.next())]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| self.sweep.next())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn kind(r: Option<Round>) -> &'static str {
+        match r {
+            None => "none",
+            Some(Round::Changed) => "changed",
+            Some(Round::Sweep) => "sweep",
+            Some(Round::Baseline) => "baseline",
+            Some(Round::Retry(_)) => "retry",
+        }
+    }
+
+    #[test]
+    fn a_new_schedule_notes_groups_and_sweeps_at_once_then_waits() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, secs(600), secs(5), Duration::from_millis(500), secs(2));
+        assert_eq!(kind(s.next(t0)), "baseline");
+        assert_eq!(kind(s.next(t0)), "sweep");
+        assert_eq!(kind(s.next(t0)), "none");
+        assert_eq!(s.next_wake(), t0 + secs(5));
+        assert_eq!(kind(s.next(t0 + secs(5))), "baseline");
+    }
+
+    #[test]
+    fn routing_changes_are_debounced_into_one_round() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, secs(600), secs(5), Duration::from_millis(500), secs(2));
+        while s.next(t0).is_some() {}
+        s.routing_changed(t0 + secs(1));
+        s.routing_changed(t0 + Duration::from_millis(1200));
+        assert_eq!(s.next_wake(), t0 + Duration::from_millis(1500));
+        assert_eq!(kind(s.next(t0 + Duration::from_millis(1400))), "none");
+        assert_eq!(kind(s.next(t0 + Duration::from_millis(1500))), "changed");
+        assert_eq!(kind(s.next(t0 + Duration::from_millis(1600))), "none", "one round for both changes");
+    }
+
+    #[test]
+    fn failures_retry_after_the_delay_and_updates_go_first() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, secs(600), secs(5), Duration::from_millis(500), secs(2));
+        while s.next(t0).is_some() {}
+        let (a, b) = (Address::random(), Address::random());
+        s.failed(t0, [a]);
+        s.updated(b);
+        match s.next(t0) {
+            Some(Round::Retry(set)) => assert_eq!(set, BTreeSet::from([b]), "an update is spread at once"),
+            other => panic!("{}", kind(other)),
+        }
+        assert_eq!(kind(s.next(t0 + secs(1))), "none");
+        match s.next(t0 + secs(2)) {
+            Some(Round::Retry(set)) => assert_eq!(set, BTreeSet::from([a])),
+            other => panic!("{}", kind(other)),
+        }
+    }
+
+    #[test]
+    fn waiting_sets_are_bounded() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, secs(600), secs(5), Duration::from_millis(500), secs(2));
+        for _ in 0..MAX_WAITING + 10 {
+            s.updated(Address::random());
+        }
+        s.failed(t0, (0..MAX_WAITING + 10).map(|_| Address::random()));
+        assert_eq!(s.updated.len(), MAX_WAITING);
+        assert_eq!(s.retry.len(), MAX_WAITING);
+    }
+}
