@@ -229,6 +229,69 @@ mod tests {
         assert_eq!(plan(coordinator(&v), &v), vec![Action::Rebuild(vec![(5, g[5])])]);
     }
 
+    proptest::proptest! {
+        /// Over random views: a drop always names another vault that holds the index (so the
+        /// last copy is never dropped), and each index lost everywhere is rebuilt by exactly one
+        /// vault when the group has a holder to coordinate and a free member to take it.
+        #[test]
+        fn never_drops_the_last_copy_and_one_vault_acts_on_each_loss(seed in proptest::prelude::any::<u64>(), outside in 0usize..3) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let g = peers(8);
+            let o = peers(outside);
+            let mut holdings = HashMap::new();
+            for p in g.iter().chain(&o) {
+                if rng.gen_bool(0.1) {
+                    continue; // silent
+                }
+                let held: Vec<u8> = match rng.gen_range(0..10) {
+                    0..=2 => vec![],
+                    3..=8 => vec![rng.gen_range(0..8)],
+                    _ => vec![rng.gen_range(0..8), rng.gen_range(0..8)],
+                };
+                let mut held = held;
+                held.sort();
+                held.dedup();
+                holdings.insert(*p, held);
+            }
+            let v = ChunkView { chunk: Address::random(), n: 8, group: g.clone(), holdings };
+            let everyone: Vec<PeerId> = g.iter().chain(&o).copied().collect();
+            let mut rebuilt: HashMap<u8, usize> = HashMap::new();
+            for p in &everyone {
+                for a in plan(*p, &v) {
+                    match a {
+                        Action::Drop { index, kept_by } => {
+                            proptest::prop_assert_ne!(kept_by, *p);
+                            proptest::prop_assert!(v.holdings.get(&kept_by).is_some_and(|h| h.contains(&index)));
+                        }
+                        Action::Rebuild(assign) => {
+                            for (i, _) in assign {
+                                *rebuilt.entry(i).or_default() += 1;
+                            }
+                        }
+                        Action::HandOver { .. } => {}
+                    }
+                }
+            }
+            let held_anywhere: BTreeSet<u8> = v.holdings.values().flatten().copied().collect();
+            let missing: Vec<u8> = (0..8u8).filter(|i| !held_anywhere.contains(i)).collect();
+            let coordinator = g.iter().any(|p| v.holdings.get(p).is_some_and(|h| !h.is_empty()));
+            // Free members the coordinator does not give its own extra shards to.
+            let free = g.iter().filter(|p| v.holdings.get(p).is_some_and(Vec::is_empty)).count()
+                - if coordinator { plan(super::tests::coordinator(&v), &v).iter().filter(|a| matches!(a, Action::HandOver { .. })).count() } else { 0 };
+            for i in 0..8u8 {
+                let count = rebuilt.get(&i).copied().unwrap_or(0);
+                proptest::prop_assert!(count <= 1, "index {} rebuilt by {} vaults", i, count);
+                if missing.contains(&i) && coordinator && free >= missing.len() {
+                    proptest::prop_assert_eq!(count, 1, "lost index {} rebuilt by nobody", i);
+                }
+                if !missing.contains(&i) {
+                    proptest::prop_assert_eq!(count, 0, "held index {} rebuilt", i);
+                }
+            }
+        }
+    }
+
     #[test]
     fn silent_members_receive_nothing() {
         let g = peers(8);
