@@ -31,6 +31,15 @@ tree_address="$("$bin/kura" put --public "$dir/tree" | tail -n 1)"
 "$bin/kura" get "$tree_address" "$dir/tree.back"
 diff -r "$dir/tree" "$dir/tree.back" && echo "tree fetched back identical"
 
+echo "== publishing the tree under a pointer, then a new version under the same address"
+pointer="$("$bin/kura" put --public "$dir/tree" --pointer demo | tail -n 1)"
+echo "pointer: $pointer"
+echo "second version" > "$dir/tree/docs/hello.txt"
+"$bin/kura" put --public "$dir/tree" --pointer demo >/dev/null
+"$bin/kura" pointer get "$pointer"
+"$bin/kura" get "$pointer" "$dir/tree.v2"
+diff -r "$dir/tree" "$dir/tree.v2" && echo "the pointer leads to the new version"
+
 echo "== stopping 4 vaults; the file still comes back"
 "$bin/kura-testnet" --dir "$dir/net" kill --count 4
 "$bin/kura" get "$address" "$dir/file.again"

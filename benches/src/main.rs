@@ -7,6 +7,7 @@
 //! - `netbench erasure`: reed-solomon-erasure against reed-solomon-simd at Kura's shard sizes.
 //! - `netbench audit`: storage audit proof size, prove and verify time.
 //! - `netbench repair`: time from a vault's death to full redundancy, repair traffic, RSS.
+//! - `netbench pointers`: pointer set-to-visible latency and the RSS of held pointers.
 
 use std::path::PathBuf;
 
@@ -19,6 +20,7 @@ mod erasure;
 mod files;
 mod load;
 mod network;
+mod pointers;
 mod repair;
 
 /// Kura's end-to-end benchmarks.
@@ -79,6 +81,18 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         file_mib: usize,
     },
+    /// Pointer set-to-visible latency and the vault RSS of held pointers.
+    Pointers {
+        /// Vaults.
+        #[arg(long, default_value_t = 10)]
+        nodes: usize,
+        /// Timed updates.
+        #[arg(long, default_value_t = 200)]
+        sets: usize,
+        /// Pointers each vault should end up holding.
+        #[arg(long, default_value_t = 1000)]
+        per_vault: usize,
+    },
     /// (internal) Run one client operation in this process, for RSS measurement.
     #[command(hide = true)]
     Client {
@@ -106,6 +120,7 @@ fn main() -> Result<()> {
         Command::Erasure => erasure::run(),
         Command::Audit => audit::run(),
         Command::Repair { nodes, files, file_mib } => repair::run(nodes, files, file_mib),
+        Command::Pointers { nodes, sets, per_vault } => pointers::run(nodes, sets, per_vault),
         Command::Client { op, peers, what, out } => files::client_op(&op, &peers, &what, out),
     }
 }

@@ -60,7 +60,10 @@ fn testnet_lifecycle_on_twelve_vaults() {
     let status = ok(&dir, &["status", "--probes", "20"]);
     assert_eq!(rows_with(&status, "up"), 12, "{status}");
     assert!(status.contains("healthy: 12 vaults up"));
-    for line in status.lines().skip(1).take(12) {
+    // Each vault's row is followed by a line of its records by kind and its workers.
+    assert_eq!(status.matches("workers: repair idle").count() + status.matches("workers: repair busy").count(), 12, "{status}");
+    assert!(status.contains("audit idle (rounds=0 passed=0 failed=0)"), "{status}");
+    for line in status.lines().skip(1).filter(|l| !l.trim_start().starts_with("records:")).take(12) {
         let table: usize = line.split_whitespace().nth(5).unwrap().parse().unwrap();
         assert_eq!(table, 11, "every vault knows the 11 others: {line}");
     }

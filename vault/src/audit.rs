@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use kura_node::audit::{self, Challenge};
 use kura_node::wire::{RemoteError, Request, Response};
-use kura_node::{NodeError, PeerId, ShardHeader};
+use kura_node::{NodeError, PeerId, RecordKey, RecordKind, ShardHeader};
 use rand::seq::IteratorRandom;
 use tracing::{debug, warn};
 
@@ -102,16 +102,22 @@ impl crate::worker::Worker for AuditWorker {
 impl Vault {
     /// Audits a random sample of the chunks held here, and repairs what the audits find short.
     async fn audit_round(&self) -> Result<(), NodeError> {
-        let sample = self.held_chunks().into_iter().choose_multiple(&mut rand::thread_rng(), self.config().audit_sample);
+        // Chunks and replicated records alike: a replicated record's examination fetches every
+        // group member's copy and checks it against the key, which is its audit.
+        let sample = self.held().into_iter().choose_multiple(&mut rand::thread_rng(), self.config().audit_sample);
         let mut result = Ok(());
-        for chunk in sample {
-            match self.repair_chunk(chunk, true).await {
+        for (address, kind) in sample {
+            let examined = match kind {
+                RecordKind::Pointer => self.repair_record(RecordKey::pointer(address)).await,
+                _ => self.repair_chunk(address, true).await,
+            };
+            match examined {
                 Ok(()) => {}
                 Err(NodeError::Shutdown) => {
                     result = Err(NodeError::Shutdown);
                     break;
                 }
-                Err(e) => debug!(%chunk, error = %e, "audit round: repair of chunk failed"),
+                Err(e) => debug!(%address, error = %e, "audit round: examination failed"),
             }
         }
         self.audit_stats().rounds.fetch_add(1, Ordering::Relaxed);

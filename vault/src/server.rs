@@ -182,11 +182,6 @@ impl Vault {
         self.shared.store.keys().into_iter().map(|k| (k.address, k.kind)).collect()
     }
 
-    /// The chunks this vault holds a shard of.
-    pub(crate) fn held_chunks(&self) -> std::collections::BTreeSet<Address> {
-        self.shared.store.keys().into_iter().filter(|k| k.kind == RecordKind::Shard).map(|k| k.address).collect()
-    }
-
     /// The repair worker's queue of replicated records updated here (once).
     pub(crate) fn take_updates(&self) -> Option<mpsc::Receiver<RecordKey>> {
         self.shared.updated_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
@@ -577,6 +572,58 @@ mod tests {
         cfg.repair = false;
         cfg.audit = false;
         Vault::start(cfg).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_waits_for_writes_in_flight_before_marking_the_index_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = VaultConfig::local(dir.path().to_path_buf());
+        cfg.repair = false;
+        cfg.audit = false;
+        let vault = Vault::start(cfg.clone()).await.unwrap();
+        // Many writes of 1 MiB shards in flight when shutdown begins.
+        let mut writes = Vec::new();
+        for i in 0..40u32 {
+            let vault = vault.clone();
+            writes.push(tokio::spawn(async move {
+                let content: Vec<u8> = (0..4 << 20).map(|j| (j as u32 ^ i) as u8).collect();
+                let shard = Coding::default().encode(&content).unwrap().remove(0);
+                vault.put_shard(shard).await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // And one write that is slow to finish (a slow disk): shutdown must wait for it.
+        let slow = vault.write_permit().unwrap();
+        let closing = tokio::spawn({
+            let vault = vault.clone();
+            async move { vault.shutdown().await }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!closing.is_finished(), "shutdown returned while a write was in flight");
+        assert!(vault.write_permit().is_none(), "no new write starts once shutdown has begun");
+        drop(slow);
+        closing.await.unwrap();
+        let record_files = || {
+            let mut files = 0;
+            for prefix in std::fs::read_dir(dir.path().join("store/shard")).into_iter().flatten().flatten() {
+                files += std::fs::read_dir(prefix.path()).unwrap().filter(|f| f.as_ref().is_ok_and(|f| !f.file_name().to_string_lossy().contains(".tmp"))).count();
+            }
+            files
+        };
+        // Once shutdown returns, nothing more reaches the disk.
+        let at_shutdown = record_files();
+        let results: Vec<_> = futures::future::join_all(writes).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let files = record_files();
+        assert_eq!(files, at_shutdown, "a write finished after shutdown had marked the index clean");
+        let stored = results.iter().filter(|r| matches!(r, Ok(Ok(())))).count();
+        eprintln!("{stored} of 40 writes acknowledged around shutdown");
+        drop(vault);
+        // Reopened: the index was marked clean, and it lists exactly the records on disk.
+        let store = DiskStore::open(dir.path(), cfg.capacity).unwrap();
+        assert!(store.opened_clean(), "shutdown marked the index clean");
+        assert_eq!(store.keys().len(), files, "every record file is in the index, and only those");
+        assert_eq!(files, stored, "every acknowledged write is on disk; refused ones left nothing");
     }
 
     #[tokio::test]

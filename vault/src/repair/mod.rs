@@ -147,7 +147,7 @@ impl crate::worker::Worker for RepairWorker {
             },
             // A replicated record updated here: bring its group up to this version now.
             Some(key) = async { updates.as_mut()?.recv().await }, if updates.is_some() => {
-                self.schedule.updated(key.address);
+                self.schedule.updated(tokio::time::Instant::now(), key.address);
             }
             _ = tokio::time::sleep_until(wake) => {}
         }

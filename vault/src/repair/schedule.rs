@@ -24,6 +24,7 @@ pub struct Schedule {
     retry: BTreeSet<Address>,
     retry_at: Option<Instant>,
     updated: BTreeSet<Address>,
+    updated_at: Option<Instant>,
 }
 
 impl Schedule {
@@ -38,6 +39,7 @@ impl Schedule {
             retry: BTreeSet::new(),
             retry_at: None,
             updated: BTreeSet::new(),
+            updated_at: None,
         }
     }
 
@@ -47,10 +49,11 @@ impl Schedule {
         self.changed_at.get_or_insert(now + self.debounce);
     }
 
-    /// A replicated record at `address` was updated here: spread it at once.
-    pub fn updated(&mut self, address: Address) {
+    /// A replicated record at `address` was updated here at `now`: spread it at once.
+    pub fn updated(&mut self, now: Instant, address: Address) {
         if self.updated.len() < MAX_WAITING {
             self.updated.insert(address);
+            self.updated_at.get_or_insert(now);
         }
     }
 
@@ -67,31 +70,39 @@ impl Schedule {
         }
     }
 
-    /// The round due at `now`, most urgent first, if any.
+    /// The round due at `now` that has waited longest, if any. Oldest first keeps every
+    /// kind of round moving: while routing changes keep coming, a retry that is due still runs
+    /// (taking them in a fixed priority order starved retries during churn).
     pub fn next(&mut self, now: Instant) -> Option<Round> {
-        if !self.updated.is_empty() {
-            return Some(Round::Retry(std::mem::take(&mut self.updated)));
+        let due = [
+            (self.updated_at, 0),
+            (self.changed_at, 1),
+            (self.retry_at, 2),
+            (Some(self.baseline.next()), 3),
+            (Some(self.sweep.next()), 4),
+        ];
+        let (_, which) = due.into_iter().filter_map(|(t, w)| Some((t?, w))).filter(|(t, _)| *t <= now).min()?;
+        match which {
+            0 => {
+                self.updated_at = None;
+                Some(Round::Retry(std::mem::take(&mut self.updated)))
+            }
+            1 => {
+                self.changed_at = None;
+                Some(Round::Changed)
+            }
+            2 => {
+                self.retry_at = None;
+                Some(Round::Retry(std::mem::take(&mut self.retry)))
+            }
+            3 => self.baseline.take(now).then_some(Round::Baseline),
+            _ => self.sweep.take(now).then_some(Round::Sweep),
         }
-        if self.changed_at.is_some_and(|t| t <= now) {
-            self.changed_at = None;
-            return Some(Round::Changed);
-        }
-        if self.retry_at.is_some_and(|t| t <= now) {
-            self.retry_at = None;
-            return Some(Round::Retry(std::mem::take(&mut self.retry)));
-        }
-        if self.baseline.take(now) {
-            return Some(Round::Baseline);
-        }
-        if self.sweep.take(now) {
-            return Some(Round::Sweep);
-        }
-        None
     }
 
     /// When something is next due.
     pub fn next_wake(&self) -> Instant {
-        [self.changed_at, self.retry_at, Some(self.baseline.next()), Some(self.sweep.next())]
+        [self.updated_at, self.changed_at, self.retry_at, Some(self.baseline.next()), Some(self.sweep.next())]
             .into_iter()
             .flatten()
             .min()
@@ -148,7 +159,7 @@ mod tests {
         while s.next(t0).is_some() {}
         let (a, b) = (Address::random(), Address::random());
         s.failed(t0, [a]);
-        s.updated(b);
+        s.updated(t0, b);
         match s.next(t0) {
             Some(Round::Retry(set)) => assert_eq!(set, BTreeSet::from([b]), "an update is spread at once"),
             other => panic!("{}", kind(other)),
@@ -161,11 +172,31 @@ mod tests {
     }
 
     #[test]
+    fn a_due_retry_is_not_starved_by_routing_changes_that_keep_coming() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, secs(600), secs(5), Duration::from_millis(500), secs(2));
+        while s.next(t0).is_some() {}
+        s.failed(t0, [Address::random()]);
+        let mut now = t0;
+        let mut retried = false;
+        // A change every 300 ms, each round taking 400 ms: a changed round is always due.
+        for _ in 0..20 {
+            s.routing_changed(now);
+            now += Duration::from_millis(400);
+            match s.next(now) {
+                Some(Round::Retry(_)) => retried = true,
+                Some(_) | None => {}
+            }
+        }
+        assert!(retried, "the retry ran while changes kept coming");
+    }
+
+    #[test]
     fn waiting_sets_are_bounded() {
         let t0 = Instant::now();
         let mut s = Schedule::new(t0, secs(600), secs(5), Duration::from_millis(500), secs(2));
         for _ in 0..MAX_WAITING + 10 {
-            s.updated(Address::random());
+            s.updated(t0, Address::random());
         }
         s.failed(t0, (0..MAX_WAITING + 10).map(|_| Address::random()));
         assert_eq!(s.updated.len(), MAX_WAITING);

@@ -41,6 +41,8 @@ const FORMAT_PREFIX: &str = "kura-store ";
 pub struct DiskStore {
     records: PathBuf,
     quarantine: PathBuf,
+    /// Whether the index was marked clean when opened (else it was rebuilt from the files).
+    opened_clean: bool,
     capacity: u64,
     db: sled::Db,
     index: Mutex<Index>,
@@ -190,8 +192,8 @@ impl DiskStore {
                 sled::open(&index_dir).map_err(index_err)?
             }
         };
-        let store = DiskStore { records, quarantine, capacity, db, index: Mutex::new(Index::default()) };
-        let clean = store.db.remove(CLEAN_MARK).map_err(index_err)?.is_some() && !migrated;
+        let clean = db.remove(CLEAN_MARK).map_err(index_err)?.is_some() && !migrated;
+        let store = DiskStore { records, quarantine, opened_clean: clean, capacity, db, index: Mutex::new(Index::default()) };
         // From here on, a crash must leave the index marked unclean.
         store.db.flush().map_err(index_err)?;
         if clean {
@@ -200,6 +202,12 @@ impl DiskStore {
             store.rebuild_index()?;
         }
         Ok(store)
+    }
+
+    /// Whether the index was marked clean when the store was opened (an orderly close before),
+    /// rather than rebuilt from the files.
+    pub fn opened_clean(&self) -> bool {
+        self.opened_clean
     }
 
     /// Marks the index clean so the next open can trust it. Call on orderly shutdown.
