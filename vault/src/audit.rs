@@ -109,7 +109,7 @@ impl Vault {
         for (address, kind) in sample {
             let examined = match kind {
                 RecordKind::Pointer => self.repair_record(RecordKey::pointer(address)).await,
-                _ => self.repair_chunk(address, true).await,
+                _ => self.repair_chunk(address, true).await.map(|_| ()),
             };
             match examined {
                 Ok(()) => {}

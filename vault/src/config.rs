@@ -53,6 +53,9 @@ pub struct VaultConfig {
     pub repair_baseline_secs: u64,
     /// Milliseconds before a chunk whose repair failed is examined again.
     pub repair_retry_ms: u64,
+    /// Seconds each holder in line behind a chunk's coordinator waits, per place in line,
+    /// before it repairs a loss the coordinator has not (views differ for a while).
+    pub repair_stand_in_secs: u64,
     /// Vaults past a close group asked during an examination, standing in for members that do
     /// not answer.
     pub spare_candidates: usize,
@@ -108,6 +111,7 @@ impl VaultConfig {
             rebuild_concurrency: 4,
             repair_baseline_secs: 5,
             repair_retry_ms: 2000,
+            repair_stand_in_secs: 10,
             spare_candidates: 4,
             placement_window: 20,
             audit: true,

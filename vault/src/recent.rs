@@ -57,6 +57,48 @@ impl<K: Eq + Hash + Copy> Recent<K> {
     }
 }
 
+/// Losses waiting on their coordinator: for each chunk, which indices it lacks and since
+/// when. A different set of lost indices is a new loss, counted afresh.
+#[derive(Debug)]
+pub(crate) struct Losses {
+    memory: Duration,
+    cap: usize,
+    inner: Mutex<HashMap<kura_node::Address, (u64, Instant)>>,
+}
+
+impl Losses {
+    /// An empty record, each loss kept at most `memory`, at most `cap` at once.
+    pub fn new(memory: Duration, cap: usize) -> Self {
+        Losses { memory, cap, inner: Mutex::new(HashMap::new()) }
+    }
+
+    /// How long `chunk` has lacked exactly the indices in `lost` (a bit each); notes it, and
+    /// returns zero, when that is new.
+    pub fn waited(&self, chunk: kura_node::Address, lost: u64) -> Duration {
+        let now = Instant::now();
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((mask, since)) = inner.get(&chunk) {
+            if *mask == lost && now.duration_since(*since) < self.memory {
+                return now.duration_since(*since);
+            }
+        }
+        if inner.len() >= self.cap {
+            let memory = self.memory;
+            inner.retain(|_, (_, since)| now.duration_since(*since) < memory);
+            if inner.len() >= self.cap {
+                return Duration::ZERO;
+            }
+        }
+        inner.insert(chunk, (lost, now));
+        Duration::ZERO
+    }
+
+    /// Forgets `chunk`'s loss (repaired, or acted on).
+    pub fn clear(&self, chunk: &kura_node::Address) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).remove(chunk);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +119,21 @@ mod tests {
         assert!(r.contains(&9), "the newest is kept");
         std::thread::sleep(Duration::from_millis(60));
         assert!(!r.contains(&9), "forgotten after the memory");
+    }
+
+    #[test]
+    fn a_loss_is_timed_from_when_it_was_first_seen_and_a_new_loss_afresh() {
+        let l = Losses::new(Duration::from_secs(60), 2);
+        let (a, b, c) = (kura_node::Address([1; 32]), kura_node::Address([2; 32]), kura_node::Address([3; 32]));
+        assert_eq!(l.waited(a, 0b1), Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(l.waited(a, 0b1) >= Duration::from_millis(20));
+        assert_eq!(l.waited(a, 0b10), Duration::ZERO, "another index lost: a new loss");
+        l.clear(&a);
+        assert_eq!(l.waited(a, 0b10), Duration::ZERO);
+        l.waited(b, 1);
+        assert_eq!(l.waited(c, 1), Duration::ZERO);
+        assert!(l.inner.lock().unwrap().len() <= 2, "bounded");
     }
 
     #[test]

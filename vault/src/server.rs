@@ -52,6 +52,12 @@ struct Shared {
     released: Recent<RecordKey>,
     /// Vaults that refused a shard lately for want of room (see [`Vault::full_lately`]).
     full: Recent<PeerId>,
+    /// Losses whose coordinator has not acted yet, since when.
+    standby: crate::recent::Losses,
+    /// The close group of each chunk stored here lately, as this vault saw it when storing:
+    /// the repair worker's record of the group a later routing change is compared with
+    /// (bounded; a chunk that does not fit is noted by the worker's next baseline round).
+    stored_groups: std::sync::Mutex<Vec<(Address, Vec<PeerId>)>>,
     /// Replicated records updated here lately, for the repair worker to spread (bounded: when
     /// full, the worker's sweep finds them instead).
     updated: mpsc::Sender<RecordKey>,
@@ -127,6 +133,7 @@ impl Vault {
         let rebuilds = Semaphore::new(config.rebuild_concurrency.max(1));
         let released = Recent::new(Duration::from_secs(config.release_memory_secs), MEMORY_LEN);
         let full = Recent::new(Duration::from_secs(config.full_memory_secs), MEMORY_LEN);
+        let standby = crate::recent::Losses::new(Duration::from_secs(600), MEMORY_LEN);
         let vault = Vault {
             node,
             shared: Arc::new(Shared {
@@ -143,6 +150,8 @@ impl Vault {
                 storing: Default::default(),
                 released,
                 full,
+                standby,
+                stored_groups: Default::default(),
                 updated,
                 updated_rx: std::sync::Mutex::new(Some(updated_rx)),
                 writes: Arc::new(Semaphore::new(MAX_WRITES as usize)),
@@ -198,6 +207,10 @@ impl Vault {
         tokio::time::timeout(self.shared.config.maintenance_timeout(), self.node.request(peer, request))
             .await
             .unwrap_or_else(|_| Err(NodeError::Request { peer, reason: "timed out".into() }))
+    }
+
+    pub(crate) fn standby(&self) -> &crate::recent::Losses {
+        &self.shared.standby
     }
 
     pub(crate) fn rebuild_slots(&self) -> &Semaphore {
@@ -346,7 +359,19 @@ impl Vault {
                 return Err(RemoteError::Invalid(format!("already holds {other}")));
             }
         }
-        self.write_record(key, &record).await
+        self.write_record(key, &record).await?;
+        if self.shared.config.repair {
+            let mut noted = self.shared.stored_groups.lock().unwrap_or_else(|e| e.into_inner());
+            if noted.len() < MEMORY_LEN {
+                noted.push((chunk, group));
+            }
+        }
+        Ok(())
+    }
+
+    /// The groups of chunks stored since the last call (see [`Shared::stored_groups`]).
+    pub(crate) fn take_stored_groups(&self) -> Vec<(Address, Vec<PeerId>)> {
+        std::mem::take(&mut *self.shared.stored_groups.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Stores a whole record of a replicated kind, unless a record that supersedes it is held.

@@ -28,7 +28,7 @@ use futures::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, info, warn};
 
-pub use plan::{plan, Action, ChunkView};
+pub use plan::{plan, plan_as, stand_in_rank, Action, ChunkView};
 pub use rate::RateLimit;
 pub use replica::{plan_replica, ReplicaAction, ReplicaView};
 pub use schedule::Schedule;
@@ -53,6 +53,20 @@ pub enum Round {
     /// leaving or coming back, so no change would examine the shards stored elsewhere while it
     /// was down.)
     Baseline,
+}
+
+/// How many holders in line behind a coordinator stand by to repair a loss it leaves.
+const STANDBY_TURNS: usize = 2;
+
+impl Round {
+    fn name(&self) -> &'static str {
+        match self {
+            Round::Changed => "changed",
+            Round::Sweep => "sweep",
+            Round::Retry(_) => "retry",
+            Round::Baseline => "baseline",
+        }
+    }
 }
 
 /// Counters of the repair worker.
@@ -130,7 +144,13 @@ impl crate::worker::Worker for RepairWorker {
             return Ok(crate::worker::WorkState::Idle);
         };
         match self.vault.repair_round(round, &mut self.last_groups).await {
-            Ok(failed) => self.schedule.failed(tokio::time::Instant::now(), failed),
+            Ok((failed, later)) => {
+                let now = tokio::time::Instant::now();
+                self.schedule.failed(now, failed);
+                for (chunk, after) in later {
+                    self.schedule.recheck(now + after, chunk);
+                }
+            }
             Err(NodeError::Shutdown) => return Err(NodeError::Shutdown),
             Err(e) => warn!(error = %e, "repair round failed"),
         }
@@ -155,13 +175,21 @@ impl crate::worker::Worker for RepairWorker {
 }
 
 impl Vault {
-    /// Examines the chunks `round` calls for; returns those whose repair failed.
+    /// Examines the chunks `round` calls for; returns those whose repair failed, and those to
+    /// look at again after a while.
     pub(crate) async fn repair_round(
         &self,
         round: Round,
         last: &mut HashMap<Address, Vec<PeerId>>,
-    ) -> Result<Vec<Address>, NodeError> {
+    ) -> Result<(Vec<Address>, Vec<(Address, Duration)>), NodeError> {
         let me = self.node().peer_id();
+        // A chunk's group is first noted as it was when the chunk was stored: noting it later
+        // (at the next baseline) would take in a departure that happened meanwhile, and the
+        // changed round due next would see no change for it (churn test: a chunk stored just
+        // before a departure stayed one shard short).
+        for (chunk, group) in self.take_stored_groups() {
+            last.entry(chunk).or_insert(group);
+        }
         let held = self.held();
         last.retain(|c, _| held.contains_key(c));
         let mut todo = Vec::new();
@@ -176,26 +204,33 @@ impl Vault {
                 Round::Changed => last.get(&chunk) != Some(&group),
                 Round::Retry(set) => set.contains(&chunk),
             };
+            // A group is noted only once the chunk is examined with it (or when first seen):
+            // a retry or baseline round that noted the new groups of chunks it does not examine
+            // would hide a routing change from the changed round due next, and those chunks
+            // would wait for the sweep (churn test: chunks short for minutes).
+            if due || !last.contains_key(&chunk) {
+                last.insert(chunk, group);
+            }
             if due {
                 todo.push(chunk);
             }
-            last.insert(chunk, group);
         }
         let stats = &self.repair_stats();
         stats.pending.store(todo.len() as u64, Ordering::Relaxed);
         if todo.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let started = std::time::Instant::now();
         let repaired_before = stats.repaired.load(Ordering::Relaxed);
-        info!(chunks = todo.len(), "repair round started");
+        info!(chunks = todo.len(), round = round.name(), "repair round started");
         let mut failed = Vec::new();
+        let mut later = Vec::new();
         let mut results = futures::stream::iter(todo)
             .map(|chunk| {
                 let kind = held.get(&chunk).copied();
                 async move {
                     let result = match kind {
-                        Some(RecordKind::Pointer) => self.repair_record(RecordKey::pointer(chunk)).await,
+                        Some(RecordKind::Pointer) => self.repair_record(RecordKey::pointer(chunk)).await.map(|()| None),
                         _ => self.repair_chunk(chunk, false).await,
                     };
                     (chunk, result)
@@ -205,7 +240,8 @@ impl Vault {
         while let Some((chunk, result)) = results.next().await {
             stats.pending.fetch_sub(1, Ordering::Relaxed);
             match result {
-                Ok(()) => {}
+                Ok(None) => {}
+                Ok(Some(after)) => later.push((chunk, after)),
                 Err(NodeError::Shutdown) => return Err(NodeError::Shutdown),
                 Err(e) => {
                     debug!(%chunk, error = %e, "repair of chunk failed; retrying soon");
@@ -219,7 +255,7 @@ impl Vault {
             failed = failed.len(),
             "repair round done"
         );
-        Ok(failed)
+        Ok((failed, later))
     }
 
     /// A verified local shard, or `None` (a corrupt one is deleted and counted).
@@ -229,11 +265,12 @@ impl Vault {
 
     /// Examines one chunk and carries out the plan. With `audit`, every shard a group member
     /// claims is challenged first, and a member that fails counts as silent: its shards are
-    /// rebuilt, and nothing is placed on it.
-    pub(crate) async fn repair_chunk(&self, chunk: Address, audit: bool) -> Result<(), NodeError> {
+    /// rebuilt, and nothing is placed on it. Returns when to look at the chunk again, if a loss
+    /// waits on its coordinator.
+    pub(crate) async fn repair_chunk(&self, chunk: Address, audit: bool) -> Result<Option<Duration>, NodeError> {
         let me = self.node().peer_id();
         let local = self.read_shards(chunk).await.map_err(|e| NodeError::Lookup { target: chunk, reason: e.to_string() })?;
-        let Some(first) = local.first() else { return Ok(()) };
+        let Some(first) = local.first() else { return Ok(None) };
         let n = first.header.n();
         let k = usize::from(first.header.k);
         // A few vaults past the group are asked too: the group is the `n` closest that answer.
@@ -277,7 +314,30 @@ impl Vault {
         // they held nothing (a copy left over there is dropped once the group holds it).
         holdings.retain(|p, _| *p == me || group.contains(p));
         let view = ChunkView { chunk, n, group, holdings };
-        for action in plan(me, &view) {
+        let mut actions = plan(me, &view);
+        // This loss: the indices held nowhere (a later loss of the same chunk is another).
+        let held_anywhere: BTreeSet<u8> = view.holdings.values().flatten().copied().collect();
+        let lost = (0..n as u8).filter(|i| !held_anywhere.contains(i)).fold(0u64, |m, i| m | 1 << i);
+        match stand_in_rank(me, &view) {
+            // The first two in line stand by; the rest rely on them (and on sweeps and
+            // audits), since every standby costs a second examination.
+            Some(turn) if actions.is_empty() && turn <= STANDBY_TURNS => {
+                // A loss the coordinator should repair: if it outlasts this vault's turn in
+                // line, this vault repairs it; until then the chunk is looked at again then.
+                let waited = self.standby().waited(chunk, lost);
+                let turn_at = Duration::from_secs(self.config().repair_stand_in_secs) * turn as u32;
+                if waited < turn_at {
+                    debug!(%chunk, turn, "loss seen; waiting for the coordinator");
+                    return Ok(Some(turn_at - waited));
+                }
+                info!(%chunk, turn, "standing in for a coordinator that did not act");
+                actions = plan_as(me, &view, true);
+                self.standby().clear(&chunk);
+            }
+            _ => self.standby().clear(&chunk),
+        }
+        debug!(%chunk, members = view.group.len(), answered = view.holdings.len(), ?actions, "chunk examined");
+        for action in actions {
             match action {
                 Action::Drop { index, kept_by } => {
                     // The other holder's word is checked before this copy goes: it may be the
@@ -305,7 +365,7 @@ impl Vault {
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Examines one replicated record: fetches every group member's version (checked against

@@ -60,6 +60,30 @@ pub enum Action {
 
 /// The actions `me` should take for the chunk seen as `view`.
 pub fn plan(me: PeerId, view: &ChunkView) -> Vec<Action> {
+    plan_as(me, view, false)
+}
+
+/// Where `me` stands in line behind the coordinator for a loss it sees: `Some(r)` when some
+/// index is held nowhere, a group member is free to take it, and `me` is the `r`-th holder in
+/// the group by rendezvous rank after the coordinator. Views differ for a while (a vault that
+/// has not yet seen a departure examines nothing), so a coordinator may never act; the
+/// holders behind it stand in one after another ([`plan_as`]) if the loss outlasts their
+/// turn, and a later one finds the loss repaired and does nothing.
+pub fn stand_in_rank(me: PeerId, view: &ChunkView) -> Option<usize> {
+    let held_by = |p: &PeerId| view.holdings.get(p).is_some_and(|h| !h.is_empty());
+    let held_anywhere: BTreeSet<u8> = view.holdings.values().flatten().copied().collect();
+    let lost = (0..view.n as u8).any(|i| !held_anywhere.contains(&i));
+    let free = view.group.iter().any(|p| view.holdings.get(p).is_some_and(Vec::is_empty));
+    if !lost || !free {
+        return None;
+    }
+    let mut holders: Vec<&PeerId> = view.group.iter().filter(|p| held_by(p)).collect();
+    holders.sort_by_key(|p| std::cmp::Reverse(rank(&view.chunk, p)));
+    holders.iter().position(|p| **p == me).filter(|r| *r > 0)
+}
+
+/// [`plan`], with `me` acting as the coordinator when `stand_in` (see [`stand_in_rank`]).
+pub fn plan_as(me: PeerId, view: &ChunkView, stand_in: bool) -> Vec<Action> {
     let mine: Vec<u8> = view.holdings.get(&me).cloned().unwrap_or_default();
     let held_by = |p: &PeerId| view.holdings.get(p).is_some_and(|h| !h.is_empty());
     // The first of `members` (closest first) that holds `index`.
@@ -94,7 +118,7 @@ pub fn plan(me: PeerId, view: &ChunkView) -> Vec<Action> {
     // that losing one vault never loses two shards.
     actions.extend(kept.iter().skip(1).zip(free.by_ref()).map(|(&index, to)| Action::HandOver { index, to }));
     let coordinator = view.group.iter().filter(|p| held_by(p)).max_by_key(|p| rank(&view.chunk, p));
-    if coordinator != Some(&me) {
+    if coordinator != Some(&me) && !(stand_in && held_by(&me)) {
         return actions;
     }
     // Indices held anywhere (a holder outside the group will hand its own over) are not lost.
@@ -290,6 +314,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn holders_stand_in_line_behind_a_coordinator_that_does_not_act() {
+        let g = peers(8);
+        let mut holdings: Vec<(PeerId, Vec<u8>)> = (0..7).map(|i| (g[i], vec![i as u8])).collect();
+        holdings.push((g[7], vec![]));
+        let v = view(&g, &holdings);
+        let c = coordinator(&v);
+        assert_eq!(stand_in_rank(c, &v), None, "the coordinator acts itself");
+        let mut ranks: Vec<usize> = g.iter().filter_map(|p| stand_in_rank(*p, &v)).collect();
+        ranks.sort();
+        assert_eq!(ranks, (1..7).collect::<Vec<_>>(), "every other holder has its own turn");
+        assert_eq!(stand_in_rank(g[7], &v), None, "a member holding nothing cannot rebuild");
+        let second = *g.iter().find(|p| stand_in_rank(**p, &v) == Some(1)).unwrap();
+        assert!(plan(second, &v).is_empty());
+        assert_eq!(plan_as(second, &v, true), vec![Action::Rebuild(vec![(7, g[7])])], "same placement as the coordinator's");
+        // Nothing lost: nobody stands in.
+        let full: Vec<(PeerId, Vec<u8>)> = (0..8).map(|i| (g[i], vec![i as u8])).collect();
+        assert!(g.iter().all(|p| stand_in_rank(*p, &view(&g, &full)).is_none()));
     }
 
     #[test]

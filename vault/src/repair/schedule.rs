@@ -25,6 +25,8 @@ pub struct Schedule {
     retry_at: Option<Instant>,
     updated: BTreeSet<Address>,
     updated_at: Option<Instant>,
+    /// Chunks to look at again, each at its own time.
+    rechecks: BTreeSet<(Instant, Address)>,
 }
 
 impl Schedule {
@@ -40,6 +42,7 @@ impl Schedule {
             retry_at: None,
             updated: BTreeSet::new(),
             updated_at: None,
+            rechecks: BTreeSet::new(),
         }
     }
 
@@ -70,6 +73,13 @@ impl Schedule {
         }
     }
 
+    /// Look at `address` again at `at` (a loss waiting on its coordinator).
+    pub fn recheck(&mut self, at: Instant, address: Address) {
+        if self.rechecks.len() < MAX_WAITING {
+            self.rechecks.insert((at, address));
+        }
+    }
+
     /// The round due at `now` that has waited longest, if any. Oldest first keeps every
     /// kind of round moving: while routing changes keep coming, a retry that is due still runs
     /// (taking them in a fixed priority order starved retries during churn).
@@ -80,6 +90,7 @@ impl Schedule {
             (self.retry_at, 2),
             (Some(self.baseline.next()), 3),
             (Some(self.sweep.next()), 4),
+            (self.rechecks.first().map(|r| r.0), 5),
         ];
         let (_, which) = due.into_iter().filter_map(|(t, w)| Some((t?, w))).filter(|(t, _)| *t <= now).min()?;
         match which {
@@ -96,13 +107,29 @@ impl Schedule {
                 Some(Round::Retry(std::mem::take(&mut self.retry)))
             }
             3 => self.baseline.take(now).then_some(Round::Baseline),
-            _ => self.sweep.take(now).then_some(Round::Sweep),
+            4 => self.sweep.take(now).then_some(Round::Sweep),
+            _ => {
+                let mut due = BTreeSet::new();
+                while self.rechecks.first().is_some_and(|r| r.0 <= now) {
+                    if let Some((_, a)) = self.rechecks.pop_first() {
+                        due.insert(a);
+                    }
+                }
+                Some(Round::Retry(due))
+            }
         }
     }
 
     /// When something is next due.
     pub fn next_wake(&self) -> Instant {
-        [self.updated_at, self.changed_at, self.retry_at, Some(self.baseline.next()), Some(self.sweep.next())]
+        [
+            self.updated_at,
+            self.changed_at,
+            self.retry_at,
+            Some(self.baseline.next()),
+            Some(self.sweep.next()),
+            self.rechecks.first().map(|r| r.0),
+        ]
             .into_iter()
             .flatten()
             .min()
@@ -189,6 +216,27 @@ mod tests {
             }
         }
         assert!(retried, "the retry ran while changes kept coming");
+    }
+
+    #[test]
+    fn rechecks_come_due_each_at_its_own_time() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, secs(600), secs(50), Duration::from_millis(500), secs(2));
+        while s.next(t0).is_some() {}
+        let (a, b) = (Address::random(), Address::random());
+        s.recheck(t0 + secs(10), a);
+        s.recheck(t0 + secs(20), b);
+        assert_eq!(s.next_wake(), t0 + secs(10));
+        assert_eq!(kind(s.next(t0 + secs(9))), "none");
+        match s.next(t0 + secs(10)) {
+            Some(Round::Retry(set)) => assert_eq!(set, BTreeSet::from([a])),
+            other => panic!("{}", kind(other)),
+        }
+        assert_eq!(s.next_wake(), t0 + secs(20));
+        match s.next(t0 + secs(25)) {
+            Some(Round::Retry(set)) => assert_eq!(set, BTreeSet::from([b])),
+            other => panic!("{}", kind(other)),
+        }
     }
 
     #[test]
