@@ -62,7 +62,7 @@ fn delete_shard_files(dir: &Path) -> usize {
 fn audits_notice_shards_deleted_behind_a_vaults_back_and_repair_restores_them() {
     let net = Net::up_with(12, 1 << 30, &["--audit-interval", "2"]);
     let work = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = common::rt();
     let key = UserKey::generate();
     let bar = ProgressBar::hidden();
 

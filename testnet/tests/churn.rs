@@ -15,7 +15,7 @@ const MIB: usize = 1 << 20;
 fn data_survives_vaults_leaving_one_by_one_and_moves_to_new_vaults() {
     let net = Net::up(20, 1 << 30);
     let work = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = common::rt();
     let key = UserKey::generate();
     let bar = ProgressBar::hidden();
 

@@ -35,7 +35,7 @@ fn shard_files(root: &std::path::Path) -> BTreeSet<(Address, u8)> {
 fn a_vault_killed_mid_upload_restarts_whole() {
     let net = Net::up(10, 1 << 30);
     let work = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = common::rt();
     let content: Vec<u8> = (0..48 << 20).map(|_| rand::random::<u8>()).collect();
     let src = work.path().join("big");
     std::fs::write(&src, &content).unwrap();

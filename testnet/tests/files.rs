@@ -14,7 +14,7 @@ use kura_node::wire::{RemoteError, Request};
 use kura_node::{close_group, Address, NodeError, PeerId};
 
 mod common;
-use common::{kura_bin, Net};
+use common::{kura_bin, rt, Net};
 
 const MIB: usize = 1 << 20;
 
@@ -29,10 +29,6 @@ fn compressible(n: usize) -> Vec<u8> {
         .take(n)
         .copied()
         .collect()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 async fn round_trip(client: &Client, dir: &Path, name: &str, content: &[u8], vis: Visibility, key: &UserKey) {

@@ -13,11 +13,7 @@ use kura_node::wire::{RemoteError, Request, Response};
 use kura_node::{Address, NodeError, PeerId, Pointer, Record, RecordKey};
 
 mod common;
-use common::Net;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
+use common::{rt, Net};
 
 /// The version of the pointer at `address` each of `vaults` holds (`None`: none or no answer).
 async fn versions(client: &Client, address: Address, vaults: &[PeerId]) -> Vec<Option<Pointer>> {

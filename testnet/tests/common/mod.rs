@@ -28,6 +28,11 @@ pub fn kura_bin() -> PathBuf {
     bin
 }
 
+/// A two-thread runtime for a test's client side.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
 /// Stops every vault the testnet in `dir` ever started, whatever happened to the test.
 pub struct Guard {
     pub dir: PathBuf,

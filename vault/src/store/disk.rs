@@ -135,7 +135,11 @@ fn migrate_format_1(root: &Path, records: &Path, quarantine: &Path) -> Result<us
                     continue;
                 }
                 let bytes = fs::read(&file).map_err(io(&file))?;
-                match stored::decode(&bytes) {
+                // Checked as it moves: its new key derives from the record itself.
+                match stored::decode(&bytes).map_err(|e| e.to_string()).and_then(|r| match r.validate() {
+                    Ok(()) => Ok(r),
+                    Err(e) => Err(e.to_string()),
+                }) {
                     Ok(record) => {
                         let key = record.key();
                         write_durably(&path_in(records, &key), &stored::encode(&record))?;
@@ -415,6 +419,26 @@ mod tests {
         }
         let store = DiskStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.get(&key(5)).unwrap().as_deref(), Some(&b"five"[..]));
+    }
+
+    #[test]
+    fn a_format_1_store_is_migrated_and_its_unreadable_records_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = kura_node::erasure::Coding::default().encode(b"a format-1 chunk").unwrap().remove(3);
+        let old = dir.path().join("records/shard/ab");
+        fs::create_dir_all(&old).unwrap();
+        let mut v1 = vec![1u8];
+        v1.extend(postcard::to_stdvec(&shard).unwrap());
+        fs::write(old.join(format!("{}.3", shard.header.content)), &v1).unwrap();
+        let mut tampered = v1.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        fs::write(old.join("abab.4"), &tampered).unwrap();
+        let store = DiskStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.keys(), vec![shard.key()], "re-keyed under the address its coding commits to");
+        assert!(!dir.path().join("records").exists());
+        assert_eq!(fs::read_dir(dir.path().join("quarantine")).unwrap().count(), 1, "the tampered one is kept aside");
+        assert_eq!(fs::read_to_string(dir.path().join(FORMAT_FILE)).unwrap(), "kura-store 2\n");
     }
 
     #[test]
