@@ -318,12 +318,15 @@ impl Vault {
             .map_err(|e| RemoteError::Invalid(e.to_string()))
     }
 
-    /// Whether this vault is among the vaults responsible for `address` (its `n` closest, and
-    /// the placement window past them).
-    async fn responsible(&self, address: Address, n: usize) -> Result<bool, RemoteError> {
+    /// The vaults responsible for `address`, closest first (its `n` closest, and the placement
+    /// window past them), or an error when this vault is not among them.
+    async fn responsible(&self, address: Address, n: usize) -> Result<Vec<PeerId>, RemoteError> {
         let window = self.shared.config.placement_window.max(n);
-        let group = self.node.local_closest(address, window).await.map_err(internal)?;
-        Ok(group.contains(&self.node.peer_id()))
+        let vaults = self.node.local_closest(address, window).await.map_err(internal)?;
+        if !vaults.contains(&self.node.peer_id()) {
+            return Err(RemoteError::NotResponsible(address));
+        }
+        Ok(vaults)
     }
 
     /// Holds `address` against other writes here until the guard drops, or answers busy.
@@ -338,9 +341,7 @@ impl Vault {
         let (record, key) = Self::validated(Record::Shard(shard)).await?;
         let chunk = key.address;
         let n = record.strategy().group_size();
-        if !self.responsible(chunk, n).await? {
-            return Err(RemoteError::NotResponsible(chunk));
-        }
+        let responsible = self.responsible(chunk, n).await?;
         // Checking what is held and storing must not interleave with another shard of the same
         // chunk (two repairers placing on the same vault at once): the second waits its turn.
         let _storing = self.lock_address(chunk)?;
@@ -353,7 +354,7 @@ impl Vault {
         }
         // One shard of a chunk per vault, so that losing a vault loses one shard; only a
         // network smaller than the close group needs vaults to hold several.
-        let group = self.node.local_closest(chunk, n).await.map_err(internal)?;
+        let group = responsible[..n.min(responsible.len())].to_vec();
         if let Some(other) = held.iter().find(|k| **k != key) {
             if group.len() >= n {
                 return Err(RemoteError::Invalid(format!("already holds {other}")));
@@ -380,9 +381,7 @@ impl Vault {
             return Err(RemoteError::Invalid(format!("{} records are stored with PutShard", record.kind().name())));
         }
         let (record, key) = Self::validated(record).await?;
-        if !self.responsible(key.address, record.strategy().group_size()).await? {
-            return Err(RemoteError::NotResponsible(key.address));
-        }
+        self.responsible(key.address, record.strategy().group_size()).await?;
         let _storing = self.lock_address(key.address)?;
         if let Some(held) = self.read_record(key).await.map_err(internal)? {
             if held == record {
