@@ -209,7 +209,7 @@ fn reconstruct_chunk(group: &[&Shard]) -> Result<Vec<u8>, ErasureError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::ShardError;
+    use crate::record::RecordError;
     use proptest::prelude::*;
 
     fn bytes(n: usize) -> Vec<u8> {
@@ -243,7 +243,7 @@ mod tests {
         let mut shards = Coding::default().encode(&chunk).unwrap();
         let addr = shards[0].header.address();
         shards[0].data[5] ^= 1;
-        assert!(matches!(shards[0].verify(), Err(ShardError::HashMismatch { .. })));
+        assert!(matches!(shards[0].verify(), Err(RecordError::HashMismatch { .. })));
         // The tampered one is skipped; the other seven suffice.
         assert_eq!(decode(addr, shards.clone()).unwrap(), chunk);
         // A forger who re-hashes tampered data, and even claims the real content hash, gets a
@@ -280,7 +280,7 @@ mod tests {
         assert!(matches!(Coding { k: 60, m: 10 }.encode(b"abc"), Err(ErasureError::BadCoding { .. })));
         let mut s = Coding::default().encode(b"abc").unwrap().remove(0);
         s.header.shard_hashes.pop();
-        assert!(matches!(s.verify(), Err(ShardError::BadHeader { .. })));
+        assert!(matches!(s.verify(), Err(RecordError::BadHeader { .. })));
     }
 
     proptest! {

@@ -244,7 +244,7 @@ impl fmt::Debug for Shard {
 /// Why a record is not what it claims to be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
-pub enum ShardError {
+pub enum RecordError {
     /// The coding parameters are impossible.
     #[error("bad coding parameters k = {k}, m = {m}")]
     BadParameters {
@@ -306,8 +306,6 @@ pub enum ShardError {
     BadOwner,
 }
 
-/// Why a record is refused: the same reasons for every kind.
-pub type RecordError = ShardError;
 
 impl Shard {
     /// The key this shard is stored under: its chunk's storage address and its index.
@@ -317,22 +315,22 @@ impl Shard {
 
     /// Checks the header's consistency and the data against its hash. (The key is derived
     /// from the header, so a shard that verifies is checked against its own address.)
-    pub fn verify(&self) -> Result<(), ShardError> {
+    pub fn verify(&self) -> Result<(), RecordError> {
         let h = &self.header;
         if h.k == 0 || h.n() > MAX_SHARDS {
-            return Err(ShardError::BadParameters { k: h.k, m: h.m });
+            return Err(RecordError::BadParameters { k: h.k, m: h.m });
         }
         if h.shard_hashes.len() != h.n() || usize::from(h.index) >= h.n() {
-            return Err(ShardError::BadHeader { hashes: h.shard_hashes.len(), index: h.index, n: h.n() });
+            return Err(RecordError::BadHeader { hashes: h.shard_hashes.len(), index: h.index, n: h.n() });
         }
         if h.chunk_len == 0 || h.chunk_len > MAX_CHUNK_LEN {
-            return Err(ShardError::BadLength(h.chunk_len));
+            return Err(RecordError::BadLength(h.chunk_len));
         }
         if self.data.len() != h.shard_len() {
-            return Err(ShardError::WrongSize { got: self.data.len(), expected: h.shard_len() });
+            return Err(RecordError::WrongSize { got: self.data.len(), expected: h.shard_len() });
         }
         if blake3::hash(&self.data).as_bytes() != &h.shard_hashes[usize::from(h.index)] {
-            return Err(ShardError::HashMismatch { chunk: h.address(), index: h.index });
+            return Err(RecordError::HashMismatch { chunk: h.address(), index: h.index });
         }
         Ok(())
     }
@@ -412,13 +410,13 @@ impl Pointer {
     }
 
     /// Checks the owner's signature.
-    pub fn verify(&self) -> Result<(), ShardError> {
-        let owner = ed25519_dalek::VerifyingKey::from_bytes(&self.owner).map_err(|_| ShardError::BadOwner)?;
+    pub fn verify(&self) -> Result<(), RecordError> {
+        let owner = ed25519_dalek::VerifyingKey::from_bytes(&self.owner).map_err(|_| RecordError::BadOwner)?;
         let address = self.address();
         let signature = ed25519_dalek::Signature::from_bytes(&self.signature);
         owner
             .verify_strict(&Self::signed_bytes(&address, self.version, &self.target), &signature)
-            .map_err(|_| ShardError::BadSignature(address))
+            .map_err(|_| RecordError::BadSignature(address))
     }
 
     /// Whether this version wins over `other` (of the same pointer): the higher version, and
@@ -465,12 +463,12 @@ impl Record {
     }
 
     /// Checks the record on its own (hashes, signature) and that vaults accept it.
-    pub fn validate(&self) -> Result<(), ShardError> {
+    pub fn validate(&self) -> Result<(), RecordError> {
         match self {
             Record::Shard(s) => {
                 s.verify()?;
                 if !s.header.accepted() {
-                    return Err(ShardError::NotAccepted { k: s.header.k, m: s.header.m });
+                    return Err(RecordError::NotAccepted { k: s.header.k, m: s.header.m });
                 }
                 Ok(())
             }
@@ -479,10 +477,10 @@ impl Record {
     }
 
     /// [`Record::validate`], and that it belongs under `key`.
-    pub fn validate_for(&self, key: &RecordKey) -> Result<(), ShardError> {
+    pub fn validate_for(&self, key: &RecordKey) -> Result<(), RecordError> {
         let actual = self.key();
         if actual != *key {
-            return Err(ShardError::WrongKey { expected: *key, actual });
+            return Err(RecordError::WrongKey { expected: *key, actual });
         }
         self.validate()
     }
@@ -560,11 +558,11 @@ mod tests {
         let forged = Coding::default().encode(b"an attacker's chunk").unwrap().remove(3);
         let forged = Record::Shard(forged);
         forged.validate().unwrap();
-        assert!(matches!(forged.validate_for(&key), Err(ShardError::WrongKey { .. })));
+        assert!(matches!(forged.validate_for(&key), Err(RecordError::WrongKey { .. })));
         // The forger's header with the real hashes but other data fails its hash.
         let mut s = real[3].clone();
         s.data[0] ^= 1;
-        assert!(matches!(Record::Shard(s).validate_for(&key), Err(ShardError::HashMismatch { .. })));
+        assert!(matches!(Record::Shard(s).validate_for(&key), Err(RecordError::HashMismatch { .. })));
         // A real shard never supersedes: immutable.
         assert!(!Record::Shard(real[3].clone()).supersedes(&Record::Shard(real[3].clone())));
     }
@@ -573,7 +571,7 @@ mod tests {
     fn only_accepted_codings_are_valid_records() {
         let shard = Coding { k: 2, m: 1 }.encode(b"abc").unwrap().remove(0);
         shard.verify().unwrap();
-        assert_eq!(Record::Shard(shard).validate(), Err(ShardError::NotAccepted { k: 2, m: 1 }));
+        assert_eq!(Record::Shard(shard).validate(), Err(RecordError::NotAccepted { k: 2, m: 1 }));
     }
 
     #[test]
@@ -595,7 +593,7 @@ mod tests {
         // A stranger signs an update claiming the owner's key.
         let mut forged = Pointer::sign(&signer(), name, 4, Address::random());
         forged.owner = p.owner;
-        assert_eq!(forged.verify(), Err(ShardError::BadSignature(p.address())));
+        assert_eq!(forged.verify(), Err(RecordError::BadSignature(p.address())));
         // The owner's signature moved onto another version or target.
         for (version, target) in [(4, p.target), (3, Address::random())] {
             let mut moved = p.clone();
