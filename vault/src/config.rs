@@ -113,7 +113,7 @@ impl VaultConfig {
             repair_retry_ms: 2000,
             repair_stand_in_secs: 10,
             spare_candidates: 4,
-            placement_window: 20,
+            placement_window: crate::PLACEMENT_WINDOW,
             audit: true,
             audit_interval_secs: 30,
             audit_sample: 32,
