@@ -1,6 +1,5 @@
 //! The user's own key, which seals private data maps.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::ClientError;
@@ -38,32 +37,16 @@ impl UserKey {
         std::env::var_os(HOME_ENV).map(PathBuf::from).unwrap_or_else(crate::peers::data_dir)
     }
 
-    /// Loads the key from `home`, creating it on first use (mode 0600, written atomically).
+    /// Loads the key from `home`, creating it on first use (mode 0600, exclusive create,
+    /// fsynced; two first runs at once end with one key both use).
     pub fn load_or_create(home: &Path) -> Result<Self, ClientError> {
         let path = home.join(KEY_FILE);
         let key_err = |reason: String| ClientError::Key { path: path.clone(), reason };
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let arr: [u8; 32] = bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| key_err(format!("{} bytes, expected 32", bytes.len())))?;
-                Ok(UserKey(arr))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(home).map_err(|e| key_err(e.to_string()))?;
-                let key = UserKey::generate();
-                let tmp = home.join(format!("{KEY_FILE}.tmp"));
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create(true).truncate(true);
-                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                let mut f = opts.open(&tmp).map_err(|e| key_err(e.to_string()))?;
-                f.write_all(&key.0).and_then(|()| f.sync_all()).map_err(|e| key_err(e.to_string()))?;
-                std::fs::rename(&tmp, &path).map_err(|e| key_err(e.to_string()))?;
-                Ok(key)
-            }
-            Err(e) => Err(key_err(e.to_string())),
-        }
+        let bytes = kura_node::identity::read_or_create_once(home, KEY_FILE, || UserKey::generate().0.to_vec())
+            .map_err(|e| key_err(e.to_string()))?;
+        let arr: [u8; 32] =
+            bytes.as_slice().try_into().map_err(|_| key_err(format!("{} bytes, expected 32", bytes.len())))?;
+        Ok(UserKey(arr))
     }
 }
 
@@ -81,5 +64,24 @@ mod tests {
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
         std::fs::write(dir.path().join(KEY_FILE), b"short").unwrap();
         assert!(matches!(UserKey::load_or_create(dir.path()), Err(ClientError::Key { .. })));
+    }
+
+    #[test]
+    fn first_runs_at_once_share_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = std::sync::Barrier::new(6);
+        let keys: Vec<[u8; 32]> = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..6)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        UserKey::load_or_create(dir.path()).unwrap().0
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert!(keys.iter().all(|k| *k == keys[0]));
+        assert_eq!(UserKey::load_or_create(dir.path()).unwrap().0, keys[0]);
     }
 }

@@ -1,4 +1,4 @@
-//! A node's persistent identity key.
+//! A node's persistent identity key, and the create-once file write that keys share.
 
 use std::fs;
 use std::io::Write;
@@ -11,37 +11,61 @@ use crate::error::NodeError;
 /// File name of the identity key inside a vault's root directory.
 pub const KEY_FILE: &str = "identity.key";
 
-/// Loads the Ed25519 identity stored in `dir`, or creates and stores a new one.
+/// Reads the secret in `dir/name`, or creates it from `make()` if there is none.
 ///
-/// The key is written to a temporary file, fsynced and renamed into place, so a crash never
-/// leaves a half-written key that would silently change the node's identity.
+/// The new secret is written in full to a uniquely named temporary file (exclusive create, mode
+/// 0600), fsynced, then hard-linked to its name, and the folder is fsynced. A link never
+/// replaces an existing file, so when two first runs race exactly one secret is published and
+/// both read it back; a crash at any point leaves either no key or a whole one. Returns the
+/// bytes now stored under the name.
+pub fn read_or_create_once(dir: &Path, name: &str, make: impl FnOnce() -> Vec<u8>) -> std::io::Result<Vec<u8>> {
+    let path = dir.join(name);
+    match fs::read(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        other => return other,
+    }
+    fs::create_dir_all(dir)?;
+    let bytes = make();
+    let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let written = opts.open(&tmp).and_then(|mut f| {
+        f.write_all(&bytes)?;
+        f.sync_all()
+    });
+    let published = written.and_then(|()| fs::hard_link(&tmp, &path));
+    let _ = fs::remove_file(&tmp);
+    match published {
+        Ok(()) => {
+            fs::File::open(dir)?.sync_all()?;
+            Ok(bytes)
+        }
+        // Another first run published its secret first: that one is the key.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => fs::read(&path),
+        Err(e) => Err(e),
+    }
+}
+
+/// Loads the Ed25519 identity stored in `dir`, or creates and stores a new one (see
+/// [`read_or_create_once`]: a crash never leaves a half-written key that would silently change
+/// the node's identity, and two vaults started at once on one folder share one identity).
 pub fn load_or_create(dir: &Path) -> Result<Keypair, NodeError> {
     let path = dir.join(KEY_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| NodeError::Identity {
-            path: path.clone(),
-            reason: e.to_string(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir_all(dir).map_err(|e| NodeError::io(dir, e))?;
-            let key = Keypair::generate_ed25519();
-            let bytes = key.to_protobuf_encoding().map_err(|e| NodeError::Identity {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            let tmp = dir.join(format!("{KEY_FILE}.tmp"));
-            let mut opts = fs::OpenOptions::new();
-            opts.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = opts.open(&tmp).map_err(|e| NodeError::io(&tmp, e))?;
-            f.write_all(&bytes).map_err(|e| NodeError::io(&tmp, e))?;
-            f.sync_all().map_err(|e| NodeError::io(&tmp, e))?;
-            fs::rename(&tmp, &path).map_err(|e| NodeError::io(&path, e))?;
-            Ok(key)
-        }
-        Err(e) => Err(NodeError::io(&path, e)),
+    let identity_err = |reason: String| NodeError::Identity { path: path.clone(), reason };
+    let mut encode_err = None;
+    let bytes = read_or_create_once(dir, KEY_FILE, || {
+        Keypair::generate_ed25519().to_protobuf_encoding().unwrap_or_else(|e| {
+            encode_err = Some(e.to_string());
+            Vec::new()
+        })
+    })
+    .map_err(|e| NodeError::io(&path, e))?;
+    if let Some(reason) = encode_err {
+        return Err(identity_err(reason));
     }
+    Keypair::from_protobuf_encoding(&bytes).map_err(|e| identity_err(e.to_string()))
 }
 
 #[cfg(test)]
@@ -54,6 +78,8 @@ mod tests {
         let a = load_or_create(dir.path()).unwrap();
         let b = load_or_create(dir.path()).unwrap();
         assert_eq!(a.public().to_peer_id(), b.public().to_peer_id());
+        let mode = fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
     }
 
     #[test]
@@ -61,5 +87,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(KEY_FILE), b"not a key").unwrap();
         assert!(matches!(load_or_create(dir.path()), Err(NodeError::Identity { .. })));
+    }
+
+    #[test]
+    fn first_runs_at_once_end_with_one_identity() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let start = std::sync::Barrier::new(8);
+            let ids: Vec<_> = std::thread::scope(|s| {
+                let runs: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            load_or_create(dir.path()).unwrap().public().to_peer_id()
+                        })
+                    })
+                    .collect();
+                runs.into_iter().map(|r| r.join().unwrap()).collect()
+            });
+            assert!(ids.iter().all(|id| *id == ids[0]), "every run uses the one key: {ids:?}");
+            assert_eq!(load_or_create(dir.path()).unwrap().public().to_peer_id(), ids[0]);
+            let left: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(left, vec![std::ffi::OsString::from(KEY_FILE)], "no temporary file is left");
+        }
     }
 }
