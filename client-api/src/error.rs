@@ -31,6 +31,15 @@ pub enum ClientError {
     /// Stored bytes are not what they should be (data map, root record, manifest, address).
     #[error("malformed: {0}")]
     Malformed(String),
+    /// A directory manifest has an entry that could reach outside the output folder, or
+    /// breaks a limit; nothing of the tree was written.
+    #[error("refusing directory manifest: entry {entry:?}: {reason}")]
+    UnsafeEntry {
+        /// The entry's path (first 200 characters).
+        entry: String,
+        /// What is unsafe about it.
+        reason: String,
+    },
     /// A private address was sealed to another user's key.
     #[error("cannot open this private address: it was stored with another user's key")]
     NotYourKey,

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -24,7 +25,8 @@ use tokio::task::JoinSet;
 use crate::client::Client;
 use crate::error::ClientError;
 use crate::keys::UserKey;
-use crate::root::{safe_relative_path, ChunkRef, DirEntry, EntryKind, RootRecord, Visibility};
+use crate::root::{ChunkRef, Content, DirEntry, EntryKind, RootRecord, Visibility};
+use crate::tree::{Extractor, TreePlan};
 
 /// How much of a file is read per step.
 const READ_SIZE: usize = 1 << 20;
@@ -92,7 +94,7 @@ impl Client {
             self.put_dir(path, progress).await?
         } else {
             progress.set_length(meta.len());
-            self.put_file_content(path, progress).await?
+            self.put_file_content(path, progress).await?.into()
         };
         let sealed = record.seal(visibility, key)?;
         let address = self.put_chunk(Bytes::from(sealed), self.config.coding).await?;
@@ -101,7 +103,7 @@ impl Client {
     }
 
     /// Stores a file's content; returns the record that leads to it.
-    async fn put_file_content(&self, path: &Path, progress: &ProgressBar) -> Result<RootRecord, ClientError> {
+    async fn put_file_content(&self, path: &Path, progress: &ProgressBar) -> Result<Content, ClientError> {
         let file = fs::File::open(path).map_err(io_err(path))?;
         let size = file.metadata().map_err(io_err(path))?.len();
         self.put_reader(file, size, path, progress).await
@@ -114,13 +116,13 @@ impl Client {
         size: u64,
         what: &Path,
         progress: &ProgressBar,
-    ) -> Result<RootRecord, ClientError> {
+    ) -> Result<Content, ClientError> {
         let reader = reader.take(size);
         if (size as usize) < self_encryption::MIN_ENCRYPTABLE_BYTES {
             let mut content = Vec::new();
             { reader }.read_to_end(&mut content).map_err(io_err(what))?;
             progress.inc(content.len() as u64);
-            return Ok(RootRecord::Inline(content));
+            return Ok(Content::Inline(content));
         }
         let kib_in_flight = (self.config.max_bytes_in_flight / 1024).max(8192) as u32;
         let budget = Arc::new(Semaphore::new(kib_in_flight as usize));
@@ -190,7 +192,7 @@ impl Client {
         }
         let data_map = data_map.ok_or_else(|| ClientError::Encryption("encryption ended without a data map".into()))?;
         let data_map = data_map.to_bytes().map_err(|e| ClientError::Encryption(e.to_string()))?;
-        Ok(RootRecord::File { data_map, size, chunks })
+        Ok(Content::File { data_map, size, chunks })
     }
 
     async fn put_dir(&self, dir: &Path, progress: &ProgressBar) -> Result<RootRecord, ClientError> {
@@ -223,7 +225,7 @@ impl Client {
         let manifest = self
             .put_reader(std::io::Cursor::new(manifest), len, dir, &ProgressBar::hidden())
             .await?;
-        Ok(RootRecord::Directory { manifest: Box::new(manifest) })
+        Ok(RootRecord::Directory { manifest })
     }
 
     /// Fetches what `address` leads to into `out` (a file, or a directory for a tree). Returns
@@ -245,62 +247,61 @@ impl Client {
                 if !rest.is_empty() {
                     return Err(ClientError::Malformed("directory manifest has trailing bytes".into()));
                 }
-                progress.set_length(
-                    entries.iter().map(|e| if let EntryKind::File { size, .. } = e.kind { size } else { 0 }).sum(),
-                );
-                self.restore_tree(&entries, out, progress).await?;
+                self.restore_tree(TreePlan::check(entries)?, out, progress).await?;
             }
             file => {
-                progress.set_length(content_size(file));
-                self.get_to_file(file, out, progress).await?;
+                let content = file.content().ok_or_else(|| ClientError::Malformed("not file content".into()))?;
+                progress.set_length(content.size());
+                self.get_to_file(&content, out, progress).await?;
             }
         }
         progress.finish();
         Ok((record, visibility))
     }
 
-    async fn restore_tree(&self, entries: &[DirEntry], out: &Path, progress: &ProgressBar) -> Result<(), ClientError> {
-        fs::create_dir_all(out).map_err(io_err(out))?;
-        let mut dir_modes = Vec::new();
-        for entry in entries {
-            let path = out.join(safe_relative_path(&entry.path)?);
-            match &entry.kind {
-                EntryKind::Dir => {
-                    fs::create_dir_all(&path).map_err(io_err(&path))?;
-                    dir_modes.push((path, entry.mode));
-                }
-                EntryKind::File { content, .. } => {
-                    if matches!(content, RootRecord::Directory { .. }) {
-                        return Err(ClientError::Malformed(format!("{} is a file holding a directory", entry.path)));
-                    }
-                    if let Some(parent) = path.parent() {
-                        fs::create_dir_all(parent).map_err(io_err(parent))?;
-                    }
-                    self.get_to_file(content, &path, progress).await?;
-                    set_mode(&path, entry.mode)?;
-                }
-                EntryKind::Symlink(target) => {
-                    if let Some(parent) = path.parent() {
-                        fs::create_dir_all(parent).map_err(io_err(parent))?;
-                    }
-                    let _ = fs::remove_file(&path);
-                    std::os::unix::fs::symlink(target, &path).map_err(io_err(&path))?;
+    /// Writes a checked tree under `out`: folders, then files (each created new, without
+    /// following links, and removed again if its download fails), then links, then the
+    /// folders' modes, deepest first so a read-only folder does not block its own children.
+    async fn restore_tree(&self, plan: TreePlan, out: &Path, progress: &ProgressBar) -> Result<(), ClientError> {
+        progress.set_length(plan.total_bytes);
+        let tree = Extractor::open(out)?;
+        for (path, _) in &plan.dirs {
+            tree.make_dir(path)?;
+        }
+        for f in &plan.files {
+            let file = tree.create_file(&f.path)?;
+            let shown = out.join(f.path.join("/"));
+            let written = self.get_into(&f.content, std::io::BufWriter::with_capacity(1 << 20, file), &shown, progress).await;
+            let finished = written.and_then(|w| w.into_inner().map_err(|e| io_err(&shown)(e.into_error())));
+            match finished.and_then(|file| tree.finish_file(&f.path, &file, f.mode)) {
+                Ok(()) => {}
+                Err(e) => {
+                    tree.remove_file(&f.path);
+                    return Err(e);
                 }
             }
         }
-        // Directory modes last, deepest first, so a read-only directory does not block its
-        // own children.
-        for (path, mode) in dir_modes.into_iter().rev() {
-            set_mode(&path, mode)?;
+        for (path, target) in &plan.links {
+            tree.link(path, target)?;
+        }
+        for (path, mode) in plan.dirs.iter().rev() {
+            tree.set_dir_mode(path, *mode)?;
         }
         Ok(())
     }
 
     /// Writes a file's content to `out` through a temporary file renamed into place at the end.
-    async fn get_to_file(&self, record: &RootRecord, out: &Path, progress: &ProgressBar) -> Result<(), ClientError> {
+    async fn get_to_file(&self, record: &Content, out: &Path, progress: &ProgressBar) -> Result<(), ClientError> {
         let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-        let tmp = out.with_file_name(format!(".{name}.kura-partial"));
-        let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        // A fresh name, created exclusively and not through a link: nothing already in the
+        // folder can redirect the write.
+        let tmp = out.with_file_name(format!(".{name}.{:016x}.kura-partial", rand::random::<u64>()));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc_nofollow())
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
         let written = self.get_into(record, std::io::BufWriter::with_capacity(1 << 20, file), &tmp, progress).await;
         match written {
             Ok(mut writer) => {
@@ -316,8 +317,8 @@ impl Client {
         }
     }
 
-    async fn get_to_vec(&self, record: &RootRecord, limit: usize) -> Result<Vec<u8>, ClientError> {
-        let size = content_size(record);
+    async fn get_to_vec(&self, record: &Content, limit: usize) -> Result<Vec<u8>, ClientError> {
+        let size = record.size();
         if size > limit as u64 {
             return Err(ClientError::Malformed(format!("content of {size} bytes exceeds the limit of {limit}")));
         }
@@ -328,19 +329,18 @@ impl Client {
     /// Streams a content record's bytes into `writer`.
     async fn get_into<W: Write + Send + 'static>(
         &self,
-        record: &RootRecord,
+        record: &Content,
         mut writer: W,
         what: &Path,
         progress: &ProgressBar,
     ) -> Result<W, ClientError> {
         let (data_map, size, chunks) = match record {
-            RootRecord::Inline(bytes) => {
+            Content::Inline(bytes) => {
                 writer.write_all(bytes).map_err(io_err(what))?;
                 progress.inc(bytes.len() as u64);
                 return Ok(writer);
             }
-            RootRecord::File { data_map, size, chunks } => (data_map, *size, chunks),
-            RootRecord::Directory { .. } => return Err(ClientError::Malformed("expected file content, found a directory".into())),
+            Content::File { data_map, size, chunks } => (data_map, *size, chunks),
         };
         let data_map = DataMap::from_bytes(data_map).map_err(|e| ClientError::Malformed(format!("data map: {e}")))?;
         let places: HashMap<XorName, Address> = chunks.iter().map(|c| (XorName(c.content.0), c.address)).collect();
@@ -363,6 +363,10 @@ impl Client {
             let mut written = 0u64;
             for piece in stream {
                 let piece = piece.map_err(|e| prefetch.error_or(e))?;
+                // Stop at the declared size: a crafted data map cannot fill the disk.
+                if written + piece.len() as u64 > size {
+                    return Err(ClientError::Malformed(format!("data map decrypts to more than the {size} bytes declared")));
+                }
                 writer.write_all(&piece).map_err(io_err(&what))?;
                 written += piece.len() as u64;
                 progress.inc(piece.len() as u64);
@@ -472,16 +476,9 @@ impl Drop for Prefetcher {
     }
 }
 
-fn content_size(record: &RootRecord) -> u64 {
-    match record {
-        RootRecord::Inline(b) => b.len() as u64,
-        RootRecord::File { size, .. } => *size,
-        RootRecord::Directory { .. } => 0,
-    }
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<(), ClientError> {
-    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).map_err(io_err(path))
+/// `O_NOFOLLOW`: open fails on a link instead of following it.
+fn libc_nofollow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
 /// Every path under `dir` (not following symlinks), parents before children, in name order.

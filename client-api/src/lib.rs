@@ -23,6 +23,7 @@ pub mod keys;
 pub mod peers;
 pub mod pointers;
 pub mod root;
+pub mod tree;
 
 pub use client::{Client, ClientConfig};
 pub use error::ClientError;

@@ -32,6 +32,10 @@ pub enum Visibility {
 }
 
 /// What an address leads to.
+///
+/// The type does not nest (a directory's manifest is [`Content`], which cannot be a directory),
+/// so decoding a crafted record cannot recurse without bound. Its encoding is the same as when
+/// the manifest was a boxed `RootRecord`, so records stored before still open.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RootRecord {
     /// Content too small for self-encryption (under 3 bytes), kept in the record itself.
@@ -51,8 +55,57 @@ pub enum RootRecord {
     /// A directory tree: its manifest (a postcard list of [`DirEntry`]), itself stored as content.
     Directory {
         /// Where the manifest's bytes are.
-        manifest: Box<RootRecord>,
+        manifest: Content,
     },
+}
+
+/// The bytes of one file: the first two variants of [`RootRecord`], encoded the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Content {
+    /// Content too small for self-encryption (under 3 bytes), kept in the record itself.
+    Inline(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A self-encrypted file (see [`RootRecord::File`]).
+    File {
+        /// `self_encryption::DataMap::to_bytes`.
+        #[serde(with = "serde_bytes")]
+        data_map: Vec<u8>,
+        /// The file's size in bytes.
+        size: u64,
+        /// Where each chunk the data map names is stored.
+        chunks: Vec<ChunkRef>,
+    },
+}
+
+impl Content {
+    /// The size the record declares for the file.
+    pub fn size(&self) -> u64 {
+        match self {
+            Content::Inline(b) => b.len() as u64,
+            Content::File { size, .. } => *size,
+        }
+    }
+}
+
+impl From<Content> for RootRecord {
+    fn from(c: Content) -> Self {
+        match c {
+            Content::Inline(b) => RootRecord::Inline(b),
+            Content::File { data_map, size, chunks } => RootRecord::File { data_map, size, chunks },
+        }
+    }
+}
+
+impl RootRecord {
+    /// The file content the record leads to, or `None` for a directory.
+    pub fn content(&self) -> Option<Content> {
+        match self {
+            RootRecord::Inline(b) => Some(Content::Inline(b.clone())),
+            RootRecord::File { data_map, size, chunks } => {
+                Some(Content::File { data_map: data_map.clone(), size: *size, chunks: chunks.clone() })
+            }
+            RootRecord::Directory { .. } => None,
+        }
+    }
 }
 
 /// Where one chunk of a file is stored.
@@ -85,8 +138,8 @@ pub enum EntryKind {
     File {
         /// Size in bytes.
         size: u64,
-        /// Its content (never a directory).
-        content: RootRecord,
+        /// Its content.
+        content: Content,
     },
     /// A symbolic link and its target.
     Symlink(String),
@@ -153,18 +206,6 @@ impl RootRecord {
     }
 }
 
-/// Checks that a manifest path stays inside the directory it is restored into.
-pub fn safe_relative_path(path: &str) -> Result<std::path::PathBuf, ClientError> {
-    let p = std::path::Path::new(path);
-    let ok = !path.is_empty()
-        && p.components().all(|c| matches!(c, std::path::Component::Normal(_)));
-    if ok {
-        Ok(p.to_path_buf())
-    } else {
-        Err(ClientError::Malformed(format!("unsafe path {path:?} in directory manifest")))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,10 +242,19 @@ mod tests {
     }
 
     #[test]
-    fn unsafe_manifest_paths_are_refused() {
-        for bad in ["", "/etc/passwd", "../x", "a/../../b", "./a"] {
-            assert!(safe_relative_path(bad).is_err(), "{bad}");
-        }
-        assert!(safe_relative_path("a/b/c.txt").is_ok());
+    fn nesting_is_refused_and_old_encodings_open() {
+        let key = UserKey::generate();
+        // A directory whose manifest is a directory whose manifest is ...: an error, not a
+        // stack overflow.
+        let mut body = vec![2u8; 1_000_000];
+        body.push(0);
+        body.push(0);
+        let mut bytes = b"KURA".to_vec();
+        bytes.extend_from_slice(&[ROOT_VERSION, PUBLIC]);
+        bytes.extend_from_slice(&body);
+        assert!(matches!(RootRecord::open(&bytes, &key), Err(ClientError::Malformed(_))));
+        // A directory record as it was encoded with a boxed manifest.
+        let dir = RootRecord::Directory { manifest: Content::Inline(vec![7]) };
+        assert_eq!(postcard::to_stdvec(&dir).unwrap(), vec![2, 0, 1, 7]);
     }
 }
