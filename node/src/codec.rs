@@ -17,6 +17,10 @@ use crate::wire::{self, Request, Response, WireError, MAX_FRAME_LEN};
 pub struct KuraCodec;
 
 /// Reads one frame body, refusing lengths over [`MAX_FRAME_LEN`] before reading any of it.
+///
+/// The buffer grows as bytes arrive rather than being allocated from the length field, so a
+/// peer that announces maximal frames on many streams and then sends little holds only what
+/// it sent.
 pub async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
@@ -30,8 +34,11 @@ pub async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<V
             },
         ));
     }
-    let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await?;
+    let mut body = Vec::new();
+    io.take(len as u64).read_to_end(&mut body).await?;
+    if body.len() < len {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("frame ended after {} of {len} bytes", body.len())));
+    }
     Ok(body)
 }
 
@@ -141,6 +148,22 @@ mod tests {
             .read_request(&proto(), &mut Cursor::new(bytes))
             .await
             .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[tokio::test]
+    async fn a_large_announced_frame_allocates_only_what_arrives() {
+        let mut bytes = (MAX_FRAME_LEN as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[7; 100]);
+        let mut io = Cursor::new(bytes);
+        let mut len = [0u8; 4];
+        io.read_exact(&mut len).await.unwrap();
+        let mut body = Vec::new();
+        let got = (&mut io).take(MAX_FRAME_LEN as u64).read_to_end(&mut body).await.unwrap();
+        assert_eq!(got, 100);
+        assert!(body.capacity() < 64 << 10, "capacity {} for 100 bytes", body.capacity());
+        io.set_position(0);
+        let err = read_frame(&mut io).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 

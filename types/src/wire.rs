@@ -129,7 +129,7 @@ pub struct VaultStatus {
     pub records_stored: u64,
     /// Records it stores, by kind name.
     pub records_by_kind: Vec<(String, u64)>,
-    /// Bytes of records it stores.
+    /// Bytes charged against its quota (each record its length, but at least 4 KiB).
     pub bytes_used: u64,
     /// Its capacity quota in bytes.
     pub capacity: u64,

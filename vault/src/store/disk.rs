@@ -234,9 +234,7 @@ impl DiskStore {
         for entry in self.db.iter() {
             let (k, v) = entry.map_err(index_err)?;
             if let (Some(key), Ok(len)) = (decode_key(&k), <[u8; 8]>::try_from(v.as_ref())) {
-                let len = u64::from_be_bytes(len);
-                index.lens.insert(key, len);
-                index.bytes += len;
+                index.insert(key, u64::from_be_bytes(len));
             }
         }
         Ok(())
@@ -274,8 +272,7 @@ impl DiskStore {
         *index = Index::default();
         for (key, len) in &found {
             batch.insert(&encode_key(key)[..], &len.to_be_bytes()[..]);
-            index.lens.insert(*key, *len);
-            index.bytes += len;
+            index.insert(*key, *len);
         }
         self.db.apply_batch(batch).map_err(index_err)?;
         self.db.flush().map_err(index_err)?;
@@ -379,7 +376,7 @@ mod tests {
         drop(store);
         let store = DiskStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.get(&key(2)).unwrap().as_deref(), Some(&b"two!"[..]));
-        assert_eq!(store.usage().bytes, 7);
+        assert_eq!(store.usage().bytes, 2 * 4096);
     }
 
     #[test]
@@ -394,7 +391,7 @@ mod tests {
         fs::write(&leftover, b"half a reco").unwrap();
         let store = DiskStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.keys(), vec![key(1), key(2)]);
-        assert_eq!(store.usage().bytes, 7);
+        assert_eq!(store.usage().bytes, 2 * 4096);
         assert!(!leftover.exists(), "temporary files are removed");
     }
 

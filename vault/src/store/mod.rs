@@ -14,12 +14,21 @@ use kura_node::{Address, RecordKey, RecordKind};
 pub use disk::DiskStore;
 pub use memory::MemoryStore;
 
+/// The least a record is charged against the quota, whatever its length: each record costs a
+/// file, an inode and an index entry, so 100,000 one-byte records must not fit in 100 kB.
+pub const MIN_CHARGE: u64 = 4096;
+
+/// What a record of `len` bytes is charged against the quota.
+pub fn charge(len: u64) -> u64 {
+    len.max(MIN_CHARGE)
+}
+
 /// How full a store is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
     /// Records stored.
     pub records: u64,
-    /// Bytes of records stored.
+    /// Bytes charged against the quota: each record's length, but at least [`MIN_CHARGE`].
     pub bytes: u64,
     /// The quota in bytes.
     pub capacity: u64,
@@ -83,7 +92,7 @@ pub trait RecordStore: Send + Sync + 'static {
     fn usage(&self) -> Usage;
 }
 
-/// The in-memory index both backends keep: key → length, and the byte total.
+/// The in-memory index both backends keep: key → charge, and the total charged.
 #[derive(Debug, Default)]
 struct Index {
     lens: std::collections::BTreeMap<RecordKey, u64>,
@@ -97,23 +106,28 @@ impl Index {
     fn reserve(&mut self, key: &RecordKey, len: u64, capacity: u64) -> Result<(), StoreError> {
         let existing = self.lens.get(key).copied().unwrap_or(0);
         let used = self.bytes + self.reserved;
-        if used.saturating_sub(existing) + len > capacity {
-            return Err(StoreError::Full { used: self.bytes, capacity, wanted: len });
+        if used.saturating_sub(existing) + charge(len) > capacity {
+            return Err(StoreError::Full { used: self.bytes, capacity, wanted: charge(len) });
         }
-        self.reserved += len;
+        self.reserved += charge(len);
         Ok(())
     }
 
     /// Completes a reservation: the record of `len` bytes is now stored (or not, if `stored`
     /// is false).
     fn settle(&mut self, key: &RecordKey, len: u64, stored: bool) {
-        self.reserved -= len;
+        self.reserved -= charge(len);
         if stored {
-            if let Some(old) = self.lens.insert(*key, len) {
-                self.bytes -= old;
-            }
-            self.bytes += len;
+            self.insert(*key, len);
         }
+    }
+
+    /// Counts a stored record of `len` bytes under `key`.
+    fn insert(&mut self, key: RecordKey, len: u64) {
+        if let Some(old) = self.lens.insert(key, charge(len)) {
+            self.bytes -= old;
+        }
+        self.bytes += charge(len);
     }
 
     fn remove(&mut self, key: &RecordKey) -> bool {
@@ -155,7 +169,7 @@ macro_rules! store_suite {
             store.put(&key(1), b"hello").unwrap();
             assert_eq!(store.get(&key(1)).unwrap().as_deref(), Some(&b"hello"[..]));
             assert_eq!(store.usage().records, 1);
-            assert_eq!(store.usage().bytes, 5);
+            assert_eq!(store.usage().bytes, 4096, "a tiny record is charged the minimum");
             assert!(store.delete(&key(1)).unwrap());
             assert!(!store.delete(&key(1)).unwrap());
             assert_eq!(store.get(&key(1)).unwrap(), None);
@@ -165,10 +179,10 @@ macro_rules! store_suite {
         #[test]
         fn overwrite_replaces_and_accounts_once() {
             let (_dir, store) = $open(1 << 20);
-            store.put(&key(2), &[1; 100]).unwrap();
-            store.put(&key(2), &[2; 40]).unwrap();
-            assert_eq!(store.get(&key(2)).unwrap(), Some(vec![2; 40]));
-            assert_eq!(store.usage().bytes, 40);
+            store.put(&key(2), &[1; 10_000]).unwrap();
+            store.put(&key(2), &[2; 5000]).unwrap();
+            assert_eq!(store.get(&key(2)).unwrap(), Some(vec![2; 5000]));
+            assert_eq!(store.usage().bytes, 5000);
             assert_eq!(store.usage().records, 1);
         }
 
@@ -195,41 +209,45 @@ macro_rules! store_suite {
             store.quarantine(&key(1), "test").unwrap();
             assert_eq!(store.keys(), vec![key(2)]);
             assert_eq!(store.get(&key(1)).unwrap(), None);
-            assert_eq!(store.usage().bytes, 4);
+            assert_eq!(store.usage().bytes, 4096);
         }
 
         #[test]
         fn full_store_refuses_and_loses_nothing() {
-            let (_dir, store) = $open(1000);
-            store.put(&key(1), &[1; 600]).unwrap();
-            match store.put(&key(2), &[2; 500]) {
-                Err(StoreError::Full { used: 600, capacity: 1000, wanted: 500 }) => {}
+            let (_dir, store) = $open(100_000);
+            store.put(&key(1), &[1; 60_000]).unwrap();
+            match store.put(&key(2), &[2; 50_000]) {
+                Err(StoreError::Full { used: 60_000, capacity: 100_000, wanted: 50_000 }) => {}
                 other => panic!("expected Full, got {other:?}"),
             }
-            assert_eq!(store.get(&key(1)).unwrap(), Some(vec![1; 600]));
+            assert_eq!(store.get(&key(1)).unwrap(), Some(vec![1; 60_000]));
             assert_eq!(store.get(&key(2)).unwrap(), None);
             // Replacing a record may reuse its own room.
-            store.put(&key(1), &[3; 900]).unwrap();
-            assert_eq!(store.usage().bytes, 900);
-            store.put(&key(2), &[2; 100]).unwrap();
-            assert_eq!(store.usage().bytes, 1000);
+            store.put(&key(1), &[3; 90_000]).unwrap();
+            assert_eq!(store.usage().bytes, 90_000);
+            store.put(&key(2), &[2; 10_000]).unwrap();
+            assert_eq!(store.usage().bytes, 100_000);
+            // Tiny records are charged the minimum, so they cannot flood the quota.
+            store.delete(&key(2)).unwrap();
+            let tiny: usize = (10..20u8).filter(|i| store.put(&key(*i), &[0]).is_ok()).count();
+            assert_eq!(tiny, 2, "10,000 bytes hold two minimum charges");
         }
 
         #[test]
         fn concurrent_puts_never_exceed_capacity() {
-            let (_dir, store) = $open(10_000);
+            let (_dir, store) = $open(100_000);
             let store = std::sync::Arc::new(store);
             let handles: Vec<_> = (0..8u8)
                 .map(|t| {
                     let store = store.clone();
                     std::thread::spawn(move || {
-                        (0..10u8).filter(|i| store.put(&RecordKey::shard(Address([t; 32]), *i), &[0; 300]).is_ok()).count()
+                        (0..10u8).filter(|i| store.put(&RecordKey::shard(Address([t; 32]), *i), &[0; 5000]).is_ok()).count()
                     })
                 })
                 .collect();
             let stored: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
-            assert_eq!(stored, 33, "exactly floor(10000 / 300) fit");
-            assert_eq!(store.usage().bytes, 9_900);
+            assert_eq!(stored, 20, "exactly floor(100,000 / 5,000) fit");
+            assert_eq!(store.usage().bytes, 100_000);
         }
     };
 }
