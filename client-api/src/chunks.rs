@@ -25,7 +25,7 @@ const BACKOFF: Duration = Duration::from_millis(100);
 fn transient(e: &NodeError) -> bool {
     match e {
         NodeError::Request { .. } => true,
-        NodeError::Remote { error, .. } => matches!(error, RemoteError::Busy | RemoteError::Internal(_)),
+        NodeError::Remote { error, .. } => error.is_load() || matches!(error, RemoteError::Internal(_)),
         _ => false,
     }
 }

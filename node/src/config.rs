@@ -5,6 +5,8 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 use libp2p::Multiaddr;
 
+use crate::budget::Budget;
+
 /// Whether a node serves the network or only uses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -50,6 +52,22 @@ pub struct NodeConfig {
     /// Delays of the extra Kademlia bootstraps a new node runs while it joins, on top of
     /// libp2p-kad's own five-minute refresh (default 0.5, 1, 2, 4, 8, 16, 32 s).
     pub join_bootstraps: Vec<Duration>,
+    /// What each client may ask of this node per second ([`Budget::CLIENT`]).
+    pub client_budget: Budget,
+    /// What each vault in the routing table may ask per second ([`Budget::VAULT`]).
+    pub vault_budget: Budget,
+    /// Bytes of inbound requests held at once, being read or waiting for an answer, across
+    /// all peers (default 64 MiB; see [`crate::KuraCodec`]).
+    pub inbound_bytes: usize,
+    /// Requests one connection may have open at once (default 32).
+    pub streams_per_connection: usize,
+    /// Connections open at once, in and out (default 1024).
+    pub max_connections: usize,
+    /// Connections to one peer (default 2).
+    pub connections_per_peer: usize,
+    /// Inbound connections from one IP address (default 64), or `None` for no limit (a
+    /// loopback testnet, where every vault shares 127.0.0.1).
+    pub connections_per_ip: Option<usize>,
 }
 
 impl NodeConfig {
@@ -70,6 +88,13 @@ impl NodeConfig {
                 .into_iter()
                 .map(Duration::from_millis)
                 .collect(),
+            client_budget: Budget::CLIENT,
+            vault_budget: Budget::VAULT,
+            inbound_bytes: crate::codec::INBOUND_BYTES,
+            streams_per_connection: 32,
+            max_connections: 1024,
+            connections_per_peer: 2,
+            connections_per_ip: Some(64),
         }
     }
 

@@ -19,10 +19,12 @@
 #![deny(missing_docs)]
 
 mod address;
+pub mod budget;
 mod codec;
 mod config;
 mod error;
 pub mod identity;
+mod limits;
 mod node;
 pub mod penalty;
 mod unreachable;
@@ -31,7 +33,7 @@ mod unreachable;
 // here so that users of the network layer need one dependency.
 pub use kura_types::{audit, erasure, record, stored, wire};
 pub use address::{close_group, distance_to_peer, kad_key, Address, AddressParseError, ADDRESS_LEN};
-pub use codec::{read_frame, write_frame, KuraCodec};
+pub use codec::{read_frame, write_frame, Envelope, KuraCodec};
 pub use config::{NodeConfig, Role};
 pub use error::NodeError;
 pub use kura_types::{Pointer, Record, RecordKey, RecordKind, Shard, ShardHeader, Strategy};

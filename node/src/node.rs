@@ -22,7 +22,10 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::address::{close_group, Address};
-use crate::codec::KuraCodec;
+use crate::budget::{request_cost, Budgets};
+use crate::codec::{Envelope, KuraCodec};
+use crate::limits::IpLimits;
+use tokio::sync::OwnedSemaphorePermit;
 use crate::config::{NodeConfig, Role};
 use crate::error::NodeError;
 use crate::penalty::Penalties;
@@ -50,6 +53,8 @@ struct Behaviour {
     identify: identify::Behaviour,
     rr: request_response::Behaviour<KuraCodec>,
     unreachable: Unreachable,
+    limits: libp2p::connection_limits::Behaviour,
+    ip_limits: IpLimits,
 }
 
 /// How long a lookup waits for one peer's answer.
@@ -66,6 +71,8 @@ pub struct InboundRequest {
     /// requests are maintenance, which yields to clients'.
     pub from_vault: bool,
     reply: oneshot::Sender<Response>,
+    /// The request's share of the inbound byte budget, held until it is answered.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl InboundRequest {
@@ -76,19 +83,23 @@ impl InboundRequest {
 
     /// Splits the request from the handle that answers it, so the request can be consumed.
     pub fn into_parts(self) -> (PeerId, Request, Responder) {
-        (self.peer, self.request, Responder(self.reply))
+        (self.peer, self.request, Responder { reply: self.reply, _permit: self.permit })
     }
 }
 
 /// Answers one inbound request.
 #[derive(Debug)]
-pub struct Responder(oneshot::Sender<Response>);
+pub struct Responder {
+    reply: oneshot::Sender<Response>,
+    /// Held until the answer is sent: the request's bytes count against the budget till then.
+    _permit: Option<OwnedSemaphorePermit>,
+}
 
 impl Responder {
     /// Sends the answer back to the peer.
     pub fn respond(self, response: Response) {
         // The actor drops the receiver only if the node is shutting down.
-        let _ = self.0.send(response);
+        let _ = self.reply.send(response);
     }
 }
 
@@ -99,6 +110,8 @@ pub struct NodeStats {
     pub malformed_requests: AtomicU64,
     /// Requests refused because the application queue was full.
     pub busy_refusals: AtomicU64,
+    /// Requests refused because their peer had spent its budget.
+    pub rate_limited: AtomicU64,
     /// Inbound streams that failed (oversized, truncated, timed out).
     pub inbound_failures: AtomicU64,
 }
@@ -317,6 +330,7 @@ pub async fn spawn(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Inb
         join_bootstraps: config.join_bootstraps.iter().rev().map(|d| now + *d).collect(),
         request_timeout: config.request_timeout,
         penalties: Penalties::default(),
+        budgets: Budgets::new(config.client_budget, config.vault_budget, config.max_connections.max(1) * 4),
     };
     let span = tracing::info_span!("node", peer = %peer_id);
     tokio::spawn(tracing::Instrument::instrument(actor.run(cmd_rx), span));
@@ -338,6 +352,11 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
     let request_timeout = config.request_timeout;
     let dead_peer_timeout = config.dead_peer_timeout;
     let mtu = config.mtu_upper_bound;
+    let inbound_bytes = config.inbound_bytes;
+    let streams_per_connection = config.streams_per_connection;
+    let max_connections = config.max_connections as u32;
+    let connections_per_peer = config.connections_per_peer as u32;
+    let per_ip = config.connections_per_ip;
     let swarm = SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_quic_config(|mut c| {
@@ -370,11 +389,20 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
                 Role::Vault => ProtocolSupport::Full,
                 Role::Client => ProtocolSupport::Outbound,
             };
-            let rr = request_response::Behaviour::new(
+            let rr = request_response::Behaviour::with_codec(
+                KuraCodec::new(inbound_bytes),
                 [(StreamProtocol::new(REQUEST_PROTOCOL), support)],
-                request_response::Config::default().with_request_timeout(request_timeout),
+                request_response::Config::default()
+                    .with_request_timeout(request_timeout)
+                    .with_max_concurrent_streams(streams_per_connection),
             );
-            Behaviour { kad, identify, rr, unreachable: Unreachable::default() }
+            let limits = libp2p::connection_limits::Behaviour::new(
+                libp2p::connection_limits::ConnectionLimits::default()
+                    .with_max_established(Some(max_connections))
+                    .with_max_established_per_peer(Some(connections_per_peer))
+                    .with_max_pending_incoming(Some(max_connections)),
+            );
+            Behaviour { kad, identify, rr, unreachable: Unreachable::default(), limits, ip_limits: IpLimits::new(per_ip) }
         })
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
@@ -417,6 +445,8 @@ struct Actor {
     request_timeout: Duration,
     /// Peers dropped for misbehaving, kept out of the routing table for a while.
     penalties: Penalties,
+    /// What each peer may still ask of this node.
+    budgets: Budgets,
 }
 
 impl Actor {
@@ -484,7 +514,7 @@ impl Actor {
                 self.lookups.insert(id, PendingLookup { target, n, reply });
             }
             Command::Request { peer, request, reply } => {
-                let id = self.swarm.behaviour_mut().rr.send_request(&peer, request);
+                let id = self.swarm.behaviour_mut().rr.send_request(&peer, Envelope::from(request));
                 self.requests.insert(id, reply);
             }
             Command::RoutingTable { reply } => {
@@ -621,7 +651,7 @@ impl Actor {
         }
     }
 
-    fn on_request_response(&mut self, event: request_response::Event<Request, Response>) {
+    fn on_request_response(&mut self, event: request_response::Event<Envelope, Response>) {
         use request_response::{Event, Message};
         match event {
             Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
@@ -650,7 +680,16 @@ impl Actor {
         }
     }
 
-    fn on_inbound(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
+    fn on_inbound(&mut self, peer: PeerId, envelope: Envelope, channel: ResponseChannel<Response>) {
+        let Envelope { request, permit } = envelope;
+        let from_vault = self.in_routing_table(&peer);
+        if let Err(wait) = self.budgets.admit(peer, from_vault, request_cost(&request), std::time::Instant::now()) {
+            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, ?wait, "request over the peer's budget");
+            let retry_after_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
+            let _ = self.swarm.behaviour_mut().rr.send_response(channel, Response::Error(RemoteError::RateLimited { retry_after_ms }));
+            return;
+        }
         let immediate = match &request {
             Request::Undecodable(e) => {
                 self.stats.malformed_requests.fetch_add(1, Ordering::Relaxed);
@@ -667,8 +706,7 @@ impl Actor {
             return;
         }
         let (tx, rx) = oneshot::channel();
-        let from_vault = self.in_routing_table(&peer);
-        match self.inbound.try_send(InboundRequest { peer, request, from_vault, reply: tx }) {
+        match self.inbound.try_send(InboundRequest { peer, request, from_vault, reply: tx, permit }) {
             Ok(()) => {
                 let timeout = self.request_timeout;
                 self.replies.push(Box::pin(async move {

@@ -210,6 +210,7 @@ mod tests {
             capacity: 0,
             uptime_secs: 0,
             malformed_requests: 0,
+            rate_limited: 0,
             refused_full: 0,
             corrupt_records: 0,
             pending_repairs: 0,

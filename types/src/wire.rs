@@ -137,6 +137,8 @@ pub struct VaultStatus {
     pub uptime_secs: u64,
     /// Requests it refused because they could not be decoded.
     pub malformed_requests: u64,
+    /// Requests it refused because their peer had spent its budget.
+    pub rate_limited: u64,
     /// Records it refused because it was full.
     pub refused_full: u64,
     /// Stored records found unreadable or corrupt, moved aside (never deleted).
@@ -215,6 +217,20 @@ pub enum RemoteError {
         /// The shard index.
         index: u8,
     },
+    /// The peer has spent its request budget at this node; ask again after the wait given.
+    #[error("rate limited: try again in {retry_after_ms} ms")]
+    RateLimited {
+        /// How long until a request from this peer would be admitted.
+        retry_after_ms: u32,
+    },
+}
+
+impl RemoteError {
+    /// Whether the refusal is about load, not about the request: the same request may succeed
+    /// later, and says nothing against the node.
+    pub fn is_load(&self) -> bool {
+        matches!(self, RemoteError::Busy | RemoteError::RateLimited { .. })
+    }
 }
 
 /// Why bytes could not be decoded into a message.
@@ -310,6 +326,7 @@ mod tests {
             capacity: 1 << 30,
             uptime_secs: 5,
             malformed_requests: 0,
+            rate_limited: 0,
             refused_full: 0,
             corrupt_records: 0,
             pending_repairs: 0,

@@ -5,10 +5,14 @@
 //! examination on each with audits on: the vault re-reads its own shard (a missing or corrupt
 //! one is dropped, so it stops claiming it), asks every other group member which indices it
 //! holds, and challenges each claimed shard with a random-slice Bao proof
-//! ([`kura_node::audit`]), checked against the shard hash in its own header. A member that
-//! claims a shard and cannot prove it, or does not answer, is reported (a warning, and the
+//! ([`kura_node::audit`]), checked against the shard hash in its own header. That header was
+//! checked against the chunk's address when this vault stored it (the address commits to every
+//! shard hash), so the proof is checked against the address alone: no client can make two
+//! vaults' headers of one address differ. A member that claims a shard and cannot prove it, or
+//! has answered no audit for `audit_silence_secs`, is reported (a warning, and the
 //! `audit_failures` counter in status) and penalized: dropped from this vault's routing table
-//! for a while, so lookups and placement stop counting on it. Its shards count as lost in the
+//! for a while, so lookups and placement stop counting on it. A member that answers "busy" or
+//! "rate limited", or misses an answer now and then, keeps its claim and is asked again later. Its shards count as lost in the
 //! plan, and the chunk's coordinator rebuilds them on other members; every holder audits, so
 //! the coordinator finds the loss in its own rounds too. A member that handed the shard on
 //! between claiming and being challenged says so ([`RemoteError::Released`]): its claim is
@@ -55,6 +59,8 @@ enum Outcome {
     Proved,
     Busy,
     Released,
+    /// No answer at all (a timeout, a dropped connection): why.
+    Silent(String),
     /// Why the holder failed.
     Failed(String),
 }
@@ -127,7 +133,26 @@ impl Vault {
     /// Audits shard `index` of `header`'s chunk on `peer`, counts the verdict and penalizes a
     /// failure.
     pub(crate) async fn audit_and_report(&self, peer: PeerId, header: &ShardHeader, index: u8) -> Result<Verdict, NodeError> {
-        match self.audit_holder(peer, header, index).await {
+        let outcome = self.audit_holder(peer, header, index).await;
+        match &outcome {
+            Outcome::Silent(_) => {}
+            _ => self.silent_peers().forget(&peer),
+        }
+        let outcome = match outcome {
+            // One missed answer is load or a passing fault; only silence that lasts is a
+            // failure, so a flood aimed at a vault cannot get it dropped by everyone.
+            Outcome::Silent(reason) => {
+                let spell = self.silent_peers().noted_for(peer);
+                if spell >= Duration::from_secs(self.config().audit_silence_secs) {
+                    Outcome::Failed(format!("{reason}; silent for {} s", spell.as_secs()))
+                } else {
+                    debug!(%peer, %reason, secs = spell.as_secs(), "audit unanswered; asking again later");
+                    Outcome::Busy
+                }
+            }
+            other => other,
+        };
+        match outcome {
             Outcome::Proved => {
                 self.audit_stats().passed.fetch_add(1, Ordering::Relaxed);
                 Ok(Verdict::Passed)
@@ -137,7 +162,7 @@ impl Vault {
                 debug!(%peer, chunk = %header.address(), index, "audited shard was handed on meanwhile");
                 Ok(Verdict::Withdrawn)
             }
-            Outcome::Failed(reason) => {
+            Outcome::Silent(reason) | Outcome::Failed(reason) => {
                 self.audit_stats().failed.fetch_add(1, Ordering::Relaxed);
                 warn!(%peer, chunk = %header.address(), index, %reason, "storage audit failed");
                 self.node().penalize(peer, format!("failed a storage audit: {reason}")).await?;
@@ -169,12 +194,12 @@ impl Vault {
                 Err(e) => Outcome::Failed(e.to_string()),
             },
             Ok(other) => Outcome::Failed(format!("answered an audit with {other:?}")),
-            Err(NodeError::Remote { error: RemoteError::Busy, .. }) => Outcome::Busy,
+            Err(NodeError::Remote { error, .. }) if error.is_load() => Outcome::Busy,
             // A vault that says it handed the shard on gains nothing by lying: it is no longer
             // counted as holding it, so the shard is placed elsewhere if the group lacks it.
             Err(NodeError::Remote { error: RemoteError::Released { .. }, .. }) => Outcome::Released,
             Err(NodeError::Remote { error, .. }) => Outcome::Failed(error.to_string()),
-            Err(e) => Outcome::Failed(format!("no answer: {e}")),
+            Err(e) => Outcome::Silent(format!("no answer: {e}")),
         }
     }
 }

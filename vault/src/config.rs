@@ -75,6 +75,19 @@ pub struct VaultConfig {
     pub release_memory_secs: u64,
     /// Seconds a vault that refused a shard for want of room is not offered another.
     pub full_memory_secs: u64,
+    /// Seconds another vault may go without answering audits before its silence counts as a
+    /// failed audit (a vault under load may miss some answers; only lasting silence is held
+    /// against it).
+    pub audit_silence_secs: u64,
+    /// Requests per second each client may make of this vault (more are answered "rate
+    /// limited").
+    pub client_requests_per_sec: u32,
+    /// Request bytes per second each client may send this vault.
+    #[serde(with = "size")]
+    pub client_bytes_per_sec: u64,
+    /// Inbound connections from one IP address; 0 for no limit (a loopback testnet, where
+    /// every vault and client shares 127.0.0.1).
+    pub connections_per_ip: usize,
 }
 
 /// Which record store backs a vault.
@@ -120,6 +133,10 @@ impl VaultConfig {
             maintenance_timeout_secs: 10,
             release_memory_secs: 600,
             full_memory_secs: 60,
+            audit_silence_secs: 60,
+            client_requests_per_sec: kura_node::budget::Budget::CLIENT.requests_per_sec as u32,
+            client_bytes_per_sec: kura_node::budget::Budget::CLIENT.bytes_per_sec as u64,
+            connections_per_ip: 0,
         }
     }
 
@@ -132,6 +149,8 @@ impl VaultConfig {
             repair_sweep_secs: 600,
             repair_rate: 32 << 20,
             audit_interval_secs: 300,
+            audit_silence_secs: 900,
+            connections_per_ip: 64,
             ..VaultConfig::local(root)
         }
     }

@@ -45,6 +45,19 @@ impl<K: Eq + Hash + Copy> Recent<K> {
         inner.order.push_back((key, now));
     }
 
+    /// How long ago `key` was first noted without being forgotten since (noting it now if it
+    /// was not): the length of a spell, such as a peer's silence.
+    pub fn noted_for(&self, key: K) -> Duration {
+        {
+            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(at) = inner.seen.get(&key).filter(|at| at.elapsed() < self.memory) {
+                return at.elapsed();
+            }
+        }
+        self.note(key);
+        Duration::ZERO
+    }
+
     /// Forgets `key`.
     pub fn forget(&self, key: &K) {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).seen.remove(key);

@@ -54,6 +54,8 @@ struct Shared {
     full: Recent<PeerId>,
     /// Losses whose coordinator has not acted yet, since when.
     standby: crate::recent::Losses,
+    /// Vaults that left audits unanswered, since when (forgotten when they answer).
+    silent: Recent<PeerId>,
     /// The close group of each chunk stored here lately, as this vault saw it when storing:
     /// the repair worker's record of the group a later routing change is compared with
     /// (bounded; a chunk that does not fit is noted by the worker's next baseline round).
@@ -114,9 +116,15 @@ impl Vault {
             }
             Storage::Memory => (Arc::new(MemoryStore::new(config.capacity)), None),
         };
-        let node_config = kura_node::NodeConfig::vault(keypair)
+        let mut node_config = kura_node::NodeConfig::vault(keypair)
             .with_listen(config.listen.clone())
             .with_bootstrap(config.bootstrap.clone());
+        node_config.client_budget = kura_node::budget::Budget {
+            requests_per_sec: f64::from(config.client_requests_per_sec.max(1)),
+            bytes_per_sec: config.client_bytes_per_sec.max(1) as f64,
+            ..kura_node::budget::Budget::CLIENT
+        };
+        node_config.connections_per_ip = (config.connections_per_ip > 0).then_some(config.connections_per_ip);
         let (node, inbound) = kura_node::spawn(node_config).await?;
         let listen = node.listen_addrs().await?;
         let usage = store.usage();
@@ -134,6 +142,8 @@ impl Vault {
         let released = Recent::new(Duration::from_secs(config.release_memory_secs), MEMORY_LEN);
         let full = Recent::new(Duration::from_secs(config.full_memory_secs), MEMORY_LEN);
         let standby = crate::recent::Losses::new(Duration::from_secs(600), MEMORY_LEN);
+        // A spell of silence is forgotten a while after it ends, so an old one is not added to a new.
+        let silent = Recent::new(Duration::from_secs(config.audit_silence_secs.saturating_mul(4).max(60)), MEMORY_LEN);
         let vault = Vault {
             node,
             shared: Arc::new(Shared {
@@ -151,6 +161,7 @@ impl Vault {
                 released,
                 full,
                 standby,
+                silent,
                 stored_groups: Default::default(),
                 updated,
                 updated_rx: std::sync::Mutex::new(Some(updated_rx)),
@@ -207,6 +218,10 @@ impl Vault {
         tokio::time::timeout(self.shared.config.maintenance_timeout(), self.node.request(peer, request))
             .await
             .unwrap_or_else(|_| Err(NodeError::Request { peer, reason: "timed out".into() }))
+    }
+
+    pub(crate) fn silent_peers(&self) -> &Recent<PeerId> {
+        &self.shared.silent
     }
 
     pub(crate) fn standby(&self) -> &crate::recent::Losses {
@@ -565,6 +580,7 @@ impl Vault {
             capacity: usage.capacity,
             uptime_secs: self.shared.started.elapsed().as_secs(),
             malformed_requests: self.node.stats().malformed_requests.load(Ordering::Relaxed),
+            rate_limited: self.node.stats().rate_limited.load(Ordering::Relaxed),
             refused_full: self.shared.refused_full.load(Ordering::Relaxed),
             corrupt_records: self.shared.corrupt_records.load(Ordering::Relaxed),
             pending_repairs: self.shared.repair.pending.load(Ordering::Relaxed),

@@ -36,6 +36,8 @@ pub use schedule::Schedule;
 use crate::audit::Verdict;
 use crate::server::Vault;
 
+/// How long before a chunk is examined again when a member answered that it is busy.
+const LOADED_RETRY: Duration = Duration::from_secs(5);
 
 /// Which chunks a repair round examines.
 #[derive(Debug)]
@@ -288,7 +290,16 @@ impl Vault {
         .await;
         let mut proven = HashSet::new();
         'members: for (peer, answer) in asked {
-            let Ok(Response::Indices(mut indices)) = answer else { continue };
+            let mut indices = match answer {
+                Ok(Response::Indices(indices)) => indices,
+                // A member under load still holds what it held: look again later rather than
+                // rebuild its shards elsewhere (a flood must not start repair storms).
+                Err(NodeError::Remote { error, .. }) if error.is_load() => {
+                    debug!(%chunk, %peer, "member busy; examining the chunk again later");
+                    return Ok(Some(LOADED_RETRY));
+                }
+                _ => continue,
+            };
             if self.full_lately(&peer) && indices.is_empty() {
                 continue;
             }

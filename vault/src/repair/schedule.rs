@@ -1,6 +1,6 @@
 //! When the repair worker runs which round, as plain state with time passed in.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use kura_node::Address;
@@ -11,6 +11,9 @@ use crate::worker::Periodic;
 
 /// Most addresses waiting in one set (updates, retries); more are left to the sweep.
 const MAX_WAITING: usize = 1 << 14;
+/// A chunk whose repair keeps failing waits the retry delay doubled per failure, up to this
+/// many doublings (2 s becomes at most about 4 minutes).
+const MAX_DOUBLINGS: u32 = 7;
 
 /// The repair worker's schedule: routing changes (debounced), records updated here, failed
 /// repairs to retry, the baseline tick and the sweep.
@@ -27,6 +30,8 @@ pub struct Schedule {
     updated_at: Option<Instant>,
     /// Chunks to look at again, each at its own time.
     rechecks: BTreeSet<(Instant, Address)>,
+    /// Chunks whose repair failed lately: failures in a row, and when the last was.
+    failures: HashMap<Address, (u32, Instant)>,
 }
 
 impl Schedule {
@@ -43,6 +48,7 @@ impl Schedule {
             updated: BTreeSet::new(),
             updated_at: None,
             rechecks: BTreeSet::new(),
+            failures: HashMap::new(),
         }
     }
 
@@ -60,9 +66,27 @@ impl Schedule {
         }
     }
 
-    /// These repairs failed: try them again after the retry delay.
+    /// These repairs failed: try each again after the retry delay, doubled for every failure
+    /// in a row before it (a chunk that cannot be repaired, say for want of holders, must not
+    /// make its vault ask the network about it every two seconds forever).
     pub fn failed(&mut self, now: Instant, addresses: impl IntoIterator<Item = Address>) {
+        let longest = self.retry_after * (1 << MAX_DOUBLINGS);
+        if self.failures.len() >= MAX_WAITING {
+            // A failure streak ends when the chunk has not failed for two of the longest waits.
+            self.failures.retain(|_, (_, last)| now.saturating_duration_since(*last) < longest * 2);
+        }
         for a in addresses {
+            let streak = match self.failures.get(&a) {
+                Some((n, last)) if now.saturating_duration_since(*last) < longest * 2 => n + 1,
+                _ => 1,
+            };
+            if streak == 1 || self.failures.contains_key(&a) || self.failures.len() < MAX_WAITING {
+                self.failures.insert(a, (streak, now));
+            }
+            if streak > 1 {
+                self.recheck(now + self.retry_after * (1 << (streak - 1).min(MAX_DOUBLINGS)), a);
+                continue;
+            }
             if self.retry.len() >= MAX_WAITING {
                 break;
             }
@@ -237,6 +261,32 @@ mod tests {
             Some(Round::Retry(set)) => assert_eq!(set, BTreeSet::from([b])),
             other => panic!("{}", kind(other)),
         }
+    }
+
+    #[test]
+    fn a_chunk_that_keeps_failing_waits_longer_each_time() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, secs(6000), secs(5000), Duration::from_millis(500), secs(2));
+        while s.next(t0).is_some() {}
+        let a = Address::random();
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            s.failed(now, [a]);
+            let due = s.next_wake();
+            assert_eq!(kind(s.next(due - Duration::from_millis(1))), "none");
+            match s.next(due) {
+                Some(Round::Retry(set)) => assert_eq!(set, BTreeSet::from([a])),
+                other => panic!("{}", kind(other)),
+            }
+            waits.push((due - now).as_secs());
+            now = due;
+        }
+        assert_eq!(waits, vec![2, 4, 8, 16, 32, 64, 128, 256, 256, 256]);
+        // Long after its last failure, a new failure starts again at the shortest wait.
+        let later = now + secs(3600);
+        s.failed(later, [a]);
+        assert_eq!(s.next_wake(), later + secs(2));
     }
 
     #[test]
