@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use bytes::Bytes;
 use indicatif::ProgressBar;
 use kura_client::{Client, UserKey, Visibility};
 use kura_node::{Address, Multiaddr};
@@ -22,10 +21,7 @@ pub async fn store_random_files(client: &Client, dir: &Path, count: usize, mib: 
         let path = dir.join(format!("f{i}"));
         std::fs::write(&path, &content)?;
         let address = client.put_path(&path, Visibility::Private, key, &ProgressBar::hidden()).await?;
-        let (_, encrypted) = self_encryption::encrypt(Bytes::from(content))?;
-        for c in &encrypted {
-            chunks.push(kura_node::erasure::Coding::default().address_of(&c.content)?);
-        }
+        chunks.extend(kura_client::chunk_addresses(&content, Visibility::Private, key, Default::default())?);
         chunks.push(address);
         addresses.push(address);
         std::fs::remove_file(&path)?;

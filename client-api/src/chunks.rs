@@ -1,6 +1,7 @@
 //! Storing and fetching one chunk as erasure-coded shards on its close group.
 
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,13 +10,36 @@ use futures::StreamExt;
 use kura_node::erasure::{self, Coding};
 use kura_node::wire::{RemoteError, Request, Response};
 use kura_node::{Address, NodeError, PeerId, Shard};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::client::Client;
 use crate::error::ClientError;
 
 /// Vaults a lookup returns: the close group and the spares behind it.
 const CANDIDATES: usize = 20;
+/// Most vaults one download remembers as having served bad shards.
+const MAX_SHUNNED: usize = 1024;
+
+/// Vaults that served a bad shard during one download: a shard that fails its hash, or whose
+/// header does not derive the address asked for. Each is skipped for the rest of the download
+/// (cloning shares the set).
+#[derive(Debug, Clone, Default)]
+pub struct Shunned(Arc<Mutex<HashSet<PeerId>>>);
+
+impl Shunned {
+    fn add(&self, vault: PeerId) {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if set.len() < MAX_SHUNNED {
+            set.insert(vault);
+        }
+    }
+
+    /// Whether `vault` served a bad shard in this download.
+    pub fn contains(&self, vault: &PeerId) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).contains(vault)
+    }
+}
+
 /// Attempts on one vault for transient (transport) failures.
 const ATTEMPTS_PER_VAULT: u32 = 3;
 /// First retry delay; doubles each attempt.
@@ -129,7 +153,14 @@ impl Client {
     /// address commits to), decodes from the first `k`, checks the content hash, and asks the
     /// vaults behind the close group when the group cannot deliver.
     pub async fn get_chunk(&self, chunk: Address) -> Result<Bytes, ClientError> {
-        let candidates = self.candidates(chunk).await?;
+        self.get_chunk_shunning(chunk, &Shunned::default()).await
+    }
+
+    /// [`Client::get_chunk`], skipping the vaults in `shunned` and adding to it every vault
+    /// that serves a bad shard.
+    pub async fn get_chunk_shunning(&self, chunk: Address, shunned: &Shunned) -> Result<Bytes, ClientError> {
+        let mut candidates = self.candidates(chunk).await?;
+        candidates.retain(|v| !shunned.contains(v));
         let group = self.config.coding.n().min(candidates.len());
         let mut shards: Vec<Shard> = Vec::new();
         let mut detail = Vec::new();
@@ -148,10 +179,14 @@ impl Client {
                     Ok(Response::Shards(got)) => {
                         let before = shards.len();
                         for s in got {
-                            if s.header.address() == chunk
-                                && !shards.iter().any(|h| h.header.index == s.header.index)
-                                && s.verify().is_ok()
-                            {
+                            // Vaults check shards before serving them, so a bad one is a lie.
+                            if s.header.address() != chunk || s.verify().is_err() {
+                                warn!(%vault, %chunk, index = s.header.index, "vault served a bad shard; skipping it");
+                                detail.push(format!("{vault}: bad shard {}", s.header.index));
+                                shunned.add(vault);
+                                break;
+                            }
+                            if !shards.iter().any(|h| h.header.index == s.header.index) {
                                 shards.push(s);
                             }
                         }

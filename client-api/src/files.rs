@@ -22,9 +22,10 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::chunks::Shunned;
 use crate::client::Client;
 use crate::error::ClientError;
-use crate::keys::UserKey;
+use crate::keys::{Convergence, UserKey};
 use crate::root::{ChunkRef, Content, DirEntry, EntryKind, RootRecord, Visibility};
 use crate::tree::{Extractor, TreePlan};
 
@@ -50,6 +51,8 @@ struct Pieces<R> {
     reader: R,
     error: Arc<Mutex<Option<std::io::Error>>>,
     progress: ProgressBar,
+    /// The owner's keystream for private content, and the offset reached.
+    layer: Option<(Convergence, u64)>,
 }
 
 impl<R: Read> Iterator for Pieces<R> {
@@ -73,9 +76,28 @@ impl<R: Read> Iterator for Pieces<R> {
             return None;
         }
         buf.truncate(filled);
+        if let Some((layer, offset)) = &mut self.layer {
+            layer.apply(*offset, &mut buf);
+            *offset += filled as u64;
+        }
         self.progress.inc(filled as u64);
         Some(Bytes::from(buf))
     }
+}
+
+/// The storage addresses of the chunks `content` becomes when stored with `visibility` by the
+/// owner of `key` (without its root record): what a vault would hold for it. Private content
+/// carries its owner's convergence keystream, so only the owner can compute these.
+pub fn chunk_addresses(content: &[u8], visibility: Visibility, key: &UserKey, coding: kura_node::erasure::Coding) -> Result<Vec<Address>, ClientError> {
+    if content.len() < self_encryption::MIN_ENCRYPTABLE_BYTES {
+        return Ok(Vec::new());
+    }
+    let mut bytes = content.to_vec();
+    if visibility == Visibility::Private {
+        key.convergence().apply(0, &mut bytes);
+    }
+    let (_, chunks) = self_encryption::encrypt(Bytes::from(bytes)).map_err(enc_err)?;
+    chunks.iter().map(|c| coding.address_of(&c.content).map_err(|e| ClientError::Malformed(e.to_string()))).collect()
 }
 
 impl Client {
@@ -89,12 +111,13 @@ impl Client {
         progress: &ProgressBar,
     ) -> Result<Address, ClientError> {
         let meta = fs::metadata(path).map_err(io_err(path))?;
+        let layer = (visibility == Visibility::Private).then(|| key.convergence());
         let record = if meta.is_dir() {
             progress.set_length(tree_size(path)?);
-            self.put_dir(path, progress).await?
+            self.put_dir(path, layer.as_ref(), progress).await?
         } else {
             progress.set_length(meta.len());
-            self.put_file_content(path, progress).await?.into()
+            self.put_file_content(path, layer.as_ref(), progress).await?.into()
         };
         let sealed = record.seal(visibility, key)?;
         let address = self.put_chunk(Bytes::from(sealed), self.config.coding).await?;
@@ -103,18 +126,25 @@ impl Client {
     }
 
     /// Stores a file's content; returns the record that leads to it.
-    async fn put_file_content(&self, path: &Path, progress: &ProgressBar) -> Result<Content, ClientError> {
+    async fn put_file_content(
+        &self,
+        path: &Path,
+        layer: Option<&Convergence>,
+        progress: &ProgressBar,
+    ) -> Result<Content, ClientError> {
         let file = fs::File::open(path).map_err(io_err(path))?;
         let size = file.metadata().map_err(io_err(path))?.len();
-        self.put_reader(file, size, path, progress).await
+        self.put_reader(file, size, path, layer, progress).await
     }
 
-    /// Stores `size` bytes from `reader` (named `what` in errors).
+    /// Stores `size` bytes from `reader` (named `what` in errors), under the owner's keystream
+    /// `layer` when private.
     async fn put_reader<R: Read + Send + 'static>(
         &self,
         reader: R,
         size: u64,
         what: &Path,
+        layer: Option<&Convergence>,
         progress: &ProgressBar,
     ) -> Result<Content, ClientError> {
         let reader = reader.take(size);
@@ -128,7 +158,7 @@ impl Client {
         let budget = Arc::new(Semaphore::new(kib_in_flight as usize));
         let (tx, mut rx) = mpsc::channel::<(XorName, Bytes, tokio::sync::OwnedSemaphorePermit)>(64);
         let read_error = Arc::new(Mutex::new(None));
-        let pieces = Pieces { reader, error: read_error.clone(), progress: progress.clone() };
+        let pieces = Pieces { reader, error: read_error.clone(), progress: progress.clone(), layer: layer.map(|l| (l.clone(), 0)) };
         let handle = Handle::current();
         let encrypt_budget = budget.clone();
         let encrypter = tokio::task::spawn_blocking(move || -> Result<Option<DataMap>, ClientError> {
@@ -195,7 +225,7 @@ impl Client {
         Ok(Content::File { data_map, size, chunks })
     }
 
-    async fn put_dir(&self, dir: &Path, progress: &ProgressBar) -> Result<RootRecord, ClientError> {
+    async fn put_dir(&self, dir: &Path, layer: Option<&Convergence>, progress: &ProgressBar) -> Result<RootRecord, ClientError> {
         let mut entries = Vec::new();
         for path in walk(dir)? {
             let rel = path.strip_prefix(dir).map_err(|_| ClientError::Malformed(format!("{} escapes the tree", path.display())))?;
@@ -213,7 +243,7 @@ impl Client {
             } else if meta.is_dir() {
                 EntryKind::Dir
             } else if meta.is_file() {
-                let content = Box::pin(self.put_file_content(&path, progress)).await?;
+                let content = Box::pin(self.put_file_content(&path, layer, progress)).await?;
                 EntryKind::File { size: meta.len(), content }
             } else {
                 continue; // sockets, fifos, devices: not content
@@ -223,7 +253,7 @@ impl Client {
         let manifest = postcard::to_stdvec(&entries).map_err(|e| ClientError::Malformed(e.to_string()))?;
         let len = manifest.len() as u64;
         let manifest = self
-            .put_reader(std::io::Cursor::new(manifest), len, dir, &ProgressBar::hidden())
+            .put_reader(std::io::Cursor::new(manifest), len, dir, layer, &ProgressBar::hidden())
             .await?;
         Ok(RootRecord::Directory { manifest })
     }
@@ -238,21 +268,22 @@ impl Client {
         progress: &ProgressBar,
     ) -> Result<(RootRecord, Visibility), ClientError> {
         let sealed = self.get_chunk(address).await?;
-        let (record, visibility) = RootRecord::open(&sealed, key)?;
+        let (record, visibility, layered) = RootRecord::open_layered(&sealed, key)?;
+        let layer = layered.then(|| key.convergence());
         match &record {
             RootRecord::Directory { manifest } => {
-                let bytes = self.get_to_vec(manifest, MAX_MANIFEST).await?;
+                let bytes = self.get_to_vec(manifest, MAX_MANIFEST, layer.as_ref()).await?;
                 let (entries, rest) = postcard::take_from_bytes::<Vec<DirEntry>>(&bytes)
                     .map_err(|e| ClientError::Malformed(format!("directory manifest: {e}")))?;
                 if !rest.is_empty() {
                     return Err(ClientError::Malformed("directory manifest has trailing bytes".into()));
                 }
-                self.restore_tree(TreePlan::check(entries)?, out, progress).await?;
+                self.restore_tree(TreePlan::check(entries)?, out, layer.as_ref(), progress).await?;
             }
             file => {
                 let content = file.content().ok_or_else(|| ClientError::Malformed("not file content".into()))?;
                 progress.set_length(content.size());
-                self.get_to_file(&content, out, progress).await?;
+                self.get_to_file(&content, out, layer.as_ref(), progress).await?;
             }
         }
         progress.finish();
@@ -262,7 +293,13 @@ impl Client {
     /// Writes a checked tree under `out`: folders, then files (each created new, without
     /// following links, and removed again if its download fails), then links, then the
     /// folders' modes, deepest first so a read-only folder does not block its own children.
-    async fn restore_tree(&self, plan: TreePlan, out: &Path, progress: &ProgressBar) -> Result<(), ClientError> {
+    async fn restore_tree(
+        &self,
+        plan: TreePlan,
+        out: &Path,
+        layer: Option<&Convergence>,
+        progress: &ProgressBar,
+    ) -> Result<(), ClientError> {
         progress.set_length(plan.total_bytes);
         let tree = Extractor::open(out)?;
         for (path, _) in &plan.dirs {
@@ -271,7 +308,8 @@ impl Client {
         for f in &plan.files {
             let file = tree.create_file(&f.path)?;
             let shown = out.join(f.path.join("/"));
-            let written = self.get_into(&f.content, std::io::BufWriter::with_capacity(1 << 20, file), &shown, progress).await;
+            let written =
+                self.get_into(&f.content, std::io::BufWriter::with_capacity(1 << 20, file), &shown, layer, progress).await;
             let finished = written.and_then(|w| w.into_inner().map_err(|e| io_err(&shown)(e.into_error())));
             match finished.and_then(|file| tree.finish_file(&f.path, &file, f.mode)) {
                 Ok(()) => {}
@@ -291,7 +329,13 @@ impl Client {
     }
 
     /// Writes a file's content to `out` through a temporary file renamed into place at the end.
-    async fn get_to_file(&self, record: &Content, out: &Path, progress: &ProgressBar) -> Result<(), ClientError> {
+    async fn get_to_file(
+        &self,
+        record: &Content,
+        out: &Path,
+        layer: Option<&Convergence>,
+        progress: &ProgressBar,
+    ) -> Result<(), ClientError> {
         let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("file");
         // A fresh name, created exclusively and not through a link: nothing already in the
         // folder can redirect the write.
@@ -302,7 +346,7 @@ impl Client {
             .custom_flags(libc_nofollow())
             .open(&tmp)
             .map_err(io_err(&tmp))?;
-        let written = self.get_into(record, std::io::BufWriter::with_capacity(1 << 20, file), &tmp, progress).await;
+        let written = self.get_into(record, std::io::BufWriter::with_capacity(1 << 20, file), &tmp, layer, progress).await;
         match written {
             Ok(mut writer) => {
                 writer.flush().map_err(io_err(&tmp))?;
@@ -317,12 +361,12 @@ impl Client {
         }
     }
 
-    async fn get_to_vec(&self, record: &Content, limit: usize) -> Result<Vec<u8>, ClientError> {
+    async fn get_to_vec(&self, record: &Content, limit: usize, layer: Option<&Convergence>) -> Result<Vec<u8>, ClientError> {
         let size = record.size();
         if size > limit as u64 {
             return Err(ClientError::Malformed(format!("content of {size} bytes exceeds the limit of {limit}")));
         }
-        self.get_into(record, Vec::with_capacity(size as usize), Path::new("<memory>"), &ProgressBar::hidden())
+        self.get_into(record, Vec::with_capacity(size as usize), Path::new("<memory>"), layer, &ProgressBar::hidden())
             .await
     }
 
@@ -332,6 +376,7 @@ impl Client {
         record: &Content,
         mut writer: W,
         what: &Path,
+        layer: Option<&Convergence>,
         progress: &ProgressBar,
     ) -> Result<W, ClientError> {
         let (data_map, size, chunks) = match record {
@@ -349,6 +394,7 @@ impl Client {
         let batch = self.config.download_batch.max(1);
         let what = what.to_path_buf();
         let progress = progress.clone();
+        let layer = layer.cloned();
         tokio::task::spawn_blocking(move || -> Result<W, ClientError> {
             let fetch = |names: &[(usize, XorName)]| prefetch.fetch(&handle, names);
             // Resolve a shrunk data map first, so the prefetcher knows every chunk in order.
@@ -367,7 +413,15 @@ impl Client {
                 if written + piece.len() as u64 > size {
                     return Err(ClientError::Malformed(format!("data map decrypts to more than the {size} bytes declared")));
                 }
-                writer.write_all(&piece).map_err(io_err(&what))?;
+                match &layer {
+                    Some(layer) => {
+                        let mut plain = piece.to_vec();
+                        layer.apply(written, &mut plain);
+                        writer.write_all(&plain)
+                    }
+                    None => writer.write_all(&piece),
+                }
+                .map_err(io_err(&what))?;
                 written += piece.len() as u64;
                 progress.inc(piece.len() as u64);
             }
@@ -388,6 +442,8 @@ struct Prefetcher {
     ahead: usize,
     /// Where each chunk (by self-encryption's name, its content hash) is stored.
     places: HashMap<XorName, Address>,
+    /// Vaults that served a bad shard in this download: not asked again.
+    shunned: Shunned,
     state: Mutex<PrefetchState>,
     error: Mutex<Option<ClientError>>,
 }
@@ -401,7 +457,14 @@ struct PrefetchState {
 
 impl Prefetcher {
     fn new(client: Client, ahead: usize, places: HashMap<XorName, Address>) -> Self {
-        Prefetcher { client, ahead, places, state: Mutex::new(PrefetchState::default()), error: Mutex::new(None) }
+        Prefetcher {
+            client,
+            ahead,
+            places,
+            shunned: Shunned::default(),
+            state: Mutex::new(PrefetchState::default()),
+            error: Mutex::new(None),
+        }
     }
 
     fn set_order(&self, order: Vec<XorName>) {
@@ -417,12 +480,13 @@ impl Prefetcher {
 
     fn spawn(&self, handle: &Handle, name: XorName) -> tokio::task::JoinHandle<Result<Bytes, ClientError>> {
         let client = self.client.clone();
+        let shunned = self.shunned.clone();
         let place = self.places.get(&name).copied();
         handle.spawn(async move {
             let address = place.ok_or_else(|| {
                 ClientError::Malformed(format!("data map names chunk {} that the file record does not place", Address(name.0)))
             })?;
-            let content = client.get_chunk(address).await?;
+            let content = client.get_chunk_shunning(address, &shunned).await?;
             // The address commits to the content hash, and decoding checked it; this catches a
             // file record that places a chunk under another chunk's name.
             if Address::of_content(&content) != Address(name.0) {

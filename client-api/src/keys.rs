@@ -32,6 +32,12 @@ impl UserKey {
         ed25519_dalek::SigningKey::from_bytes(&blake3::derive_key("kura 2026-11 pointer signing key v1", &self.0))
     }
 
+    /// The secret that makes this user's private content encrypt differently from everyone
+    /// else's (Tahoe-LAFS's convergence secret), derived from the user key.
+    pub fn convergence(&self) -> Convergence {
+        Convergence(blake3::derive_key("kura 2026-11 convergence secret v1", &self.0))
+    }
+
     /// The Kura home: `$KURA_HOME`, else the per-user data directory.
     pub fn home() -> PathBuf {
         std::env::var_os(HOME_ENV).map(PathBuf::from).unwrap_or_else(crate::peers::data_dir)
@@ -50,6 +56,38 @@ impl UserKey {
     }
 }
 
+/// A per-user keystream laid over private content before self-encryption.
+///
+/// Self-encryption is convergent: the same bytes always become the same chunks, so anyone who
+/// guesses a file could compute its chunk addresses and ask whether they are stored. Private
+/// content is first XORed with a keystream (keyed BLAKE3 in extendable-output mode, seekable)
+/// that only its owner can compute, so its chunks differ from every other user's: nobody else
+/// can confirm or deduplicate it. The same user storing the same file again still yields the
+/// same chunks. The keystream hides nothing by itself (the self-encryption over it does); it
+/// only takes the content out of the network-wide convergence domain.
+#[derive(Clone)]
+pub struct Convergence([u8; 32]);
+
+impl std::fmt::Debug for Convergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Convergence(..)")
+    }
+}
+
+impl Convergence {
+    /// XORs the keystream at content offset `offset` into `buf` (applying twice undoes it).
+    pub fn apply(&self, offset: u64, buf: &mut [u8]) {
+        let mut xof = blake3::Hasher::new_keyed(&self.0).finalize_xof();
+        xof.set_position(offset);
+        let mut stream = [0u8; 4096];
+        for piece in buf.chunks_mut(stream.len()) {
+            let ks = &mut stream[..piece.len()];
+            xof.fill(ks);
+            piece.iter_mut().zip(ks.iter()).for_each(|(b, k)| *b ^= k);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +102,23 @@ mod tests {
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
         std::fs::write(dir.path().join(KEY_FILE), b"short").unwrap();
         assert!(matches!(UserKey::load_or_create(dir.path()), Err(ClientError::Key { .. })));
+    }
+
+    #[test]
+    fn the_convergence_keystream_is_per_user_seekable_and_undoes_itself() {
+        let (a, b) = (UserKey::generate().convergence(), UserKey::generate().convergence());
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let mut whole = data.clone();
+        a.apply(0, &mut whole);
+        let mut parts = data.clone();
+        a.apply(0, &mut parts[..3000]);
+        a.apply(3000, &mut parts[3000..]);
+        assert_eq!(whole, parts, "applying in pieces at their offsets is applying once");
+        let mut other = data.clone();
+        b.apply(0, &mut other);
+        assert_ne!(whole, other, "another user's keystream differs");
+        a.apply(0, &mut whole);
+        assert_eq!(whole, data);
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub mod pointers;
 pub mod root;
 pub mod tree;
 
+pub use chunks::Shunned;
 pub use client::{Client, ClientConfig};
 pub use error::ClientError;
+pub use files::chunk_addresses;
 pub use keys::UserKey;
 pub use root::{RootRecord, Visibility};

@@ -15,8 +15,12 @@ use crate::error::ClientError;
 use crate::keys::UserKey;
 
 const MAGIC: &[u8; 4] = b"KURA";
-/// Version of the root record format (2: files list where their chunks are stored).
-pub const ROOT_VERSION: u8 = 2;
+/// Version of the root record format (2: files list where their chunks are stored; 3: a
+/// private record's content carries its owner's convergence keystream, see
+/// [`crate::keys::Convergence`]).
+pub const ROOT_VERSION: u8 = 3;
+/// The oldest root record format this build reads.
+const OLDEST_READ: u8 = 2;
 const PUBLIC: u8 = 0;
 const PRIVATE: u8 = 1;
 const HEADER_LEN: usize = 6;
@@ -172,15 +176,22 @@ impl RootRecord {
 
     /// Decodes stored bytes, opening them with `key` when private.
     pub fn open(bytes: &[u8], key: &UserKey) -> Result<(RootRecord, Visibility), ClientError> {
+        Self::open_layered(bytes, key).map(|(r, v, _)| (r, v))
+    }
+
+    /// [`RootRecord::open`], also saying whether the content under the record carries the
+    /// owner's convergence keystream (private records from version 3 on).
+    pub fn open_layered(bytes: &[u8], key: &UserKey) -> Result<(RootRecord, Visibility, bool), ClientError> {
         if bytes.len() < HEADER_LEN || &bytes[..4] != MAGIC {
             return Err(ClientError::Malformed("not a Kura root record (bad magic)".into()));
         }
-        if bytes[4] != ROOT_VERSION {
+        if !(OLDEST_READ..=ROOT_VERSION).contains(&bytes[4]) {
             return Err(ClientError::Malformed(format!(
-                "root record version {} (this build reads {ROOT_VERSION})",
+                "root record version {} (this build reads {OLDEST_READ} to {ROOT_VERSION})",
                 bytes[4]
             )));
         }
+        let version = bytes[4];
         let (body, visibility) = match bytes[5] {
             PUBLIC => (bytes[HEADER_LEN..].to_vec(), Visibility::Public),
             PRIVATE => {
@@ -202,7 +213,7 @@ impl RootRecord {
         if !rest.is_empty() {
             return Err(ClientError::Malformed(format!("root record has {} trailing bytes", rest.len())));
         }
-        Ok((record, visibility))
+        Ok((record, visibility, version >= 3 && visibility == Visibility::Private))
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::request_response;
@@ -18,12 +19,20 @@ use crate::wire::{self, Request, Response, WireError, MAX_FRAME_LEN};
 /// an answer, across all peers (see [`KuraCodec`]).
 pub const INBOUND_BYTES: usize = 64 << 20;
 
+/// How much of a frame is read per draw on the inbound budget.
+const PIECE: usize = 64 << 10;
+/// Every inbound frame may take this long, plus its length at [`MIN_READ_RATE`].
+const READ_GRACE: Duration = Duration::from_secs(10);
+/// The slowest rate, in bytes per second, at which an inbound frame may arrive after the grace.
+const MIN_READ_RATE: usize = 64 << 10;
+
 /// Codec for [`wire::REQUEST_PROTOCOL`].
 ///
-/// Inbound requests draw their frame length from one shared byte budget before their body is
-/// read, and give it back only when answered (the permit travels in the [`Envelope`]). Many
-/// streams of maximal frames from any number of peers therefore hold at most the budget in
-/// memory; excess streams wait, and time out, rather than allocate.
+/// Inbound requests draw on one shared byte budget as their bytes arrive, and give it back only
+/// when answered (the permit travels in the [`Envelope`]). Many streams of maximal frames from
+/// any number of peers therefore hold at most the budget in memory; streams past it wait for
+/// room, and a frame that does not arrive at [`MIN_READ_RATE`] after [`READ_GRACE`] fails, so
+/// a slow sender cannot hold its share for long.
 #[derive(Debug, Clone)]
 pub struct KuraCodec {
     inbound: Arc<Semaphore>,
@@ -116,17 +125,36 @@ impl request_response::Codec for KuraCodec {
         T: AsyncRead + Unpin + Send,
     {
         let len = read_len(io).await?;
-        // At least one byte each, so empty frames are counted too; `len` is under
-        // MAX_FRAME_LEN, which the budget always covers.
-        let permit = self
-            .inbound
-            .clone()
-            .acquire_many_owned(len.max(1) as u32)
+        let deadline = tokio::time::Instant::now() + READ_GRACE + Duration::from_secs_f64(len as f64 / MIN_READ_RATE as f64);
+        let read = async {
+            // The budget is drawn a piece at a time, just before the piece is read: a peer that
+            // announces a large frame and sends little holds only what it sent.
+            let mut body = Vec::new();
+            // One permit more than the length, so that empty frames count too.
+            let mut held = self.inbound.clone().acquire_owned().await.map_err(|_| io::Error::other("codec closed"))?;
+            while body.len() < len {
+                let piece = (len - body.len()).min(PIECE);
+                let p = self
+                    .inbound
+                    .clone()
+                    .acquire_many_owned(piece as u32)
+                    .await
+                    .map_err(|_| io::Error::other("codec closed"))?;
+                held.merge(p);
+                let got = (&mut *io).take(piece as u64).read_to_end(&mut body).await?;
+                if got < piece {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("frame ended after {} of {len} bytes", body.len())));
+                }
+            }
+            Ok((body, Some(held)))
+        };
+        // A frame must arrive at a minimum rate, so a slow sender holds its share of the
+        // budget only for a bounded time.
+        let (body, permit) = tokio::time::timeout_at(deadline, read)
             .await
-            .map_err(|_| io::Error::other("codec closed"))?;
-        let body = read_body(io, len).await?;
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("frame of {len} bytes arrived too slowly")))??;
         let request = wire::decode(&body).unwrap_or_else(Request::Undecodable);
-        Ok(Envelope { request, permit: Some(permit) })
+        Ok(Envelope { request, permit })
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
@@ -211,35 +239,56 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 
+    /// Yields its bytes, then never anything more (a peer that stalls mid-frame).
+    struct Stall(Vec<u8>, usize);
+
+    impl AsyncRead for Stall {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let n = buf.len().min(self.0.len() - self.1);
+            if n == 0 {
+                return std::task::Poll::Pending;
+            }
+            let at = self.1;
+            buf[..n].copy_from_slice(&self.0[at..at + n]);
+            self.1 += n;
+            std::task::Poll::Ready(Ok(n))
+        }
+    }
+
     #[tokio::test]
-    async fn a_large_announced_frame_allocates_only_what_arrives() {
+    async fn a_large_announced_frame_holds_only_what_arrives() {
+        let codec = KuraCodec::default();
         let mut bytes = (MAX_FRAME_LEN as u32).to_be_bytes().to_vec();
         bytes.extend_from_slice(&[7; 100]);
-        let mut io = Cursor::new(bytes);
-        let mut len = [0u8; 4];
-        io.read_exact(&mut len).await.unwrap();
-        let mut body = Vec::new();
-        let got = (&mut io).take(MAX_FRAME_LEN as u64).read_to_end(&mut body).await.unwrap();
-        assert_eq!(got, 100);
-        assert!(body.capacity() < 64 << 10, "capacity {} for 100 bytes", body.capacity());
-        io.set_position(0);
-        let err = read_frame(&mut io).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let reader = {
+            let mut codec = codec.clone();
+            tokio::spawn(async move { codec.read_request(&proto(), &mut Stall(bytes, 0)).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let held = INBOUND_BYTES - codec.inbound.available_permits();
+        assert!(held <= PIECE + 1, "a stalled 8 MiB frame holds {held} bytes of the budget");
+        reader.abort();
+        let _ = reader.await;
+        assert_eq!(codec.inbound.available_permits(), INBOUND_BYTES, "given back when the stream goes");
     }
 
     #[tokio::test]
     async fn inbound_requests_hold_their_bytes_of_the_budget_until_dropped() {
         let mut codec = KuraCodec::new(MAX_FRAME_LEN);
-        let big = wire::encode(&Request::Ping).unwrap();
-        let mut first = Cursor::new(framed(&big));
-        let held = codec.read_request(&proto(), &mut first).await.unwrap();
-        assert_eq!(codec.inbound.available_permits(), MAX_FRAME_LEN - big.len());
-        let mut full = ((MAX_FRAME_LEN) as u32).to_be_bytes().to_vec();
-        full.extend_from_slice(&[0; 8]);
-        let (mut other, p, mut io) = (codec.clone(), proto(), Cursor::new(full));
-        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), other.read_request(&p, &mut io));
-        assert!(waiting.await.is_err(), "a frame that does not fit waits for the budget");
+        let big = vec![wire::WIRE_VERSION; MAX_FRAME_LEN - 2];
+        let held = codec.read_request(&proto(), &mut Cursor::new(framed(&big))).await.unwrap();
+        assert_eq!(codec.inbound.available_permits(), 1, "the request holds its bytes until answered");
+        let small = framed(&wire::encode(&Request::Ping).unwrap());
+        let (mut other, p) = (codec.clone(), proto());
+        let waiting = tokio::spawn(async move { other.read_request(&p, &mut Cursor::new(small)).await.map(|e| e.request) });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "a frame that does not fit waits for the budget");
         drop(held);
+        assert_eq!(waiting.await.unwrap().unwrap(), Request::Ping, "and is read once room is made");
         assert_eq!(codec.inbound.available_permits(), MAX_FRAME_LEN);
     }
 

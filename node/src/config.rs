@@ -59,11 +59,13 @@ pub struct NodeConfig {
     /// Bytes of inbound requests held at once, being read or waiting for an answer, across
     /// all peers (default 64 MiB; see [`crate::KuraCodec`]).
     pub inbound_bytes: usize,
-    /// Requests one connection may have open at once (default 32).
+    /// Requests one connection may have open at once, both ways together (default 100, as
+    /// libp2p; past it an outbound request fails at once, so a vault handing many shards to one
+    /// peer needs room; memory is bounded by `inbound_bytes`, not by this).
     pub streams_per_connection: usize,
     /// Connections open at once, in and out (default 1024).
     pub max_connections: usize,
-    /// Connections to one peer (default 2).
+    /// Connections to one peer (default 8: a restarted peer's dead connections count until they time out).
     pub connections_per_peer: usize,
     /// Inbound connections from one IP address (default 64), or `None` for no limit (a
     /// loopback testnet, where every vault shares 127.0.0.1).
@@ -91,9 +93,9 @@ impl NodeConfig {
             client_budget: Budget::CLIENT,
             vault_budget: Budget::VAULT,
             inbound_bytes: crate::codec::INBOUND_BYTES,
-            streams_per_connection: 32,
+            streams_per_connection: 100,
             max_connections: 1024,
-            connections_per_peer: 2,
+            connections_per_peer: 8,
             connections_per_ip: Some(64),
         }
     }

@@ -468,7 +468,10 @@ impl Actor {
                     Some(Command::Shutdown) | None => break,
                     Some(cmd) => self.on_command(cmd),
                 },
-                _ = release.tick() => self.release_penalized(),
+                _ = release.tick() => {
+                    self.release_penalized();
+                    self.retry_departed();
+                }
                 _ = tokio::time::sleep_until(next_bootstrap.unwrap_or_else(Instant::now)), if next_bootstrap.is_some() => {
                     self.join_bootstraps.pop();
                     if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
@@ -603,9 +606,26 @@ impl Actor {
 
     /// Drops `peer`, found gone, from the routing table, and says so if it was there.
     fn peer_left(&mut self, peer: PeerId, cause: &str) {
-        if self.swarm.behaviour_mut().kad.remove_peer(&peer).is_some() {
+        if let Some(entry) = self.swarm.behaviour_mut().kad.remove_peer(&peer) {
             debug!(%peer, %cause, "peer left");
+            // Its addresses are kept, so a passing failure does not exile it: later dials can
+            // still reach it, and a vault dials it again now and then until it is back.
+            let addrs = entry.node.value.iter().cloned().collect();
+            let retry = self.role == Role::Vault;
+            self.swarm.behaviour_mut().unreachable.remember(peer, addrs, retry, std::time::Instant::now());
             let _ = self.events.send(NodeEvent::PeerRemoved(peer));
+        }
+    }
+
+    /// Dials departed vaults whose backoff has passed; one that answers rejoins the routing
+    /// table through identify.
+    fn retry_departed(&mut self) {
+        for (peer, addrs) in self.swarm.behaviour_mut().unreachable.due_retries(std::time::Instant::now()) {
+            debug!(%peer, "dialling a departed vault again");
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer).addresses(addrs).build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(%peer, error = %e, "redial not started");
+            }
         }
     }
 

@@ -1,11 +1,19 @@
-//! Peers that could not be dialled lately, and a behaviour that refuses to dial them again for
-//! a while.
+//! Peers that could not be dialled lately: a behaviour that refuses to dial them again for a
+//! while, and keeps their addresses so that a passing failure never exiles them.
 //!
 //! A vault that died stays in other vaults' routing tables until they notice (keep-alives take
 //! up to ten seconds), and they keep naming it in lookup answers. Every dial to it waits out the
 //! QUIC handshake timeout, and a lookup or download waits with it. Once a dial to a peer has
-//! failed, or the last connection to it broke, further dials to it fail at once for
-//! [`UNREACHABLE_MEMORY`]. A connection the peer makes to this node proves it alive again.
+//! failed, or the last connection to it broke, further dials to it fail at once for a while:
+//! [`FIRST_BACKOFF`], doubling with each failure in a row up to [`MAX_BACKOFF`]. A connection
+//! to or from the peer proves it alive again.
+//!
+//! A peer that failed is dropped from the routing table, and with it the only address this
+//! node had for it; a client, which never receives connections, could then never reach it again
+//! (`kura-testnet up --nodes 100` never turned healthy that way). So the addresses of peers
+//! that left are kept here (bounded, for [`ADDRESS_MEMORY`]) and offered to every later dial of
+//! the peer, and [`Unreachable::due_retries`] says which departed vaults to dial again, once
+//! each backoff has passed.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -20,21 +28,57 @@ use libp2p::swarm::{
 };
 use libp2p::{Multiaddr, PeerId};
 
-/// How long dials to a peer are refused after one failed.
-pub const UNREACHABLE_MEMORY: Duration = Duration::from_secs(30);
+/// How long dials to a peer are refused after a first failure.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest dials to a peer are refused after failures in a row.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(120);
+/// How long the addresses of a peer that left are kept.
+pub const ADDRESS_MEMORY: Duration = Duration::from_secs(3600);
+/// Most peers whose addresses are kept after they left.
+const MAX_REMEMBERED: usize = 4096;
+/// Most addresses kept per peer.
+const MAX_ADDRS: usize = 8;
 
-/// Peers whose last dial failed, and when; and the peers connected now.
+#[derive(Debug, Clone)]
+struct Failure {
+    at: Instant,
+    /// Failures in a row.
+    streak: u32,
+}
+
+impl Failure {
+    fn backoff(&self) -> Duration {
+        FIRST_BACKOFF.saturating_mul(1 << self.streak.saturating_sub(1).min(16)).min(MAX_BACKOFF)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Remembered {
+    addrs: Vec<Multiaddr>,
+    since: Instant,
+    /// Whether this node should dial it again by itself (a vault that left; not a client).
+    retry: bool,
+}
+
+/// Peers whose last dial failed, and when; the peers connected now; and the addresses of
+/// peers that left.
 #[derive(Debug, Default)]
 pub(crate) struct Unreachable {
-    failed: HashMap<PeerId, Instant>,
+    failed: HashMap<PeerId, Failure>,
     connected: HashSet<PeerId>,
+    remembered: HashMap<PeerId, Remembered>,
 }
 
 impl Unreachable {
     /// Notes that dialling `peer` failed, or its last connection broke, at `now`.
     pub fn dial_failed(&mut self, peer: PeerId, now: Instant) {
-        self.failed.retain(|_, at| now.duration_since(*at) < UNREACHABLE_MEMORY);
-        self.failed.insert(peer, now);
+        let streak = match self.failed.get(&peer) {
+            // A failure soon after the last backoff ended continues the streak.
+            Some(f) if now.duration_since(f.at) < f.backoff() + MAX_BACKOFF => f.streak + 1,
+            _ => 1,
+        };
+        self.failed.retain(|_, f| now.duration_since(f.at) < f.backoff() + MAX_BACKOFF);
+        self.failed.insert(peer, Failure { at: now, streak });
         self.connected.remove(&peer);
     }
 
@@ -42,6 +86,55 @@ impl Unreachable {
     pub fn connected(&mut self, peer: PeerId) {
         self.failed.remove(&peer);
         self.connected.insert(peer);
+        if let Some(r) = self.remembered.get_mut(&peer) {
+            r.retry = false;
+        }
+    }
+
+    /// Keeps `addrs` for `peer`, which left the routing table at `now`; a vault (`retry`) is
+    /// dialled again by [`Unreachable::due_retries`].
+    pub fn remember(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, retry: bool, now: Instant) {
+        if addrs.is_empty() {
+            return;
+        }
+        if !self.remembered.contains_key(&peer) && self.remembered.len() >= MAX_REMEMBERED {
+            self.remembered.retain(|_, r| now.duration_since(r.since) < ADDRESS_MEMORY);
+            if self.remembered.len() >= MAX_REMEMBERED {
+                return;
+            }
+        }
+        let r = self.remembered.entry(peer).or_insert(Remembered { addrs: Vec::new(), since: now, retry });
+        r.since = now;
+        r.retry |= retry;
+        for a in addrs {
+            if !r.addrs.contains(&a) {
+                r.addrs.insert(0, a);
+            }
+        }
+        r.addrs.truncate(MAX_ADDRS);
+    }
+
+    /// The addresses kept for `peer`.
+    pub fn addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.remembered.get(peer).map(|r| r.addrs.clone()).unwrap_or_default()
+    }
+
+    /// Departed vaults to dial again at `now`: not connected, not refused, remembered within
+    /// [`ADDRESS_MEMORY`]; each with its addresses. A dial that fails lengthens the wait.
+    pub fn due_retries(&mut self, now: Instant) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        self.remembered.retain(|_, r| now.duration_since(r.since) < ADDRESS_MEMORY);
+        let due: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .remembered
+            .iter()
+            .filter(|(p, r)| r.retry && !self.connected.contains(p) && !self.refuses(p, now))
+            .map(|(p, r)| (*p, r.addrs.clone()))
+            .collect();
+        // Until the dial's outcome is known, it counts as failing: no second dial meanwhile.
+        for (p, _) in &due {
+            let streak = self.failed.get(p).map_or(0, |f| f.streak);
+            self.failed.insert(*p, Failure { at: now, streak: streak.max(1) });
+        }
+        due
     }
 
     /// Notes that the last connection to `peer` closed in an orderly way.
@@ -51,13 +144,13 @@ impl Unreachable {
 
     /// Whether a dial to `peer` at `now` should be refused.
     pub fn refuses(&self, peer: &PeerId, now: Instant) -> bool {
-        let recent = |at: &Instant| now.duration_since(*at) < UNREACHABLE_MEMORY;
+        let recent = |f: &Failure| now.duration_since(f.at) < f.backoff();
         if !self.failed.get(peer).is_some_and(recent) {
             return false;
         }
         // When most peers failed at once, the fault is likely this node's own link: refusing
         // them all would keep it cut off after the link came back.
-        self.failed.values().filter(|at| recent(at)).count() <= self.connected.len()
+        self.failed.values().filter(|f| recent(f)).count() <= self.connected.len()
     }
 }
 
@@ -85,7 +178,10 @@ impl NetworkBehaviour for Unreachable {
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
         match maybe_peer {
             Some(peer) if self.refuses(&peer, Instant::now()) => Err(ConnectionDenied::new(Refused)),
-            _ => Ok(Vec::new()),
+            // The addresses a departed peer had: without them a peer dropped from the routing
+            // table could not be dialled at all.
+            Some(peer) => Ok(self.addresses(&peer)),
+            None => Ok(Vec::new()),
         }
     }
 
@@ -143,7 +239,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refuses_a_failed_peer_for_a_while_and_not_once_it_connects() {
+    fn refuses_a_failed_peer_for_a_growing_while_and_not_once_it_connects() {
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
         let mut u = Unreachable::default();
         u.connected(b);
@@ -152,9 +248,44 @@ mod tests {
         u.dial_failed(a, t0);
         assert!(u.refuses(&a, t0 + Duration::from_secs(1)));
         assert!(!u.refuses(&b, t0));
-        assert!(!u.refuses(&a, t0 + UNREACHABLE_MEMORY), "forgiven after the memory");
+        assert!(!u.refuses(&a, t0 + FIRST_BACKOFF), "tried again after the first backoff");
+        // Failing again soon doubles the wait, up to the cap.
+        let mut t = t0 + FIRST_BACKOFF;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            u.dial_failed(a, t);
+            let wait = (1..=MAX_BACKOFF.as_secs()).find(|s| !u.refuses(&a, t + Duration::from_secs(*s))).unwrap();
+            waits.push(wait);
+            t += Duration::from_secs(wait);
+        }
+        assert_eq!(waits, vec![10, 20, 40, 80, 120, 120, 120, 120]);
         u.connected(a);
-        assert!(!u.refuses(&a, t0), "a connection proves it reachable");
+        assert!(!u.refuses(&a, t), "a connection proves it reachable");
+        u.dial_failed(a, t);
+        assert!(!u.refuses(&a, t + FIRST_BACKOFF), "and starts the streak over");
+    }
+
+    #[test]
+    fn departed_vaults_keep_their_addresses_and_are_retried_once_per_backoff() {
+        let (vault, client) = (PeerId::random(), PeerId::random());
+        let addr: Multiaddr = "/ip4/127.0.0.1/udp/4000/quic-v1".parse().unwrap();
+        let mut u = Unreachable::default();
+        u.connected(PeerId::random());
+        u.connected(PeerId::random());
+        let t0 = Instant::now();
+        u.remember(vault, vec![addr.clone()], true, t0);
+        u.remember(client, vec![addr.clone()], false, t0);
+        assert_eq!(u.addresses(&vault), vec![addr.clone()]);
+        u.dial_failed(vault, t0);
+        assert!(u.due_retries(t0 + Duration::from_secs(1)).is_empty(), "not while refused");
+        let due = u.due_retries(t0 + FIRST_BACKOFF);
+        assert_eq!(due, vec![(vault, vec![addr.clone()])], "a vault, not a client, is dialled again");
+        assert!(u.due_retries(t0 + FIRST_BACKOFF).is_empty(), "one dial at a time");
+        u.connected(vault);
+        assert!(u.due_retries(t0 + FIRST_BACKOFF * 10).is_empty(), "back: no more retries");
+        assert_eq!(u.addresses(&vault), vec![addr], "its address is still offered to dials");
+        assert!(u.due_retries(t0 + ADDRESS_MEMORY * 2).is_empty());
+        assert!(u.addresses(&vault).is_empty(), "forgotten after the memory");
     }
 
     #[test]

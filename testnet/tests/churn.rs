@@ -33,6 +33,7 @@ fn data_survives_vaults_leaving_one_by_one_and_moves_to_new_vaults() {
         rt.block_on(wait_full(&net, &chunks, &format!("after departure {round} (vault {})", victim[0])));
     }
     let fetch_all = |label: &str| {
+        let started = std::time::Instant::now();
         rt.block_on(async {
             let client = net.connect().await;
             for (i, (path, address)) in files.iter().enumerate() {
@@ -41,8 +42,10 @@ fn data_survives_vaults_leaving_one_by_one_and_moves_to_new_vaults() {
                 assert!(std::fs::read(&out).unwrap() == std::fs::read(path).unwrap(), "{label} file {i} differs");
                 std::fs::remove_file(&out).unwrap();
             }
+            eprintln!("{label}: {} files fetched in {:.1} s", files.len(), started.elapsed().as_secs_f64());
             let bad = under_replicated(&client, &running_ids(&net), &chunks, true).await;
             assert!(bad.is_empty(), "{label}: chunks without 8 verified shards: {bad:?}");
+            eprintln!("{label}: every shard verified after {:.1} s", started.elapsed().as_secs_f64());
             client.close().await;
         })
     };

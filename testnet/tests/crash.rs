@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use indicatif::ProgressBar;
 use kura_client::{UserKey, Visibility};
 use kura_node::wire::{Request, Response};
@@ -102,9 +101,11 @@ fn a_vault_killed_mid_upload_restarts_whole() {
         let out = work.path().join("big.out");
         client.get_path(address, &out, &key, &ProgressBar::hidden()).await.unwrap();
         assert!(std::fs::read(&out).unwrap() == content);
-        let (_, encrypted) = self_encryption::encrypt(Bytes::from(content.clone())).unwrap();
-        let all: Vec<Address> =
-            encrypted.iter().map(|c| kura_node::erasure::Coding::default().address_of(&c.content).unwrap()).chain(std::iter::once(address)).collect();
+        let all: Vec<Address> = kura_client::chunk_addresses(&content, Visibility::Private, &key, Default::default())
+            .unwrap()
+            .into_iter()
+            .chain(std::iter::once(address))
+            .collect();
         let ids: Vec<PeerId> = net.net.running_peers(&net.net.state().unwrap()).into_iter().map(|(_, p)| p).collect();
         let start = Instant::now();
         loop {

@@ -184,7 +184,7 @@ fn a_file_survives_four_lost_holders_and_names_the_chunk_lost_with_five() {
     });
     let vaults = vault_ids(&net);
     let ids: Vec<PeerId> = vaults.iter().map(|(_, p)| *p).collect();
-    let chunks = chunk_addresses(&content);
+    let chunks = kura_client::chunk_addresses(&content, Visibility::Private, &key, Coding::default()).unwrap();
     let target = chunks[1];
     let group = close_group(&target, ids.clone(), 8);
     let index_of = |p: &PeerId| vaults.iter().find(|(_, q)| q == p).unwrap().0;
@@ -249,6 +249,55 @@ fn a_full_vault_refuses_and_puts_still_succeed() {
         let after = client.vault_status(peer).await.unwrap().refused_full;
         eprintln!("refused_full: {} at the end of the uploads, {before} 10 s later, {after} 10 s after that", status.refused_full);
         assert!(after - before <= 2, "vaults keep offering shards to a full vault: {before} → {after} refusals in 10 s");
+        client.close().await;
+    });
+}
+
+/// Shards stored across the running vaults.
+async fn records_stored(client: &Client, net: &Net) -> u64 {
+    let mut sum = 0;
+    for (_, peer) in vault_ids(net) {
+        sum += client.vault_status(peer).await.unwrap().records_stored;
+    }
+    sum
+}
+
+#[test]
+fn private_files_cannot_be_confirmed_by_others_and_public_files_deduplicate() {
+    let net = Net::up(8, 1 << 30);
+    let work = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let content = random(3 * MIB);
+    let src = work.path().join("guessable");
+    std::fs::write(&src, &content).unwrap();
+    let (alice, bob) = (UserKey::generate(), UserKey::generate());
+    let bar = ProgressBar::hidden();
+    rt.block_on(async {
+        let client = net.connect().await;
+        let private = client.put_path(&src, Visibility::Private, &alice, &bar).await.unwrap();
+        // Bob guesses the file: none of the chunks plain convergent encryption gives it is
+        // stored, so he cannot confirm Alice has it.
+        for chunk in chunk_addresses(&content) {
+            assert!(client.get_chunk(chunk).await.is_err(), "a guessed chunk of a private file is stored");
+        }
+        let out = work.path().join("back");
+        client.get_path(private, &out, &alice, &bar).await.unwrap();
+        assert!(std::fs::read(&out).unwrap() == content);
+        // Alice storing it again adds only a new root record (sealed with a fresh nonce).
+        let before = records_stored(&client, &net).await;
+        client.put_path(&src, Visibility::Private, &alice, &bar).await.unwrap();
+        let added = records_stored(&client, &net).await - before;
+        assert!(added <= 8, "a private re-upload by its owner stored {added} shards: not deduplicated");
+
+        // Public files keep network-wide deduplication: Alice's public copy of Bob's public
+        // file stores nothing new, and its chunks are the convergent ones.
+        let public = client.put_path(&src, Visibility::Public, &bob, &bar).await.unwrap();
+        for chunk in chunk_addresses(&content) {
+            client.get_chunk(chunk).await.expect("a public file's chunks are the convergent ones");
+        }
+        let before = records_stored(&client, &net).await;
+        assert_eq!(client.put_path(&src, Visibility::Public, &alice, &bar).await.unwrap(), public);
+        assert_eq!(records_stored(&client, &net).await, before, "a second public copy stored shards");
         client.close().await;
     });
 }

@@ -184,22 +184,49 @@ fn run_cli() -> Result<(), VaultError> {
     })
 }
 
+/// The multiaddrs in a peers file, one a line (`#` starts a comment).
+fn read_peers(file: &std::path::Path) -> Result<Vec<kura_node::Multiaddr>, VaultError> {
+    let text = std::fs::read_to_string(file).map_err(|source| VaultError::Io { path: file.to_path_buf(), source })?;
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| line.parse().map_err(|e| VaultError::Config(format!("bad multiaddr {line:?} in {}: {e}", file.display()))))
+        .collect()
+}
+
+/// How often a vault re-reads its peers file for vaults it has lost touch with.
+const PEERS_FILE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn run(mut config: VaultConfig) -> Result<(), VaultError> {
     if let Some(file) = &config.peers_file {
-        let text = std::fs::read_to_string(file).map_err(|source| VaultError::Io { path: file.clone(), source })?;
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            let addr = line
-                .parse()
-                .map_err(|e| VaultError::Config(format!("bad multiaddr {line:?} in {}: {e}", file.display())))?;
-            config.bootstrap.push(addr);
-        }
+        config.bootstrap.extend(read_peers(file)?);
     }
+    let peers_file = config.peers_file.clone();
     let vault = Vault::start(config).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| VaultError::Io { path: "SIGTERM handler".into(), source })?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut reread = tokio::time::interval_at(tokio::time::Instant::now() + PEERS_FILE_EVERY, PEERS_FILE_EVERY);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            // A vault that restarted on a new address is found again through the file (a
+            // testnet rewrites it), whatever this vault's routing table forgot.
+            _ = reread.tick(), if peers_file.is_some() => {
+                let Some(file) = &peers_file else { continue };
+                let Ok(addrs) = read_peers(file) else { continue };
+                let known = vault.node().routing_table().await.unwrap_or_default();
+                for addr in addrs {
+                    let listed = match addr.iter().last() {
+                        Some(kura_node::Protocol::P2p(peer)) => Some(peer),
+                        _ => None,
+                    };
+                    if listed.is_some_and(|p| p != vault.node().peer_id() && !known.contains(&p)) {
+                        let _ = vault.node().dial(addr).await;
+                    }
+                }
+            }
+        }
     }
     tracing::info!("shutting down");
     vault.shutdown().await;

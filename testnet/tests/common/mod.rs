@@ -179,8 +179,7 @@ pub async fn store_random_files(
         let path = dir.join(format!("f{i}"));
         std::fs::write(&path, &content).unwrap();
         let address = client.put_path(&path, kura_client::Visibility::Private, key, &bar).await.unwrap();
-        let (_, encrypted) = self_encryption::encrypt(bytes::Bytes::from(content)).unwrap();
-        chunks.extend(encrypted.iter().map(|c| kura_node::erasure::Coding::default().address_of(&c.content).unwrap()));
+        chunks.extend(kura_client::chunk_addresses(&content, kura_client::Visibility::Private, key, Default::default()).unwrap());
         chunks.push(address);
         files.push((path, address));
     }

@@ -11,8 +11,11 @@ use crate::worker::Periodic;
 
 /// Most addresses waiting in one set (updates, retries); more are left to the sweep.
 const MAX_WAITING: usize = 1 << 14;
-/// A chunk whose repair keeps failing waits the retry delay doubled per failure, up to this
-/// many doublings (2 s becomes at most about 4 minutes).
+/// Failures in a row retried after the plain retry delay: while vaults join or leave, a repair
+/// fails for a few seconds until views agree, and backing off then slowed convergence.
+const QUICK_RETRIES: u32 = 3;
+/// A chunk whose repair keeps failing then waits the retry delay doubled per further failure,
+/// up to this many doublings (2 s becomes at most about 4 minutes).
 const MAX_DOUBLINGS: u32 = 7;
 
 /// The repair worker's schedule: routing changes (debounced), records updated here, failed
@@ -80,11 +83,11 @@ impl Schedule {
                 Some((n, last)) if now.saturating_duration_since(*last) < longest * 2 => n + 1,
                 _ => 1,
             };
-            if streak == 1 || self.failures.contains_key(&a) || self.failures.len() < MAX_WAITING {
+            if self.failures.contains_key(&a) || self.failures.len() < MAX_WAITING {
                 self.failures.insert(a, (streak, now));
             }
-            if streak > 1 {
-                self.recheck(now + self.retry_after * (1 << (streak - 1).min(MAX_DOUBLINGS)), a);
+            if streak > QUICK_RETRIES {
+                self.recheck(now + self.retry_after * (1 << (streak - QUICK_RETRIES).min(MAX_DOUBLINGS)), a);
                 continue;
             }
             if self.retry.len() >= MAX_WAITING {
@@ -271,7 +274,7 @@ mod tests {
         let a = Address::random();
         let mut now = t0;
         let mut waits = Vec::new();
-        for _ in 0..10 {
+        for _ in 0..12 {
             s.failed(now, [a]);
             let due = s.next_wake();
             assert_eq!(kind(s.next(due - Duration::from_millis(1))), "none");
@@ -282,7 +285,7 @@ mod tests {
             waits.push((due - now).as_secs());
             now = due;
         }
-        assert_eq!(waits, vec![2, 4, 8, 16, 32, 64, 128, 256, 256, 256]);
+        assert_eq!(waits, vec![2, 2, 2, 4, 8, 16, 32, 64, 128, 256, 256, 256]);
         // Long after its last failure, a new failure starts again at the shortest wait.
         let later = now + secs(3600);
         s.failed(later, [a]);
