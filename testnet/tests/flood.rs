@@ -1,8 +1,9 @@
-//! Floods cost the flooder: on a real 10-vault testnet, one client keeps many streams of
-//! maximal (8 MiB) frames going to one vault while another sends it 100,000 tiny records. For
-//! the minute the flood lasts, the vault's RSS stays under 256 MiB, it answers the flooders
-//! "rate limited", a third client's 10 MiB put and get through it succeed, and afterwards no
-//! vault has failed it, dropped it, or rebuilt any of its data elsewhere.
+//! Floods cost the flooder: on a real 10-vault testnet, for a minute, one client keeps many
+//! streams of maximal (8 MiB) frames going to one vault, another sends it up to 100,000 tiny
+//! records, and a third asks it cheap questions as fast as it answers. The vault's RSS stays
+//! under 256 MiB, it answers the flooders "rate limited" all minute, a fourth client's 10 MiB
+//! put and get through it succeed, and afterwards no vault has failed it, dropped it, or
+//! rebuilt any of its data elsewhere.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -121,6 +122,25 @@ async fn record_flood(peers: Vec<Multiaddr>, target: PeerId, count: usize, answe
     node.shutdown().await;
 }
 
+/// Asks `target` which shards of random chunks it holds, 64 at a time, until `stop`; counts the
+/// answers that were "rate limited".
+async fn query_flood(peers: Vec<Multiaddr>, target: PeerId, stop: Arc<AtomicBool>, limited: Arc<AtomicU64>) {
+    let (node, _inbound) = kura_node::spawn(NodeConfig::client(Keypair::generate_ed25519()).with_bootstrap(peers)).await.unwrap();
+    futures::stream::iter(std::iter::from_fn(|| (!stop.load(Ordering::Relaxed)).then(Address::random)))
+        .for_each_concurrent(64, |chunk| {
+            let (node, limited) = (node.clone(), limited.clone());
+            async move {
+                if let Err(kura_node::NodeError::Remote { error, .. }) = node.request(target, Request::ShardIndices { chunk }).await {
+                    if error.is_load() {
+                        limited.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+        .await;
+    node.shutdown().await;
+}
+
 /// The vault's resident set size, from /proc.
 fn rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -133,8 +153,13 @@ fn rss_mib(pid: u32) -> u64 {
 
 #[test]
 fn floods_leave_the_vault_bounded_serving_and_unpunished() {
-    let net = Net::up(10, 1 << 30);
+    // This machine's flooders, sharing two cores with ten vaults, reach a few hundred requests
+    // per second, under the default client budget (400/s): the vaults run with a budget they
+    // can exceed, so that the refusals are seen.
     let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("vault.toml");
+    std::fs::write(&config, "client_requests_per_sec = 50\nclient_writes_per_sec = 20\n").unwrap();
+    let net = Net::up_with(10, 1 << 30, &["--config", config.to_str().unwrap()]);
     let rt = rt();
     let state = net.net.state().unwrap();
     let target_pid = state.vaults[0].pid;
@@ -174,7 +199,9 @@ fn floods_leave_the_vault_bounded_serving_and_unpunished() {
     let frames = Arc::new(AtomicU64::new(0));
     let answers: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
     let frame_task = flood_rt.spawn(frame_flood(target_addr, 64, stop.clone(), frames.clone()));
-    let record_task = flood_rt.spawn(record_flood(peers, target, 100_000, answers.clone()));
+    let record_task = flood_rt.spawn(record_flood(peers.clone(), target, 100_000, answers.clone()));
+    let queries_limited = Arc::new(AtomicU64::new(0));
+    let query_task = flood_rt.spawn(query_flood(peers, target, stop.clone(), queries_limited.clone()));
     let started = Instant::now();
     let mut max_rss = 0;
     let mut sample = || max_rss = max_rss.max(rss_mib(target_pid));
@@ -192,24 +219,34 @@ fn floods_leave_the_vault_bounded_serving_and_unpunished() {
     rt.block_on(client.get_path(address, &out, &key, &bar)).expect("get during the flood");
     assert!(std::fs::read(&out).unwrap() == content, "the file fetched during the flood differs");
     let served_at = started.elapsed();
+    while started.elapsed() < FLOOD / 2 {
+        sample();
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let limited_at_half = queries_limited.load(Ordering::Relaxed);
     while started.elapsed() < FLOOD {
         sample();
         std::thread::sleep(Duration::from_millis(250));
     }
     let limited = rt.block_on(client.vault_status(target)).expect("the target answers during the flood").rate_limited;
+    let limited_late = queries_limited.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     let _ = flood_rt.block_on(frame_task);
+    let _ = flood_rt.block_on(query_task);
     record_task.abort();
     let _ = flood_rt.block_on(record_task);
     drop(flood_rt);
     let [stored, refused, other] = [0, 1, 2].map(|i| answers[i].load(Ordering::Relaxed));
     eprintln!(
-        "flood: {} frames of 8 MiB, records stored {stored} / rate limited {refused} / other {other}; \
-         10 MiB put+get done after {:.1} s; target RSS max {max_rss} MiB; {} requests refused",
+        "flood: {} frames of 8 MiB; records stored {stored} / rate limited {refused} / other {other}; \
+         queries rate limited {}; 10 MiB put+get done after {:.1} s; target RSS max {max_rss} MiB; \
+         {} requests refused by the target",
         frames.load(Ordering::Relaxed),
+        queries_limited.load(Ordering::Relaxed),
         served_at.as_secs_f64(),
         limited - limited_before
     );
+    assert!(limited_at_half > 0 && limited_late > limited_at_half, "the flood was refused all minute: {limited_at_half} then {limited_late}");
     assert!(max_rss > 0 && max_rss <= 256, "target RSS reached {max_rss} MiB");
     assert!(limited - limited_before > 1000, "the flooders were rate limited: {}", limited - limited_before);
     assert!(stored < 100_000 && stored + refused > 0, "records stored {stored}, refused {refused}");

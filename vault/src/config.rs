@@ -82,6 +82,8 @@ pub struct VaultConfig {
     /// Requests per second each client may make of this vault (more are answered "rate
     /// limited").
     pub client_requests_per_sec: u32,
+    /// Of those, records per second each client may ask this vault to store.
+    pub client_writes_per_sec: u32,
     /// Request bytes per second each client may send this vault.
     #[serde(with = "size")]
     pub client_bytes_per_sec: u64,
@@ -135,6 +137,7 @@ impl VaultConfig {
             full_memory_secs: 60,
             audit_silence_secs: 60,
             client_requests_per_sec: kura_node::budget::Budget::CLIENT.requests_per_sec as u32,
+            client_writes_per_sec: kura_node::budget::Budget::CLIENT.writes_per_sec as u32,
             client_bytes_per_sec: kura_node::budget::Budget::CLIENT.bytes_per_sec as u64,
             connections_per_ip: 0,
         }

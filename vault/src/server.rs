@@ -121,6 +121,7 @@ impl Vault {
             .with_bootstrap(config.bootstrap.clone());
         node_config.client_budget = kura_node::budget::Budget {
             requests_per_sec: f64::from(config.client_requests_per_sec.max(1)),
+            writes_per_sec: f64::from(config.client_writes_per_sec.max(1)),
             bytes_per_sec: config.client_bytes_per_sec.max(1) as f64,
             ..kura_node::budget::Budget::CLIENT
         };
