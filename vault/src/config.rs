@@ -75,6 +75,10 @@ pub struct VaultConfig {
     pub release_memory_secs: u64,
     /// Seconds a vault that refused a shard for want of room is not offered another.
     pub full_memory_secs: u64,
+    /// Seconds a vault keeps its copy of a shard after another vault of the close group holds
+    /// it (handed over, or found there): the new holder must hold it, and then prove it, for
+    /// this long before the copy goes, so ids made to sit close to a chunk cannot drain it.
+    pub handover_probation_secs: u64,
     /// Seconds another vault may go without answering audits before its silence counts as a
     /// failed audit (a vault under load may miss some answers; only lasting silence is held
     /// against it).
@@ -136,6 +140,7 @@ impl VaultConfig {
             release_memory_secs: 600,
             full_memory_secs: 60,
             audit_silence_secs: 60,
+            handover_probation_secs: 30,
             client_requests_per_sec: kura_node::budget::Budget::CLIENT.requests_per_sec as u32,
             client_writes_per_sec: kura_node::budget::Budget::CLIENT.writes_per_sec as u32,
             client_bytes_per_sec: kura_node::budget::Budget::CLIENT.bytes_per_sec as u64,
@@ -153,6 +158,7 @@ impl VaultConfig {
             repair_rate: 32 << 20,
             audit_interval_secs: 300,
             audit_silence_secs: 900,
+            handover_probation_secs: 600,
             connections_per_ip: 64,
             ..VaultConfig::local(root)
         }

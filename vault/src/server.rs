@@ -56,6 +56,8 @@ struct Shared {
     standby: crate::recent::Losses,
     /// Vaults that left audits unanswered, since when (forgotten when they answer).
     silent: Recent<PeerId>,
+    /// Shards handed over or held by others, watched before this vault's copy goes.
+    probation: std::sync::Mutex<crate::repair::Probation>,
     /// The close group of each chunk stored here lately, as this vault saw it when storing:
     /// the repair worker's record of the group a later routing change is compared with
     /// (bounded; a chunk that does not fit is noted by the worker's next baseline round).
@@ -144,6 +146,8 @@ impl Vault {
         let full = Recent::new(Duration::from_secs(config.full_memory_secs), MEMORY_LEN);
         let standby = crate::recent::Losses::new(Duration::from_secs(600), MEMORY_LEN);
         // A spell of silence is forgotten a while after it ends, so an old one is not added to a new.
+        let probation =
+            std::sync::Mutex::new(crate::repair::Probation::new(Duration::from_secs(config.handover_probation_secs), MEMORY_LEN));
         let silent = Recent::new(Duration::from_secs(config.audit_silence_secs.saturating_mul(4).max(60)), MEMORY_LEN);
         let vault = Vault {
             node,
@@ -163,6 +167,7 @@ impl Vault {
                 full,
                 standby,
                 silent,
+                probation,
                 stored_groups: Default::default(),
                 updated,
                 updated_rx: std::sync::Mutex::new(Some(updated_rx)),
@@ -219,6 +224,10 @@ impl Vault {
         tokio::time::timeout(self.shared.config.maintenance_timeout(), self.node.request(peer, request))
             .await
             .unwrap_or_else(|_| Err(NodeError::Request { peer, reason: "timed out".into() }))
+    }
+
+    pub(crate) fn probation(&self) -> std::sync::MutexGuard<'_, crate::repair::Probation> {
+        self.shared.probation.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn silent_peers(&self) -> &Recent<PeerId> {

@@ -13,6 +13,7 @@
 //! disk and the uplink.
 
 mod plan;
+mod probation;
 mod rate;
 mod replica;
 mod schedule;
@@ -29,6 +30,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, info, warn};
 
 pub use plan::{plan, plan_as, stand_in_rank, Action, ChunkView};
+pub use probation::Probation;
 pub use rate::RateLimit;
 pub use replica::{plan_replica, ReplicaAction, ReplicaView};
 pub use schedule::Schedule;
@@ -348,27 +350,49 @@ impl Vault {
             _ => self.standby().clear(&chunk),
         }
         debug!(%chunk, members = view.group.len(), answered = view.holdings.len(), ?actions, "chunk examined");
+        // When to look again: a copy kept on probation is let go once its period is over.
+        let mut later: Option<Duration> = None;
         for action in actions {
             match action {
                 Action::Drop { index, kept_by } => {
+                    if let Err(wait) = self.on_probation(chunk, index, kept_by) {
+                        later = Some(later.map_or(wait, |l| l.min(wait)));
+                        continue;
+                    }
                     // The other holder's word is checked before this copy goes: it may be the
                     // last one, so the vault that claims the shard must prove it.
                     if proven.contains(&(kept_by, index))
                         || self.audit_and_report(kept_by, &first.header, index).await? == Verdict::Passed
                     {
                         self.release(RecordKey::shard(chunk, index)).await;
-                        debug!(%chunk, index, %kept_by, "shard dropped: held by a closer vault");
+                        self.probation().forget(chunk, index);
+                        debug!(%chunk, index, %kept_by, "shard dropped: held by a closer vault for the probation");
+                    } else {
+                        self.probation().forget(chunk, index);
                     }
                 }
                 Action::HandOver { index, to } => {
-                    let Some(shard) = self.local_shard(RecordKey::shard(chunk, index)).await else { continue };
-                    let len = shard.data.len() as u64;
-                    self.repair_rate().spend(len).await;
-                    self.place(to, shard).await?;
-                    self.release(RecordKey::shard(chunk, index)).await;
-                    self.repair_stats().handed_over.fetch_add(1, Ordering::Relaxed);
-                    self.repair_stats().bytes.fetch_add(len, Ordering::Relaxed);
-                    debug!(%chunk, index, %to, "shard handed over");
+                    // Placed once; kept here until `to` has held it for the probation and then
+                    // proves it (a resend of a shard `to` holds is acknowledged without a write).
+                    if self.probation().is_new(chunk, index, to) {
+                        let Some(shard) = self.local_shard(RecordKey::shard(chunk, index)).await else { continue };
+                        let len = shard.data.len() as u64;
+                        self.repair_rate().spend(len).await;
+                        self.place(to, shard).await?;
+                        self.repair_stats().handed_over.fetch_add(1, Ordering::Relaxed);
+                        self.repair_stats().bytes.fetch_add(len, Ordering::Relaxed);
+                        debug!(%chunk, index, %to, "shard handed over; kept here while it is on probation");
+                    }
+                    match self.on_probation(chunk, index, to) {
+                        Err(wait) => later = Some(later.map_or(wait, |l| l.min(wait))),
+                        Ok(()) => {
+                            if self.audit_and_report(to, &first.header, index).await? == Verdict::Passed {
+                                self.release(RecordKey::shard(chunk, index)).await;
+                                debug!(%chunk, index, %to, "probation over: shard released");
+                            }
+                            self.probation().forget(chunk, index);
+                        }
+                    }
                 }
                 Action::Rebuild(assign) => {
                     let _slot = self.rebuild_slots().acquire().await.map_err(|_| NodeError::Shutdown)?;
@@ -376,7 +400,13 @@ impl Vault {
                 }
             }
         }
-        Ok(None)
+        Ok(later)
+    }
+
+    /// Whether this vault's copy of shard `index` of `chunk` may go now that `holder` holds it
+    /// (see [`Probation`]); else how long until it may.
+    fn on_probation(&self, chunk: Address, index: u8, holder: PeerId) -> Result<(), Duration> {
+        self.probation().may_release(chunk, index, holder, std::time::Instant::now())
     }
 
     /// Examines one replicated record: fetches every group member's version (checked against
