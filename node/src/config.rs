@@ -70,6 +70,9 @@ pub struct NodeConfig {
     /// Inbound connections from one IP address (default 64), or `None` for no limit (a
     /// loopback testnet, where every vault shares 127.0.0.1).
     pub connections_per_ip: Option<usize>,
+    /// Bits of work a vault id must carry to enter the routing table ([`crate::puzzle`]); 0
+    /// accepts every id (default 0; vaults set their network's value).
+    pub id_difficulty: u8,
 }
 
 impl NodeConfig {
@@ -97,6 +100,7 @@ impl NodeConfig {
             max_connections: 1024,
             connections_per_peer: 8,
             connections_per_ip: Some(64),
+            id_difficulty: 0,
         }
     }
 

@@ -52,11 +52,18 @@ pub fn read_or_create_once(dir: &Path, name: &str, make: impl FnOnce() -> Vec<u8
 /// [`read_or_create_once`]: a crash never leaves a half-written key that would silently change
 /// the node's identity, and two vaults started at once on one folder share one identity).
 pub fn load_or_create(dir: &Path) -> Result<Keypair, NodeError> {
+    load_or_create_with_work(dir, 0)
+}
+
+/// [`load_or_create`] for a vault whose id must carry `difficulty` bits of work (see
+/// [`crate::puzzle`]): a new identity is ground until it does; a stored one that does not is
+/// refused with a clear error, never replaced.
+pub fn load_or_create_with_work(dir: &Path, difficulty: u8) -> Result<Keypair, NodeError> {
     let path = dir.join(KEY_FILE);
     let identity_err = |reason: String| NodeError::Identity { path: path.clone(), reason };
     let mut encode_err = None;
     let bytes = read_or_create_once(dir, KEY_FILE, || {
-        Keypair::generate_ed25519().to_protobuf_encoding().unwrap_or_else(|e| {
+        crate::puzzle::generate(difficulty).to_protobuf_encoding().unwrap_or_else(|e| {
             encode_err = Some(e.to_string());
             Vec::new()
         })
@@ -65,7 +72,15 @@ pub fn load_or_create(dir: &Path) -> Result<Keypair, NodeError> {
     if let Some(reason) = encode_err {
         return Err(identity_err(reason));
     }
-    Keypair::from_protobuf_encoding(&bytes).map_err(|e| identity_err(e.to_string()))
+    let key = Keypair::from_protobuf_encoding(&bytes).map_err(|e| identity_err(e.to_string()))?;
+    let id = key.public().to_peer_id();
+    if !crate::puzzle::meets(&id, difficulty) {
+        return Err(identity_err(format!(
+            "{id} carries {} bits of work, the network asks {difficulty}; move the key aside to make a new identity",
+            crate::puzzle::work(&id)
+        )));
+    }
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -80,6 +95,23 @@ mod tests {
         assert_eq!(a.public().to_peer_id(), b.public().to_peer_id());
         let mode = fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_vault_identity_carries_its_work_and_an_old_one_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = load_or_create_with_work(dir.path(), 6).unwrap();
+        assert!(crate::puzzle::meets(&key.public().to_peer_id(), 6));
+        let weak = loop {
+            let k = Keypair::generate_ed25519();
+            if crate::puzzle::work(&k.public().to_peer_id()) < 6 {
+                break k;
+            }
+        };
+        let old = tempfile::tempdir().unwrap();
+        fs::write(old.path().join(KEY_FILE), weak.to_protobuf_encoding().unwrap()).unwrap();
+        assert!(matches!(load_or_create_with_work(old.path(), 6), Err(NodeError::Identity { .. })));
+        assert_eq!(fs::read(old.path().join(KEY_FILE)).unwrap(), weak.to_protobuf_encoding().unwrap(), "kept");
     }
 
     #[test]

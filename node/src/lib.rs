@@ -27,6 +27,7 @@ pub mod identity;
 mod limits;
 mod node;
 pub mod penalty;
+pub mod puzzle;
 mod unreachable;
 
 // The storage types live in `kura-types` (no runtime, no transport); they are re-exported

@@ -331,6 +331,7 @@ pub async fn spawn(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Inb
         request_timeout: config.request_timeout,
         penalties: Penalties::default(),
         budgets: Budgets::new(config.client_budget, config.vault_budget, config.max_connections.max(1) * 4),
+        id_difficulty: config.id_difficulty,
     };
     let span = tracing::info_span!("node", peer = %peer_id);
     tokio::spawn(tracing::Instrument::instrument(actor.run(cmd_rx), span));
@@ -447,6 +448,8 @@ struct Actor {
     penalties: Penalties,
     /// What each peer may still ask of this node.
     budgets: Budgets,
+    /// Bits of work a vault id must carry to enter the routing table.
+    id_difficulty: u8,
 }
 
 impl Actor {
@@ -492,6 +495,11 @@ impl Actor {
                 self.swarm.behaviour_mut().kad.add_address(&peer, addr);
             }
         }
+    }
+
+    /// Whether `peer`'s id carries the work this node asks of vault ids.
+    fn worked(&self, peer: &PeerId) -> bool {
+        crate::puzzle::meets(peer, self.id_difficulty)
     }
 
     fn banned(&self, peer: &PeerId) -> bool {
@@ -570,7 +578,7 @@ impl Actor {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.on_kad(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                 let is_vault = info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL);
-                if is_vault && !self.banned(&peer_id) {
+                if is_vault && !self.banned(&peer_id) && self.worked(&peer_id) {
                     for addr in info.listen_addrs.into_iter().filter(dialable) {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
@@ -631,8 +639,9 @@ impl Actor {
 
     fn on_kad(&mut self, event: kad::Event) {
         if let kad::Event::RoutingUpdated { peer, is_new_peer, .. } = event {
-            // Kademlia re-adds any peer it hears from; a penalized one goes straight back out.
-            if self.banned(&peer) {
+            // Kademlia re-adds any peer it hears from; a penalized one, or one whose id does
+            // not carry the network's work, goes straight back out.
+            if self.banned(&peer) || !self.worked(&peer) {
                 self.swarm.behaviour_mut().kad.remove_peer(&peer);
             } else if is_new_peer {
                 let _ = self.events.send(NodeEvent::PeerAdded(peer));
@@ -659,7 +668,7 @@ impl Actor {
                 }
             };
             let mut candidates: Vec<PeerId> =
-                peers.into_iter().map(|p| p.peer_id).filter(|p| !self.banned(p)).collect();
+                peers.into_iter().map(|p| p.peer_id).filter(|p| !self.banned(p) && self.worked(p)).collect();
             if self.role == Role::Vault {
                 candidates.push(self.local);
             }

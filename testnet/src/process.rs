@@ -14,6 +14,9 @@ use crate::error::TestnetError;
 /// Environment variable naming the `kura-vault` binary to launch.
 pub const VAULT_BIN_ENV: &str = "KURA_VAULT_BIN";
 
+/// Bits of work each testnet vault id carries (a real network asks 16).
+pub const TESTNET_ID_DIFFICULTY: u8 = 8;
+
 /// Finds the `kura-vault` program to launch for the testnet in `dir`: `$KURA_VAULT_BIN`; else
 /// a `kura-vault` built beside this executable, if it is at least as new; else this very
 /// executable under the name `kura-vault` (a symlink in `dir/bin`), which runs the same vault
@@ -109,7 +112,9 @@ pub fn spawn(l: &Launch) -> Result<u32, TestnetError> {
         .arg("--max-capacity")
         .arg(l.capacity.to_string())
         // Many vaults share this machine's cores: one worker each avoids thrashing them.
-        .args(["--threads", "1"]);
+        .args(["--threads", "1"])
+        // Ids carry a little work, as on a real network, but cheap enough for 100 vaults.
+        .args(["--id-difficulty", &TESTNET_ID_DIFFICULTY.to_string()]);
     if let Some(f) = &l.peers_file {
         cmd.arg("--peers-file").arg(f);
     }

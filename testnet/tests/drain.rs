@@ -9,17 +9,18 @@ use std::time::{Duration, Instant};
 use indicatif::ProgressBar;
 use kura_client::{UserKey, Visibility};
 use kura_node::wire::{Request, Response};
-use kura_node::{close_group, Address, Keypair, PeerId};
+use kura_node::{close_group, Address, Keypair, NodeConfig, PeerId};
 
 mod common;
 use common::{rt, running_ids, wait_full, Net};
 
 const MIB: usize = 1 << 20;
 
-/// A key whose peer id is closer to `target` than every one of `honest`.
+/// A key whose peer id carries the testnet's work and is closer to `target` than every one of
+/// `honest`: the attacker pays the work about once per honest vault for each such id.
 fn ground_key(target: &Address, honest: &[PeerId]) -> Keypair {
     loop {
-        let key = Keypair::generate_ed25519();
+        let key = kura_node::puzzle::generate(kura_testnet::process::TESTNET_ID_DIFFICULTY);
         let id = key.public().to_peer_id();
         if close_group(target, honest.iter().copied().chain([id]), 1) == vec![id] {
             return key;
@@ -47,9 +48,35 @@ fn attackers_closest_to_a_chunk_cannot_drain_it() {
     chunks.push(address);
     rt.block_on(wait_full(&net, &chunks, "after upload"));
 
-    // Eight ids closer to the root record (the file's address) than any honest vault, written
-    // where the next eight vaults will find their identity.
+    // An id made for free (no work) is kept out of every routing table, however close it is.
     let honest = running_ids(&net);
+    let cheap = loop {
+        let k = Keypair::generate_ed25519();
+        let id = k.public().to_peer_id();
+        if kura_node::puzzle::work(&id) < u32::from(kura_testnet::process::TESTNET_ID_DIFFICULTY)
+            && close_group(&address, honest.iter().copied().chain([id]), 1) == vec![id]
+        {
+            break k;
+        }
+    };
+    let cheap_id = cheap.public().to_peer_id();
+    let peers = kura_client::peers::read_peers_file(&net.peers_file()).unwrap();
+    let (cheap_node, _inbound) = rt.block_on(kura_node::spawn(NodeConfig::vault(cheap).with_bootstrap(peers))).unwrap();
+    rt.block_on(async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let client = net.connect().await;
+        for &p in &honest {
+            match client.node().request(p, Request::FindClosest { target: address, n: 8 }).await.unwrap() {
+                Response::Closest(found) => assert!(!found.contains(&cheap_id), "{p} took an id without work"),
+                other => panic!("{other:?}"),
+            }
+        }
+        client.close().await;
+        cheap_node.shutdown().await;
+    });
+
+    // Eight ids, with the work, closer to the root record (the file's address) than any honest
+    // vault, written where the next eight vaults will find their identity.
     let first = net.net.state().unwrap().vaults.len();
     let mut attackers = Vec::new();
     for i in first..first + 8 {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use indicatif::ProgressBar;
 use kura_client::{UserKey, Visibility};
 use kura_node::wire::{RemoteError, Request, Response};
-use kura_node::{audit, Address, Keypair, NodeConfig, Shard};
+use kura_node::{audit, Address, NodeConfig, Shard};
 
 mod common;
 use common::{rt, Net};
@@ -31,7 +31,9 @@ fn a_vault_serving_bad_shards_is_skipped_for_the_rest_of_the_download() {
     // honest shards that decode the chunk is never read).
     let liar_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (liar, mut inbound) =
-        liar_rt.block_on(kura_node::spawn(NodeConfig::vault(Keypair::generate_ed25519()).with_bootstrap(peers))).unwrap();
+        liar_rt.block_on(kura_node::spawn(
+            NodeConfig::vault(kura_node::puzzle::generate(kura_testnet::process::TESTNET_ID_DIFFICULTY)).with_bootstrap(peers),
+        )).unwrap();
     {
         let (asked, held, liar) = (asked.clone(), held.clone(), liar.clone());
         liar_rt.spawn(async move {

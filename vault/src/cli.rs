@@ -83,6 +83,11 @@ struct RunArgs {
     /// hold their shards. [production preset: 300]
     #[arg(long, value_name = "SECS")]
     audit_interval: Option<u64>,
+    /// Bits of work a vault id must carry (S/Kademlia's static puzzle), this vault's own and
+    /// every vault's it puts in its routing table; the same on every vault of a network.
+    /// [production preset: 16, about a second of one core to make an id]
+    #[arg(long, value_name = "BITS")]
+    id_difficulty: Option<u8>,
     /// Worker threads (a local testnet runs many vaults on few cores, and gives each one).
     /// [presets: 2]
     #[arg(long, value_name = "N")]
@@ -116,6 +121,9 @@ impl RunArgs {
         }
         if let Some(v) = self.max_capacity {
             c.capacity = v.as_u64();
+        }
+        if let Some(v) = self.id_difficulty {
+            c.id_difficulty = v;
         }
         if let Some(v) = self.max_concurrent_requests {
             c.max_concurrent_requests = v;

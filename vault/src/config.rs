@@ -91,6 +91,10 @@ pub struct VaultConfig {
     /// Request bytes per second each client may send this vault.
     #[serde(with = "size")]
     pub client_bytes_per_sec: u64,
+    /// Bits of work this vault's id must carry, and that it asks of every vault id it puts in
+    /// its routing table (S/Kademlia's static puzzle; 16 bits is about a second of one core
+    /// per id). Every vault of a network must use the same value.
+    pub id_difficulty: u8,
     /// Inbound connections from one IP address; 0 for no limit (a loopback testnet, where
     /// every vault and client shares 127.0.0.1).
     pub connections_per_ip: usize,
@@ -145,6 +149,7 @@ impl VaultConfig {
             client_writes_per_sec: kura_node::budget::Budget::CLIENT.writes_per_sec as u32,
             client_bytes_per_sec: kura_node::budget::Budget::CLIENT.bytes_per_sec as u64,
             connections_per_ip: 0,
+            id_difficulty: 0,
         }
     }
 
@@ -160,6 +165,7 @@ impl VaultConfig {
             audit_silence_secs: 900,
             handover_probation_secs: 600,
             connections_per_ip: 64,
+            id_difficulty: 16,
             ..VaultConfig::local(root)
         }
     }

@@ -105,7 +105,7 @@ impl Vault {
             path: config.root.clone(),
             source,
         })?;
-        let keypair = kura_node::identity::load_or_create(&config.root)?;
+        let keypair = kura_node::identity::load_or_create_with_work(&config.root, config.id_difficulty)?;
         let (store, disk): (Arc<dyn RecordStore>, _) = match config.storage {
             Storage::Disk => {
                 let root = config.root.clone();
@@ -128,6 +128,7 @@ impl Vault {
             ..kura_node::budget::Budget::CLIENT
         };
         node_config.connections_per_ip = (config.connections_per_ip > 0).then_some(config.connections_per_ip);
+        node_config.id_difficulty = config.id_difficulty;
         let (node, inbound) = kura_node::spawn(node_config).await?;
         let listen = node.listen_addrs().await?;
         let usage = store.usage();
