@@ -73,6 +73,9 @@ pub struct NodeConfig {
     /// Bits of work a vault id must carry to enter the routing table ([`crate::puzzle`]); 0
     /// accepts every id (default 0; vaults set their network's value).
     pub id_difficulty: u8,
+    /// Ids sharing one (non-loopback) IP address that one routing table bucket may hold
+    /// (default 2), or `None` for no limit.
+    pub ids_per_ip_per_bucket: Option<usize>,
 }
 
 impl NodeConfig {
@@ -101,6 +104,7 @@ impl NodeConfig {
             connections_per_peer: 8,
             connections_per_ip: Some(64),
             id_difficulty: 0,
+            ids_per_ip_per_bucket: Some(2),
         }
     }
 

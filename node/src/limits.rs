@@ -1,4 +1,4 @@
-//! A per-IP cap on inbound connections.
+//! Per-IP caps: on inbound connections, and on routing table entries per bucket.
 //!
 //! libp2p's connection limits count per peer and in total; peer ids cost nothing, so one
 //! machine could fill the total with fresh ids. This behaviour refuses an inbound connection
@@ -34,6 +34,21 @@ pub(crate) struct IpLimits {
 struct TooMany {
     ip: IpAddr,
     max: usize,
+}
+
+/// The non-loopback IP addresses among `addrs` (loopback is this machine: a local testnet).
+pub(crate) fn remote_ips<'a>(addrs: impl Iterator<Item = &'a Multiaddr>) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = addrs.filter_map(ip_of).filter(|ip| !ip.is_loopback()).collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+/// Whether a peer at `new` would be one too many in a routing table bucket whose other
+/// entries are at `others`: at most `max` ids of one bucket may share an IP address, so ids
+/// made on one machine cannot fill the buckets around a target (S/Kademlia's IP limit).
+pub(crate) fn crowded(new: &[IpAddr], others: &[Vec<IpAddr>], max: usize) -> bool {
+    new.iter().any(|ip| others.iter().filter(|o| o.contains(ip)).count() >= max)
 }
 
 fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
@@ -124,6 +139,18 @@ impl NetworkBehaviour for IpLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bucket_holds_at_most_max_ids_of_one_address() {
+        let addr = |s: &str| -> Multiaddr { s.parse().unwrap() };
+        let a = remote_ips([addr("/ip4/10.0.0.1/udp/1/quic-v1"), addr("/ip4/10.0.0.1/udp/2/quic-v1")].iter());
+        assert_eq!(a.len(), 1);
+        let b = remote_ips([addr("/ip4/10.0.0.2/udp/1/quic-v1")].iter());
+        assert!(!crowded(&a, &[a.clone(), b.clone()], 2));
+        assert!(crowded(&a, &[a.clone(), a.clone(), b.clone()], 2));
+        let local = remote_ips([addr("/ip4/127.0.0.1/udp/1/quic-v1")].iter());
+        assert!(local.is_empty() && !crowded(&local, &vec![local.clone(); 10], 2), "loopback is exempt");
+    }
 
     #[test]
     fn one_address_holds_at_most_max_and_frees_on_close() {

@@ -332,6 +332,7 @@ pub async fn spawn(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Inb
         penalties: Penalties::default(),
         budgets: Budgets::new(config.client_budget, config.vault_budget, config.max_connections.max(1) * 4),
         id_difficulty: config.id_difficulty,
+        ids_per_ip: config.ids_per_ip_per_bucket,
     };
     let span = tracing::info_span!("node", peer = %peer_id);
     tokio::spawn(tracing::Instrument::instrument(actor.run(cmd_rx), span));
@@ -450,6 +451,8 @@ struct Actor {
     budgets: Budgets,
     /// Bits of work a vault id must carry to enter the routing table.
     id_difficulty: u8,
+    /// Ids of one IP address a bucket may hold.
+    ids_per_ip: Option<usize>,
 }
 
 impl Actor {
@@ -495,6 +498,28 @@ impl Actor {
                 self.swarm.behaviour_mut().kad.add_address(&peer, addr);
             }
         }
+    }
+
+    /// Whether `peer`, at `addrs`, would be one id too many from one IP in its bucket.
+    fn crowded<'a>(&mut self, peer: &PeerId, addrs: impl Iterator<Item = &'a Multiaddr>) -> bool {
+        let Some(max) = self.ids_per_ip else { return false };
+        let new = crate::limits::remote_ips(addrs);
+        if new.is_empty() {
+            return false;
+        }
+        let others: Vec<Vec<std::net::IpAddr>> = match self.swarm.behaviour_mut().kad.kbucket(*peer) {
+            Some(bucket) => bucket
+                .iter()
+                .filter(|e| e.node.key.preimage() != peer)
+                .map(|e| crate::limits::remote_ips(e.node.value.iter()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let crowded = crate::limits::crowded(&new, &others, max);
+        if crowded {
+            debug!(%peer, "bucket already holds enough ids from its address");
+        }
+        crowded
     }
 
     /// Whether `peer`'s id carries the work this node asks of vault ids.
@@ -638,10 +663,11 @@ impl Actor {
     }
 
     fn on_kad(&mut self, event: kad::Event) {
-        if let kad::Event::RoutingUpdated { peer, is_new_peer, .. } = event {
-            // Kademlia re-adds any peer it hears from; a penalized one, or one whose id does
-            // not carry the network's work, goes straight back out.
-            if self.banned(&peer) || !self.worked(&peer) {
+        if let kad::Event::RoutingUpdated { peer, is_new_peer, addresses, .. } = event {
+            // Kademlia re-adds any peer it hears from; a penalized one, one whose id does not
+            // carry the network's work, or one more from an address its bucket has enough of,
+            // goes straight back out.
+            if self.banned(&peer) || !self.worked(&peer) || self.crowded(&peer, addresses.iter()) {
                 self.swarm.behaviour_mut().kad.remove_peer(&peer);
             } else if is_new_peer {
                 let _ = self.events.send(NodeEvent::PeerAdded(peer));

@@ -95,6 +95,9 @@ pub struct VaultConfig {
     /// its routing table (S/Kademlia's static puzzle; 16 bits is about a second of one core
     /// per id). Every vault of a network must use the same value.
     pub id_difficulty: u8,
+    /// Ids sharing one IP address that a routing table bucket may hold; 0 for no limit
+    /// (loopback addresses are never limited).
+    pub ids_per_ip_per_bucket: usize,
     /// Inbound connections from one IP address; 0 for no limit (a loopback testnet, where
     /// every vault and client shares 127.0.0.1).
     pub connections_per_ip: usize,
@@ -150,6 +153,7 @@ impl VaultConfig {
             client_bytes_per_sec: kura_node::budget::Budget::CLIENT.bytes_per_sec as u64,
             connections_per_ip: 0,
             id_difficulty: 0,
+            ids_per_ip_per_bucket: 0,
         }
     }
 
@@ -166,6 +170,7 @@ impl VaultConfig {
             handover_probation_secs: 600,
             connections_per_ip: 64,
             id_difficulty: 16,
+            ids_per_ip_per_bucket: 2,
             ..VaultConfig::local(root)
         }
     }

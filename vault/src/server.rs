@@ -129,6 +129,7 @@ impl Vault {
         };
         node_config.connections_per_ip = (config.connections_per_ip > 0).then_some(config.connections_per_ip);
         node_config.id_difficulty = config.id_difficulty;
+        node_config.ids_per_ip_per_bucket = (config.ids_per_ip_per_bucket > 0).then_some(config.ids_per_ip_per_bucket);
         let (node, inbound) = kura_node::spawn(node_config).await?;
         let listen = node.listen_addrs().await?;
         let usage = store.usage();
