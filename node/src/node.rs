@@ -333,6 +333,8 @@ pub async fn spawn(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Inb
         budgets: Budgets::new(config.client_budget, config.vault_budget, config.max_connections.max(1) * 4),
         id_difficulty: config.id_difficulty,
         ids_per_ip: config.ids_per_ip_per_bucket,
+        relocating: HashMap::new(),
+        relocated_at: HashMap::new(),
     };
     let span = tracing::info_span!("node", peer = %peer_id);
     tokio::spawn(tracing::Instrument::instrument(actor.run(cmd_rx), span));
@@ -453,7 +455,16 @@ struct Actor {
     id_difficulty: u8,
     /// Ids of one IP address a bucket may hold.
     ids_per_ip: Option<usize>,
+    /// Lookups run to find where a peer that could not be dialled is now, by query.
+    relocating: HashMap<kad::QueryId, PeerId>,
+    /// When each peer was last looked for that way (one lookup per peer per few seconds).
+    relocated_at: HashMap<PeerId, std::time::Instant>,
 }
+
+/// Most lookups for moved peers in flight, and peers remembered as looked for.
+const MAX_RELOCATING: usize = 256;
+/// How often one peer is looked for after failed dials.
+const RELOCATE_EVERY: Duration = Duration::from_secs(5);
 
 impl Actor {
     async fn run(mut self, mut cmd_rx: mpsc::Receiver<Command>) {
@@ -650,6 +661,29 @@ impl Actor {
         }
     }
 
+    /// Looks `peer` up in the network after dials to it failed: a vault that restarted on a new
+    /// address is in other vaults' routing tables under it, and a lookup of its own key finds
+    /// it there. Without this a client, which no vault ever dials, would not reach it again.
+    fn relocate(&mut self, peer: PeerId) {
+        let now = std::time::Instant::now();
+        if self.relocated_at.get(&peer).is_some_and(|at| now.duration_since(*at) < RELOCATE_EVERY) {
+            return;
+        }
+        if self.relocating.len() >= MAX_RELOCATING {
+            return;
+        }
+        if self.relocated_at.len() >= MAX_RELOCATING {
+            self.relocated_at.retain(|_, at| now.duration_since(*at) < RELOCATE_EVERY);
+        }
+        self.relocated_at.insert(peer, now);
+        debug!(%peer, "looking up where a peer that could not be dialled is now");
+        // The lookup dials the peer itself at the addresses other vaults report for it: that
+        // dial must not be refused for the old address's failures.
+        self.swarm.behaviour_mut().unreachable.forgive(&peer);
+        let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+        self.relocating.insert(id, peer);
+    }
+
     /// Dials departed vaults whose backoff has passed; one that answers rejoins the routing
     /// table through identify.
     fn retry_departed(&mut self) {
@@ -677,6 +711,26 @@ impl Actor {
         if let kad::Event::OutboundQueryProgressed { id, result, step, stats } = event {
             let QueryResult::GetClosestPeers(result) = result else { return };
             if !step.last {
+                return;
+            }
+            if let Some(moved) = self.relocating.remove(&id) {
+                let found = match &result {
+                    Ok(ok) => ok.peers.iter().find(|p| p.peer_id == moved).map(|p| p.addrs.clone()),
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => {
+                        peers.iter().find(|p| p.peer_id == moved).map(|p| p.addrs.clone())
+                    }
+                };
+                debug!(peer = %moved, found = ?found, "lookup of a peer that could not be dialled done");
+                if let Some(addrs) = found.filter(|a| !a.is_empty()) {
+                    debug!(peer = %moved, ?addrs, "found where a peer that could not be dialled is now");
+                    let addrs: Vec<Multiaddr> = addrs.into_iter().filter(dialable).collect();
+                    self.swarm.behaviour_mut().unreachable.relocated(moved, addrs.clone(), std::time::Instant::now());
+                    if self.role == Role::Vault && !self.banned(&moved) && self.worked(&moved) {
+                        for addr in addrs {
+                            self.swarm.behaviour_mut().kad.add_address(&moved, addr);
+                        }
+                    }
+                }
                 return;
             }
             let Some(lookup) = self.lookups.remove(&id) else { return };
@@ -722,6 +776,7 @@ impl Actor {
                 // connection to it to see close: drop it now rather than wait for Kademlia.
                 if matches!(error, request_response::OutboundFailure::DialFailure) {
                     self.peer_left(peer, "dial failed");
+                    self.relocate(peer);
                 }
                 if let Some(reply) = self.requests.remove(&request_id) {
                     let _ = reply.send(Err(NodeError::Request { peer, reason: error.to_string() }));

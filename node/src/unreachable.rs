@@ -114,6 +114,24 @@ impl Unreachable {
         r.addrs.truncate(MAX_ADDRS);
     }
 
+    /// `peer` was found at `addrs` by a lookup after dials to it failed: a new address is
+    /// tried at once (the failure was the old address's), a known one waits out its backoff.
+    pub fn relocated(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, now: Instant) {
+        let known = self.addresses(&peer);
+        let new = addrs.iter().any(|a| !known.contains(a));
+        let retry = self.remembered.get(&peer).is_some_and(|r| r.retry);
+        self.remember(peer, addrs, retry, now);
+        if new {
+            self.failed.remove(&peer);
+        }
+    }
+
+    /// Lets the next dial of `peer` through (a lookup is about to dial it where others say it
+    /// is now).
+    pub fn forgive(&mut self, peer: &PeerId) {
+        self.failed.remove(peer);
+    }
+
     /// The addresses kept for `peer`.
     pub fn addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
         self.remembered.get(peer).map(|r| r.addrs.clone()).unwrap_or_default()
@@ -263,6 +281,24 @@ mod tests {
         assert!(!u.refuses(&a, t), "a connection proves it reachable");
         u.dial_failed(a, t);
         assert!(!u.refuses(&a, t + FIRST_BACKOFF), "and starts the streak over");
+    }
+
+    #[test]
+    fn a_peer_found_at_a_new_address_is_dialled_at_once() {
+        let peer = PeerId::random();
+        let (old, new): (Multiaddr, Multiaddr) =
+            ("/ip4/127.0.0.1/udp/4000/quic-v1".parse().unwrap(), "/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap());
+        let mut u = Unreachable::default();
+        u.connected(PeerId::random());
+        u.connected(PeerId::random());
+        let t0 = Instant::now();
+        u.remember(peer, vec![old.clone()], false, t0);
+        u.dial_failed(peer, t0);
+        u.relocated(peer, vec![old.clone()], t0);
+        assert!(u.refuses(&peer, t0), "the same address waits out its backoff");
+        u.relocated(peer, vec![new.clone()], t0);
+        assert!(!u.refuses(&peer, t0), "a new address is tried at once");
+        assert_eq!(u.addresses(&peer), vec![new, old], "newest first");
     }
 
     #[test]
