@@ -60,11 +60,12 @@ impl UserKey {
 ///
 /// Self-encryption is convergent: the same bytes always become the same chunks, so anyone who
 /// guesses a file could compute its chunk addresses and ask whether they are stored. Private
-/// content is first XORed with a keystream (keyed BLAKE3 in extendable-output mode, seekable)
-/// that only its owner can compute, so its chunks differ from every other user's: nobody else
-/// can confirm or deduplicate it. The same user storing the same file again still yields the
-/// same chunks. The keystream hides nothing by itself (the self-encryption over it does); it
-/// only takes the content out of the network-wide convergence domain.
+/// content is first XORed with a keystream only its owner can compute (ChaCha20 under a key
+/// derived from the user key; the content offset picks the nonce and block), so its chunks
+/// differ from every other user's: nobody else can confirm or deduplicate it. The same user
+/// storing the same file again still yields the same chunks. The keystream hides nothing by
+/// itself (the self-encryption over it does); it only takes the content out of the
+/// network-wide convergence domain.
 #[derive(Clone)]
 pub struct Convergence([u8; 32]);
 
@@ -74,16 +75,24 @@ impl std::fmt::Debug for Convergence {
     }
 }
 
+/// Bytes of content under one nonce: 64 GiB, well inside ChaCha20's 256 GiB per nonce.
+const SEGMENT: u64 = 1 << 36;
+
 impl Convergence {
     /// XORs the keystream at content offset `offset` into `buf` (applying twice undoes it).
     pub fn apply(&self, offset: u64, buf: &mut [u8]) {
-        let mut xof = blake3::Hasher::new_keyed(&self.0).finalize_xof();
-        xof.set_position(offset);
-        let mut stream = [0u8; 4096];
-        for piece in buf.chunks_mut(stream.len()) {
-            let ks = &mut stream[..piece.len()];
-            xof.fill(ks);
-            piece.iter_mut().zip(ks.iter()).for_each(|(b, k)| *b ^= k);
+        use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let (segment, within) = (at / SEGMENT, at % SEGMENT);
+            let n = usize::try_from(SEGMENT - within).unwrap_or(usize::MAX).min(buf.len() - done);
+            let mut nonce = [0u8; 12];
+            nonce[4..].copy_from_slice(&segment.to_be_bytes());
+            let mut cipher = chacha20::ChaCha20::new((&self.0).into(), (&nonce).into());
+            cipher.seek(within);
+            cipher.apply_keystream(&mut buf[done..done + n]);
+            done += n;
         }
     }
 }
@@ -119,6 +128,14 @@ mod tests {
         assert_ne!(whole, other, "another user's keystream differs");
         a.apply(0, &mut whole);
         assert_eq!(whole, data);
+        // Across a nonce segment's end, pieces still agree with the whole.
+        let edge = SEGMENT - 100;
+        let mut whole = vec![0u8; 300];
+        a.apply(edge, &mut whole);
+        let mut parts = vec![0u8; 300];
+        a.apply(edge, &mut parts[..100]);
+        a.apply(SEGMENT, &mut parts[100..]);
+        assert_eq!(whole, parts);
     }
 
     #[test]

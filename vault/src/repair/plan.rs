@@ -73,13 +73,28 @@ pub fn stand_in_rank(me: PeerId, view: &ChunkView) -> Option<usize> {
     let held_by = |p: &PeerId| view.holdings.get(p).is_some_and(|h| !h.is_empty());
     let held_anywhere: BTreeSet<u8> = view.holdings.values().flatten().copied().collect();
     let lost = (0..view.n as u8).any(|i| !held_anywhere.contains(&i));
-    let free = view.group.iter().any(|p| view.holdings.get(p).is_some_and(Vec::is_empty));
-    if !lost || !free {
+    if !lost || free_members(view).is_empty() {
         return None;
     }
     let mut holders: Vec<&PeerId> = view.group.iter().filter(|p| held_by(p)).collect();
     holders.sort_by_key(|p| std::cmp::Reverse(rank(&view.chunk, p)));
     holders.iter().position(|p| **p == me).filter(|r| *r > 0)
+}
+
+/// Group members that answered and hold nothing they will keep, closest first: empty, or
+/// holding only shards a closer member also holds (copies kept through the handover
+/// probation, dropped after it). Counting those as taken would leave a lost shard with
+/// nowhere to go for the whole probation.
+fn free_members(view: &ChunkView) -> Vec<PeerId> {
+    let held_closer = |pos: usize, index: &u8| {
+        view.group[..pos].iter().any(|c| view.holdings.get(c).is_some_and(|h| h.contains(index)))
+    };
+    view.group
+        .iter()
+        .enumerate()
+        .filter(|(pos, p)| view.holdings.get(p).is_some_and(|h| h.iter().all(|i| held_closer(*pos, i))))
+        .map(|(_, p)| *p)
+        .collect()
 }
 
 /// [`plan`], with `me` acting as the coordinator when `stand_in` (see [`stand_in_rank`]).
@@ -90,8 +105,8 @@ pub fn plan_as(me: PeerId, view: &ChunkView, stand_in: bool) -> Vec<Action> {
     let holder = |index: u8, members: &[PeerId]| {
         members.iter().find(|p| view.holdings.get(p).is_some_and(|h| h.contains(&index))).copied()
     };
-    // Group members that answered and hold nothing: where shards can go.
-    let mut free = view.group.iter().filter(|p| view.holdings.get(p).is_some_and(Vec::is_empty)).copied();
+    // Group members that answered and hold nothing they keep: where shards can go.
+    let mut free = free_members(view).into_iter();
 
     let Some(position) = view.group.iter().position(|p| *p == me) else {
         let mut actions = Vec::new();
@@ -148,6 +163,18 @@ mod tests {
     /// The holder that coordinates `v`.
     fn coordinator(v: &ChunkView) -> PeerId {
         *v.group.iter().filter(|p| v.holdings.get(p).is_some_and(|h| !h.is_empty())).max_by_key(|p| rank(&v.chunk, p)).unwrap()
+    }
+
+    #[test]
+    fn a_member_holding_only_a_copy_on_probation_takes_a_lost_shard() {
+        let g = peers(8);
+        // Shard 1 is lost; g[7] still holds a copy of shard 0, which g[0] holds too.
+        let mut holdings: Vec<(PeerId, Vec<u8>)> = vec![(g[0], vec![0])];
+        holdings.extend((1..7).map(|i| (g[i], vec![i as u8 + 1])));
+        holdings.push((g[7], vec![0]));
+        let v = view(&g, &holdings);
+        assert_eq!(plan(coordinator(&v), &v).last(), Some(&Action::Rebuild(vec![(1, g[7])])));
+        assert_eq!(plan(g[7], &v), vec![Action::Drop { index: 0, kept_by: g[0] }], "and drops its copy in time");
     }
 
     #[test]
@@ -234,8 +261,9 @@ mod tests {
         for p in g.iter().filter(|p| **p != g[6]) {
             assert!(plan(*p, &v).is_empty(), "the closer copy stays, and nothing is missing");
         }
-        assert!(plan(out, &v).is_empty(), "no free member yet");
-        // Once g[6] has dropped its copy, the outside holder hands shard 5 to it.
+        // g[6] holds only a copy it will drop (after the handover probation): the outside
+        // holder hands shard 5 to it now rather than wait for the copy to go.
+        assert_eq!(plan(out, &v), vec![Action::HandOver { index: 5, to: g[6] }]);
         holdings[7] = (g[6], vec![]);
         assert_eq!(plan(out, &view(&g, &holdings)), vec![Action::HandOver { index: 5, to: g[6] }]);
     }
@@ -246,7 +274,9 @@ mod tests {
         let holdings: Vec<(PeerId, Vec<u8>)> =
             [0u8, 1, 2, 3, 4, 1, 6, 7].iter().enumerate().map(|(i, &x)| (g[i], vec![x])).collect();
         let v = view(&g, &holdings);
-        assert_eq!(plan(g[5], &v), vec![Action::Drop { index: 1, kept_by: g[1] }]);
+        assert_eq!(plan(g[5], &v).first(), Some(&Action::Drop { index: 1, kept_by: g[1] }));
+        // g[5] holds only a copy it will drop: the lost shard goes there at once.
+        assert_eq!(plan(coordinator(&v), &v).last(), Some(&Action::Rebuild(vec![(5, g[5])])));
         let mut after = holdings.clone();
         after[5] = (g[5], vec![]);
         let v = view(&g, &after);
@@ -301,8 +331,7 @@ mod tests {
             let missing: Vec<u8> = (0..8u8).filter(|i| !held_anywhere.contains(i)).collect();
             let coordinator = g.iter().any(|p| v.holdings.get(p).is_some_and(|h| !h.is_empty()));
             // Free members the coordinator does not give its own extra shards to.
-            let free = g.iter().filter(|p| v.holdings.get(p).is_some_and(Vec::is_empty)).count()
-                - if coordinator { plan(super::tests::coordinator(&v), &v).iter().filter(|a| matches!(a, Action::HandOver { .. })).count() } else { 0 };
+            let free = free_members(&v).len().saturating_sub(if coordinator { plan(super::tests::coordinator(&v), &v).iter().filter(|a| matches!(a, Action::HandOver { .. })).count() } else { 0 });
             for i in 0..8u8 {
                 let count = rebuilt.get(&i).copied().unwrap_or(0);
                 proptest::prop_assert!(count <= 1, "index {} rebuilt by {} vaults", i, count);
