@@ -16,6 +16,8 @@ pub const VAULT_BIN_ENV: &str = "KURA_VAULT_BIN";
 
 /// Bits of work each testnet vault id carries (a real network asks 16).
 pub const TESTNET_ID_DIFFICULTY: u8 = 8;
+/// Seconds a testnet vault keeps a handed-over shard (a real network waits 10 minutes).
+pub const TESTNET_PROBATION_SECS: u64 = 20;
 
 /// Finds the `kura-vault` program to launch for the testnet in `dir`: `$KURA_VAULT_BIN`; else
 /// a `kura-vault` built beside this executable, if it is at least as new; else this very
@@ -114,7 +116,10 @@ pub fn spawn(l: &Launch) -> Result<u32, TestnetError> {
         // Many vaults share this machine's cores: one worker each avoids thrashing them.
         .args(["--threads", "1"])
         // Ids carry a little work, as on a real network, but cheap enough for 100 vaults.
-        .args(["--id-difficulty", &TESTNET_ID_DIFFICULTY.to_string()]);
+        .args(["--id-difficulty", &TESTNET_ID_DIFFICULTY.to_string()])
+        // Seconds, not a production vault's minutes: long enough to outlast an attack staged in
+        // a test, short enough for churn tests to see copies go.
+        .args(["--handover-probation", &TESTNET_PROBATION_SECS.to_string()]);
     if let Some(f) = &l.peers_file {
         cmd.arg("--peers-file").arg(f);
     }

@@ -83,6 +83,11 @@ struct RunArgs {
     /// hold their shards. [production preset: 300]
     #[arg(long, value_name = "SECS")]
     audit_interval: Option<u64>,
+    /// Seconds a vault keeps its copy of a shard after another member of the close group
+    /// holds it, until that member has held it this long and proves it. [production preset:
+    /// 600]
+    #[arg(long, value_name = "SECS")]
+    handover_probation: Option<u64>,
     /// Bits of work a vault id must carry (S/Kademlia's static puzzle), this vault's own and
     /// every vault's it puts in its routing table; the same on every vault of a network.
     /// [production preset: 16, about a second of one core to make an id]
@@ -121,6 +126,9 @@ impl RunArgs {
         }
         if let Some(v) = self.max_capacity {
             c.capacity = v.as_u64();
+        }
+        if let Some(v) = self.handover_probation {
+            c.handover_probation_secs = v;
         }
         if let Some(v) = self.id_difficulty {
             c.id_difficulty = v;
