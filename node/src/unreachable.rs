@@ -78,6 +78,11 @@ impl Unreachable {
             _ => 1,
         };
         self.failed.retain(|_, f| now.duration_since(f.at) < f.backoff() + MAX_BACKOFF);
+        // Bounded: lookup answers could name any number of ids that fail to dial.
+        if self.failed.len() >= MAX_REMEMBERED && !self.failed.contains_key(&peer) {
+            self.connected.remove(&peer);
+            return;
+        }
         self.failed.insert(peer, Failure { at: now, streak });
         self.connected.remove(&peer);
     }
