@@ -1,7 +1,9 @@
 //! A passing failure never exiles an honest vault: `kura-testnet up --nodes 100` on this
 //! 2-core machine turns healthy (it never did while one failed dial made the health check's
 //! client drop a vault's address for good). Its own test binary, so it does not share the
-//! machine with the other process tests.
+//! machine with the other process tests. Ignored in the suite: 100 vaults of a debug build did
+//! not turn healthy within 240 s on CI's two cores (release vaults do in 32 s, see
+//! `benches/RESULTS.md`); `scripts/soak.sh` runs it against a release build.
 
 use std::process::Command;
 use std::time::Instant;
@@ -10,6 +12,7 @@ mod common;
 use common::{vault_bin, Guard};
 
 #[test]
+#[ignore = "100 debug-build vaults overload two cores; scripts/soak.sh runs it on a release build"]
 fn a_hundred_vaults_turn_healthy_through_up() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
