@@ -178,14 +178,13 @@ impl Client {
                 match reply {
                     Ok(Response::Shards(got)) => {
                         let before = shards.len();
-                        for s in got {
-                            // Vaults check shards before serving them, so a bad one is a lie.
-                            if s.header.address() != chunk || s.verify().is_err() {
-                                warn!(%vault, %chunk, index = s.header.index, "vault served a bad shard; skipping it");
-                                detail.push(format!("{vault}: bad shard {}", s.header.index));
-                                shunned.add(vault);
-                                break;
-                            }
+                        let (good, lie) = erasure::sift(chunk, got);
+                        if let Some(index) = lie {
+                            warn!(%vault, %chunk, index, "vault served a bad shard; skipping it");
+                            detail.push(format!("{vault}: bad shard {index}"));
+                            shunned.add(vault);
+                        }
+                        for s in good {
                             if !shards.iter().any(|h| h.header.index == s.header.index) {
                                 shards.push(s);
                             }

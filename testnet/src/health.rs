@@ -219,6 +219,7 @@ mod tests {
             repair_bytes: 0,
             audits_passed: 0,
             audit_failures: 0,
+            bad_shards_served: 0,
             workers: vec![],
             version: String::new(),
         })

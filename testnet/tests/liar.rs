@@ -1,7 +1,8 @@
-//! Clients trust no single vault: a fake vault joins a real 9-vault testnet, takes its share
+//! Clients trust no single vault: a fake vault joins a real 10-vault testnet, takes its share
 //! of a file's shards like an honest one (and passes audits with them), but serves every shard
 //! tampered. A download comes back byte-identical, and the fake is asked for shards only until
-//! its first lie, not once per chunk.
+//! its first lie, not once per chunk. Repair is not fooled either: when two honest vaults vanish,
+//! the vaults that rebuild their shards skip and report the liar, and redundancy comes back.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,13 +14,14 @@ use kura_node::wire::{RemoteError, Request, Response};
 use kura_node::{audit, Address, NodeConfig, Shard};
 
 mod common;
-use common::{rt, Net};
+use common::{rt, running_ids, Net};
 
 const MIB: usize = 1 << 20;
 
 #[test]
 fn a_vault_serving_bad_shards_is_skipped_for_the_rest_of_the_download() {
-    let net = Net::up(9, 1 << 30);
+    // Ten, so that the eight left after two vanish are a whole close group without the liar.
+    let net = Net::up(10, 1 << 30);
     let work = tempfile::tempdir().unwrap();
     let rt = rt();
     let peers = kura_client::peers::read_peers_file(&net.peers_file()).unwrap();
@@ -78,7 +80,9 @@ fn a_vault_serving_bad_shards_is_skipped_for_the_rest_of_the_download() {
             }
         });
     }
-    rt.block_on(async {
+    let key = UserKey::generate();
+    let content: Vec<u8> = (0..40 * MIB).map(|_| rand::random::<u8>()).collect();
+    let address = rt.block_on(async {
         // Wait until the vaults know the liar, so it takes its share of the file.
         let client = net.connect().await;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -86,8 +90,6 @@ fn a_vault_serving_bad_shards_is_skipped_for_the_rest_of_the_download() {
             assert!(std::time::Instant::now() < deadline, "the liar never joined");
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-        let key = UserKey::generate();
-        let content: Vec<u8> = (0..40 * MIB).map(|_| rand::random::<u8>()).collect();
         let src = work.path().join("f");
         std::fs::write(&src, &content).unwrap();
         let address = client.put_path(&src, Visibility::Private, &key, &ProgressBar::hidden()).await.unwrap();
@@ -107,6 +109,93 @@ fn a_vault_serving_bad_shards_is_skipped_for_the_rest_of_the_download() {
         // skipping, it is asked for every chunk whose close group it is in (most of 41).
         assert!(asked_in_download <= 12, "the liar was asked {asked_in_download} times: not skipped after lying");
         client.close().await;
+        address
+    });
+
+    // Repair trusts no single vault either. Two honest vaults vanish with their data, so the
+    // chunks they held are rebuilt, and the liar, a holder in most close groups, serves its
+    // tampered shards to the vaults that rebuild. Without checking each shard as it arrives, a
+    // rebuild that counted the liar's shard failed every time it was tried.
+    let victims = [1, 2];
+    net.net.kill(&victims, true).unwrap();
+    for i in victims {
+        std::fs::remove_dir_all(net.net.layout().vault_root(i)).unwrap();
+    }
+    let mut chunks = kura_client::chunk_addresses(&content, Visibility::Private, &key, Default::default()).unwrap();
+    chunks.push(address);
+    rt.block_on(async {
+        // Each repairing vault has its own view (the one that met the liar no longer counts
+        // it; the others still do), so "full" here is: the 8 shards of every chunk are held by
+        // 8 different vaults, the liar's proven copy included.
+        let start = std::time::Instant::now();
+        let mut everyone = running_ids(&net);
+        everyone.push(liar.peer_id());
+        loop {
+            let client = net.connect().await;
+            let mut short = Vec::new();
+            for &chunk in &chunks {
+                let mut holdings = Vec::new();
+                for &peer in &everyone {
+                    if let Ok(Response::Indices(i)) = client.node().request(peer, Request::ShardIndices { chunk }).await {
+                        holdings.push(i);
+                    }
+                }
+                if distinct_holders(&holdings) < 8 {
+                    short.push(chunk);
+                }
+            }
+            client.close().await;
+            if short.is_empty() {
+                eprintln!("full redundancy after {:.1} s", start.elapsed().as_secs_f64());
+                break;
+            }
+            assert!(start.elapsed().as_secs() < 120, "{} chunks still short, e.g. {}", short.len(), short[0]);
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let client = net.connect().await;
+        let mut reported = 0;
+        for peer in running_ids(&net) {
+            let status = client.vault_status(peer).await.unwrap();
+            assert_eq!(status.audit_failures, 0, "{peer} penalized an honest vault");
+            reported += status.bad_shards_served;
+        }
+        assert!(reported >= 1, "no vault's repair met the liar's shards, so this tested nothing");
+        eprintln!("repairing vaults met and reported {reported} bad answers");
+        let out = work.path().join("out-after-repair");
+        client.get_path(address, &out, &key, &ProgressBar::hidden()).await.unwrap();
+        assert!(std::fs::read(&out).unwrap() == content, "byte-identical after repair");
+        client.close().await;
     });
     liar_rt.block_on(liar.shutdown());
+}
+
+/// How many of the shard indices `holdings` (one list per vault) can be held by different
+/// vaults: a maximum matching of indices to vaults, by augmenting paths.
+fn distinct_holders(holdings: &[Vec<u8>]) -> usize {
+    fn assign(v: usize, holdings: &[Vec<u8>], owner: &mut HashMap<u8, usize>, seen: &mut Vec<u8>) -> bool {
+        for &i in &holdings[v] {
+            if seen.contains(&i) {
+                continue;
+            }
+            seen.push(i);
+            let free = match owner.get(&i) {
+                None => true,
+                Some(&other) => assign(other, holdings, owner, seen),
+            };
+            if free {
+                owner.insert(i, v);
+                return true;
+            }
+        }
+        false
+    }
+    let mut owner = HashMap::new();
+    (0..holdings.len()).filter(|&v| assign(v, holdings, &mut owner, &mut Vec::new())).count()
+}
+
+#[test]
+fn distinct_holders_counts_a_matching() {
+    assert_eq!(distinct_holders(&[vec![0, 1], vec![0], vec![]]), 2);
+    assert_eq!(distinct_holders(&[vec![0], vec![0], vec![1]]), 2);
+    assert_eq!(distinct_holders(&[vec![0, 1, 2]]), 1);
 }

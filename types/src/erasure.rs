@@ -155,13 +155,33 @@ pub fn decode_verified(address: Address, shards: &[Shard]) -> Result<Vec<u8>, Er
 /// address commits to.
 pub fn rebuild_all(address: Address, shards: impl IntoIterator<Item = Shard>) -> Result<Vec<Shard>, ErasureError> {
     let verified: Vec<Shard> = shards.into_iter().filter(|s| s.verify().is_ok()).collect();
-    let bytes = decode_verified(address, &verified)?;
-    let header = &of_address(address, &verified)[0].header;
+    rebuild_verified(address, &verified)
+}
+
+/// [`rebuild_all`] for shards the caller has already checked (see [`sift`]).
+pub fn rebuild_verified(address: Address, verified: &[Shard]) -> Result<Vec<Shard>, ErasureError> {
+    let bytes = decode_verified(address, verified)?;
+    let header = &of_address(address, verified)[0].header;
     let rebuilt = Coding { k: header.k, m: header.m }.encode(&bytes)?;
     if rebuilt.first().map(|s| &s.header.shard_hashes) != Some(&header.shard_hashes) {
         return Err(ErasureError::AddressMismatch(address));
     }
     Ok(rebuilt)
+}
+
+/// Checks what one vault served for `address`: returns the shards that verify and whose
+/// header derives the address, up to the first that does not, and that one's index. Vaults
+/// check shards before serving them, so a bad one marks the vault as lying; its answer is not
+/// hashed further (a liar's shards cost the reader no more than one check).
+pub fn sift(address: Address, served: Vec<Shard>) -> (Vec<Shard>, Option<u8>) {
+    let mut good = Vec::with_capacity(served.len());
+    for s in served {
+        if s.header.address() != address || s.verify().is_err() {
+            return (good, Some(s.header.index));
+        }
+        good.push(s);
+    }
+    (good, None)
 }
 
 /// The shards stored at `address`, one per index. Their headers all derive the address, so
@@ -214,6 +234,20 @@ mod tests {
 
     fn bytes(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn sift_keeps_shards_of_the_address_up_to_the_first_lie() {
+        let shards = Coding::default().encode(&bytes(100_000)).unwrap();
+        let addr = shards[0].header.address();
+        let other = Coding::default().encode(&bytes(99_999)).unwrap();
+        assert_eq!(sift(addr, shards.clone()), (shards.clone(), None));
+        let mut tampered = shards[2].clone();
+        tampered.data[0] ^= 1;
+        let served = vec![shards[0].clone(), shards[1].clone(), tampered, shards[3].clone()];
+        assert_eq!(sift(addr, served), (shards[..2].to_vec(), Some(2)));
+        // A shard that is sound but of another chunk is a lie too.
+        assert_eq!(sift(addr, vec![other[5].clone(), shards[0].clone()]), (vec![], Some(5)));
     }
 
     #[test]

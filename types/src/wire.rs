@@ -156,6 +156,9 @@ pub struct VaultStatus {
     /// Audits of other vaults that this vault ran and saw fail (wrong proof, shard gone, no
     /// answer).
     pub audit_failures: u64,
+    /// Shards other vaults served this vault's repair that did not match their chunk's
+    /// address (each such vault was skipped and reported).
+    pub bad_shards_served: u64,
     /// Its background workers.
     pub workers: Vec<WorkerStatus>,
     /// The software version it runs.
@@ -335,6 +338,7 @@ mod tests {
             repair_bytes: 0,
             audits_passed: 4,
             audit_failures: 1,
+            bad_shards_served: 0,
             workers: vec![WorkerStatus { name: "repair".into(), state: "idle".into(), counters: vec![("rebuilt".into(), 2)] }],
             version: "0.1.0".into(),
         };

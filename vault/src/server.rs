@@ -601,6 +601,7 @@ impl Vault {
             repair_bytes: self.shared.repair.bytes.load(Ordering::Relaxed),
             audits_passed: self.shared.audit.passed.load(Ordering::Relaxed),
             audit_failures: self.shared.audit.failed.load(Ordering::Relaxed),
+            bad_shards_served: self.shared.repair.bad_shards.load(Ordering::Relaxed),
             workers: self.shared.workers.statuses(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         })

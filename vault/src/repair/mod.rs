@@ -86,6 +86,9 @@ pub struct RepairStats {
     pub bytes: AtomicU64,
     /// Replicated records sent to group members that lacked them or held older versions.
     pub replicas_sent: AtomicU64,
+    /// Answers to this vault's shard fetches that held a shard not matching its chunk's
+    /// address (each from a vault that was then reported).
+    pub bad_shards: AtomicU64,
 }
 
 /// The repair and handover worker: runs the rounds its [`Schedule`] makes due.
@@ -510,22 +513,34 @@ impl Vault {
             if batch.is_empty() {
                 break;
             }
-            let answers = futures::future::join_all(
-                batch.into_iter().map(|peer| self.node().request(peer, Request::GetShards { chunk })),
-            )
+            let answers = futures::future::join_all(batch.into_iter().map(|peer| async move {
+                let answer = self.node().request(peer, Request::GetShards { chunk }).await;
+                (peer, answer)
+            }))
             .await;
-            for got in answers.into_iter().filter_map(|a| match a {
-                Ok(Response::Shards(got)) => Some(got),
+            for (peer, got) in answers.into_iter().filter_map(|(p, a)| match a {
+                Ok(Response::Shards(got)) => Some((p, got)),
                 _ => None,
             }) {
                 let len: u64 = got.iter().map(|s| s.data.len() as u64).sum();
                 self.repair_stats().bytes.fetch_add(len, Ordering::Relaxed);
-                let have: BTreeSet<u8> = shards.iter().map(|s| s.header.index).collect();
-                shards.extend(got.into_iter().filter(|s| !have.contains(&s.header.index)));
                 self.repair_rate().spend(len).await;
+                // Checked as they arrive: a shard that does not match the address would
+                // otherwise take the place of a good one, and the rebuild would fail each
+                // time it is tried. The vault that served it is skipped and reported.
+                let (good, lie) = tokio::task::spawn_blocking(move || erasure::sift(chunk, got))
+                    .await
+                    .map_err(|e| NodeError::Lookup { target: chunk, reason: e.to_string() })?;
+                if let Some(index) = lie {
+                    self.repair_stats().bad_shards.fetch_add(1, Ordering::Relaxed);
+                    warn!(%chunk, %peer, index, "a vault served a bad shard for repair; skipping it");
+                    self.node().penalize(peer, format!("served a bad shard {index} of {chunk} for repair")).await?;
+                }
+                let have: BTreeSet<u8> = shards.iter().map(|s| s.header.index).collect();
+                shards.extend(good.into_iter().filter(|s| !have.contains(&s.header.index)));
             }
         }
-        let rebuilt = tokio::task::spawn_blocking(move || erasure::rebuild_all(chunk, shards))
+        let rebuilt = tokio::task::spawn_blocking(move || erasure::rebuild_verified(chunk, &shards))
             .await
             .map_err(|e| NodeError::Lookup { target: chunk, reason: e.to_string() })?
             .map_err(|e| NodeError::Lookup { target: chunk, reason: e.to_string() })?;
