@@ -28,6 +28,15 @@ pub enum ClientError {
         /// What is wrong.
         reason: String,
     },
+    /// An account could not be made, read or used, or an account ID is not valid.
+    #[error("account: {0}")]
+    Account(String),
+    /// Vaults refused a record as invalid (too little work, expired, forged).
+    #[error("vaults refused it: {0}")]
+    Refused(String),
+    /// A message could not be sent, opened or kept.
+    #[error("message: {0}")]
+    Message(String),
     /// Stored bytes are not what they should be (data map, root record, manifest, address).
     #[error("malformed: {0}")]
     Malformed(String),

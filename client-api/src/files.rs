@@ -413,17 +413,19 @@ impl Client {
                 if written + piece.len() as u64 > size {
                     return Err(ClientError::Malformed(format!("data map decrypts to more than the {size} bytes declared")));
                 }
+                let n = piece.len() as u64;
                 match &layer {
                     Some(layer) => {
-                        let mut plain = piece.to_vec();
+                        // Decrypted pieces are usually owned by nothing else: no copy then.
+                        let mut plain = piece.try_into_mut().unwrap_or_else(|shared| shared.as_ref().into());
                         layer.apply(written, &mut plain);
                         writer.write_all(&plain)
                     }
                     None => writer.write_all(&piece),
                 }
                 .map_err(io_err(&what))?;
-                written += piece.len() as u64;
-                progress.inc(piece.len() as u64);
+                written += n;
+                progress.inc(n);
             }
             if written != size {
                 return Err(ClientError::Malformed(format!("data map promised {size} bytes, decrypted {written}")));

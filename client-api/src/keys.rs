@@ -26,6 +26,16 @@ impl UserKey {
         UserKey(rand::random())
     }
 
+    /// The key with these bytes (an attachment's key, say).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        UserKey(bytes)
+    }
+
+    /// The key's bytes.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
     /// The Ed25519 key that signs this user's pointers, derived from the user key (so one
     /// backed-up file keeps both).
     pub fn signing_key(&self) -> ed25519_dalek::SigningKey {

@@ -1,4 +1,5 @@
-//! The Kura client library: join the network as a client, store and fetch files.
+//! The Kura client library: join the network as a client, store and fetch files, and send
+//! end-to-end encrypted messages (see [`messages`]) from an [`Account`].
 //!
 //! Files are self-encrypted (`self_encryption`), each chunk Reed-Solomon coded into k + m
 //! shards, and shard `i` stored on the `i`-th closest vault to the chunk's address. The data
@@ -15,16 +16,19 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod account;
 mod chunks;
 mod client;
 mod error;
 mod files;
 pub mod keys;
+pub mod messages;
 pub mod peers;
 pub mod pointers;
 pub mod root;
 pub mod tree;
 
+pub use account::{Account, AccountId};
 pub use chunks::Shunned;
 pub use client::{Client, ClientConfig};
 pub use error::ClientError;

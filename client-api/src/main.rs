@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use kura_client::{peers, Client, UserKey, Visibility};
+use kura_client::messages::{Attachment, Mailbox, Received, DEFAULT_TTL};
+use kura_client::{peers, Account, AccountId, Client, UserKey, Visibility};
 use kura_node::Address;
 
 /// Use a Kura storage network.
@@ -58,6 +59,86 @@ enum Command {
         /// The vault's peer id.
         peer: kura_node::PeerId,
     },
+    /// Your account: one recovery phrase for every key, and the ID others write to.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// End-to-end encrypted messages, delivered even when the recipient is offline.
+    #[command(subcommand)]
+    Msg(MsgCommand),
+    /// The accounts you know: named, or blocked.
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AccountCommand {
+    /// Make an account from a new 24-word recovery phrase; prints the phrase (write it down),
+    /// the account ID and its QR code.
+    Create,
+    /// Print the account ID and its QR code.
+    Show,
+    /// Restore an account from its recovery phrase (read from standard input, or --phrase).
+    Recover {
+        /// The 24 words (else read from standard input).
+        #[arg(long)]
+        phrase: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MsgCommand {
+    /// Send TEXT to the account ID; prints the message's id.
+    Send {
+        /// The recipient's account ID (`kura account show` prints it).
+        to: String,
+        /// The text.
+        text: String,
+        /// Files to attach (stored in the network under a key only the recipient receives).
+        #[arg(long, value_name = "FILE")]
+        attach: Vec<PathBuf>,
+        /// How long the message waits for the recipient, in seconds (default 14 days, at
+        /// most 28).
+        #[arg(long, default_value_t = DEFAULT_TTL.as_secs())]
+        ttl: u64,
+    },
+    /// Read new messages (message requests from strangers listed apart), and what you sent
+    /// with whether it was delivered.
+    Inbox,
+    /// Print messages as they arrive, until interrupted (or until --count have arrived).
+    Watch {
+        /// How often to look, in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        interval_ms: u64,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Fetch an attachment (`ADDRESS:KEY`, as the inbox prints it) into OUT.
+    Fetch {
+        /// The attachment's reference.
+        reference: String,
+        /// Where to write it.
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ContactsCommand {
+    /// Add an account (or rename it); its messages are no longer requests.
+    Add {
+        /// The account ID.
+        id: String,
+        /// A name to show instead of the ID.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Block an account: its messages are dropped unseen and get no receipt.
+    Block {
+        /// The account ID.
+        id: String,
+    },
+    /// List contacts.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +186,13 @@ fn main() -> std::process::ExitCode {
 async fn main_inner() -> Result<()> {
     kura_node::init_logging("warn");
     let cli = Cli::parse();
+    // These need no network.
+    let command = match cli.command {
+        Command::Account(command) => return account(command),
+        Command::Contacts(command) => return contacts(command),
+        other => other,
+    };
+    let cli = Cli { command, ..cli };
     let bootstrap = peers::resolve(cli.peers.as_deref())?;
     let client = Client::connect(bootstrap).await.context("joining the network")?;
     let result = run(&client, cli.command).await;
@@ -157,8 +245,171 @@ async fn run(client: &Client, command: Command) -> Result<()> {
             let s = client.vault_status(peer).await?;
             println!("{}", serde_json_like(&s));
         }
+        Command::Msg(command) => msg(client, command).await?,
+        Command::Account(_) | Command::Contacts(_) => unreachable!("handled without the network"),
     }
     Ok(())
+}
+
+fn account(command: AccountCommand) -> Result<()> {
+    let home = UserKey::home();
+    std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+    let print_id = |a: &Account| -> Result<()> {
+        println!("{}", a.id().qr()?);
+        println!("account ID: {}", a.id());
+        Ok(())
+    };
+    match command {
+        AccountCommand::Create => {
+            if let Some(existing) = Account::load(&home)? {
+                anyhow::bail!("{} already has an account: {}", home.display(), existing.id());
+            }
+            let a = Account::generate();
+            let kept_key = a.install(&home)?;
+            println!("Recovery phrase (write it down; it restores this account anywhere):\n\n  {}\n", a.phrase());
+            if kept_key {
+                println!("Note: this home had a user key already; it stays the key of your files.\n");
+            }
+            print_id(&a)?;
+        }
+        AccountCommand::Show => print_id(&Account::require(&home)?)?,
+        AccountCommand::Recover { phrase } => {
+            let phrase = match phrase {
+                Some(p) => p,
+                None => {
+                    eprintln!("Type the 24 words of the recovery phrase, then Enter:");
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line
+                }
+            };
+            let a = Account::from_phrase(&phrase)?;
+            a.install(&home)?;
+            print_id(&a)?;
+        }
+    }
+    Ok(())
+}
+
+fn contacts(command: ContactsCommand) -> Result<()> {
+    let home = UserKey::home();
+    let mut mailbox = Mailbox::open(&home)?;
+    match command {
+        ContactsCommand::Add { id, name } => mailbox.add_contact(id.parse()?, name)?,
+        ContactsCommand::Block { id } => mailbox.block(id.parse()?)?,
+        ContactsCommand::List => {
+            for c in mailbox.contacts() {
+                let state = if c.blocked { " (blocked)" } else { "" };
+                println!("{} {}{state}", c.name.as_deref().unwrap_or("-"), c.id);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn msg(client: &Client, command: MsgCommand) -> Result<()> {
+    let home = UserKey::home();
+    match command {
+        MsgCommand::Send { to, text, attach, ttl } => {
+            let to: AccountId = to.parse()?;
+            let mut attachments = Vec::new();
+            for path in attach {
+                // Each attachment under a key of its own, which only the letter carries.
+                let key = UserKey::generate();
+                let size = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?.len();
+                let bar = progress_bar();
+                let address = client.put_path(&path, Visibility::Private, &key, &bar).await?;
+                bar.finish_and_clear();
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                attachments.push(Attachment { name, size, address, key: key.to_bytes() });
+            }
+            let mut mailbox = Mailbox::open(&home)?;
+            let sent = mailbox.send(client, to, text, attachments, std::time::Duration::from_secs(ttl)).await?;
+            println!("{}", sent.id);
+        }
+        MsgCommand::Inbox => {
+            let mut mailbox = Mailbox::open(&home)?;
+            let delivery = mailbox.sync(client).await?;
+            let (requests, known): (Vec<&Received>, Vec<&Received>) = delivery.new.iter().partition(|r| r.request);
+            if delivery.new.is_empty() {
+                println!("No new messages.");
+            }
+            if !known.is_empty() {
+                println!("New messages:");
+                known.iter().for_each(|r| print_received(&mailbox, r));
+            }
+            if !requests.is_empty() {
+                println!("Message requests (not in your contacts; `kura contacts add ID` to accept):");
+                requests.iter().for_each(|r| print_received(&mailbox, r));
+            }
+            if delivery.rejected > 0 {
+                println!("{} message(s) refused: forged, malformed or not for you.", delivery.rejected);
+            }
+            let sent = mailbox.sent();
+            if !sent.is_empty() {
+                println!("Sent:");
+                for s in &sent[sent.len().saturating_sub(20)..] {
+                    let state = if s.delivered { "delivered" } else { "sent" };
+                    println!("  [{}] to {}: {} ({state})", time(s.sent_ms), mailbox.name_of(&s.to), s.text);
+                }
+            }
+        }
+        MsgCommand::Watch { interval_ms, count } => {
+            let mut mailbox = Mailbox::open(&home)?;
+            let mut shown = 0;
+            loop {
+                match mailbox.sync(client).await {
+                    Ok(delivery) => {
+                        for r in &delivery.new {
+                            print_received(&mailbox, r);
+                            shown += 1;
+                        }
+                        for s in &delivery.delivered {
+                            println!("  delivered to {}: {}", mailbox.name_of(&s.to), s.text);
+                        }
+                        use std::io::Write;
+                        std::io::stdout().flush()?;
+                    }
+                    Err(e) => eprintln!("reading the inbox: {e}"),
+                }
+                if count.is_some_and(|c| shown >= c) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(interval_ms)).await;
+            }
+        }
+        MsgCommand::Fetch { reference, out } => {
+            let (address, key) = Attachment::parse_reference(&reference)?;
+            let bar = progress_bar();
+            client.get_path(address, &out, &UserKey::from_bytes(key), &bar).await?;
+            bar.finish_and_clear();
+        }
+    }
+    Ok(())
+}
+
+fn print_received(mailbox: &Mailbox, r: &Received) {
+    println!("  [{}] {} #{}: {}", time(r.sent_ms), mailbox.name_of(&r.from), r.seq, r.text);
+    for a in &r.attachments {
+        println!("      attachment {} ({} bytes): kura msg fetch {} OUT", a.name, a.size, a.reference());
+    }
+}
+
+/// Milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS` UTC.
+fn time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 /// A bytes/rate/ETA bar on a terminal; nothing when stderr is not one.

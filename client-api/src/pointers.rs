@@ -53,26 +53,49 @@ impl Client {
     /// Stores a signed pointer version on its close group; succeeds when a majority stored it.
     pub async fn put_pointer(&self, pointer: Pointer) -> Result<(), ClientError> {
         let address = pointer.address();
+        let version = pointer.version;
+        let outcome = self.store_replicas(Record::Pointer(pointer)).await?;
+        if let Some(held) = outcome.stale {
+            if outcome.stored < outcome.needed {
+                return Err(ClientError::StalePointer { address, sent: version, held });
+            }
+        }
+        outcome.into_result(format!("pointer {address}"))
+    }
+
+    /// Stores a record of a replicated kind (a message) on its close group; succeeds when a
+    /// majority stored it.
+    pub async fn replicate(&self, record: Record, what: &str) -> Result<(), ClientError> {
+        self.store_replicas(record).await?.into_result(what.to_string())
+    }
+
+    /// Sends `record` to every vault of its close group at once, a vault that fails replaced
+    /// by the next one past the group.
+    async fn store_replicas(&self, record: Record) -> Result<Replicas, ClientError> {
+        let address = record.key().address;
         let candidates = self.closest_vaults(address, 2 * usize::from(REPLICAS)).await?;
         let group = usize::from(REPLICAS).min(candidates.len());
-        let needed = group / 2 + 1;
-        let (mut stored, mut detail, mut stale) = (0, Vec::new(), None);
+        let mut out = Replicas { stored: 0, needed: group / 2 + 1, detail: Vec::new(), stale: None };
         let mut spares = candidates.iter().skip(group).copied();
         let send = |vault| {
             let node = self.node().clone();
-            let record = Record::Pointer(pointer.clone());
+            let record = record.clone();
             async move { (vault, node.request(vault, Request::PutRecord(record)).await) }
         };
         let mut sends: FuturesUnordered<_> = candidates[..group].iter().map(|&v| send(v)).collect();
         while let Some((vault, result)) = sends.next().await {
             match result {
-                Ok(Response::Stored) => stored += 1,
+                Ok(Response::Stored) => out.stored += 1,
                 Err(NodeError::Remote { error: RemoteError::Stale { held, .. }, .. }) => {
-                    stale = stale.max(Some(held));
-                    detail.push(format!("{vault}: holds version {held}"));
+                    out.stale = out.stale.max(Some(held));
+                    out.detail.push(format!("{vault}: holds version {held}"));
+                }
+                // A refusal of the record itself would be the same from every vault.
+                Err(NodeError::Remote { error: error @ RemoteError::Refused(_), .. }) => {
+                    return Err(ClientError::Refused(error.to_string()));
                 }
                 other => {
-                    detail.push(format!("{vault}: {}", describe(other)));
+                    out.detail.push(format!("{vault}: {}", describe(other)));
                     // A vault that failed is replaced by the next one past the group.
                     if let Some(spare) = spares.next() {
                         sends.push(send(spare));
@@ -80,22 +103,8 @@ impl Client {
                 }
             }
         }
-        if let Some(held) = stale {
-            if stored < needed {
-                return Err(ClientError::StalePointer { address, sent: pointer.version, held });
-            }
-        }
-        if stored < needed {
-            return Err(ClientError::NotStored {
-                what: format!("pointer {address}"),
-                stored,
-                needed,
-                detail: detail.join("; "),
-            });
-        }
-        Ok(())
+        Ok(out)
     }
-
     /// Creates `key`'s pointer named `name` at version 1, pointing at `target` (or at
     /// [`UNSET`]). Refuses if it exists.
     pub async fn create_pointer(&self, key: &UserKey, name: &str, target: Option<Address>) -> Result<Pointer, ClientError> {
@@ -154,5 +163,22 @@ fn describe(result: Result<Response, NodeError>) -> String {
     match result {
         Ok(other) => format!("unexpected answer {other:?}"),
         Err(e) => e.to_string(),
+    }
+}
+
+/// How a replicated write went.
+struct Replicas {
+    stored: usize,
+    needed: usize,
+    detail: Vec<String>,
+    stale: Option<u64>,
+}
+
+impl Replicas {
+    fn into_result(self, what: String) -> Result<(), ClientError> {
+        if self.stored < self.needed {
+            return Err(ClientError::NotStored { what, stored: self.stored, needed: self.needed, detail: self.detail.join("; ") });
+        }
+        Ok(())
     }
 }

@@ -94,11 +94,29 @@ pub async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<V
 
 async fn read_body<T: AsyncRead + Unpin + Send>(io: &mut T, len: usize) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
-    io.take(len as u64).read_to_end(&mut body).await?;
-    if body.len() < len {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("frame ended after {} of {len} bytes", body.len())));
+    while body.len() < len {
+        let piece = (len - body.len()).min(PIECE);
+        read_piece(io, &mut body, piece, len).await?;
     }
     Ok(body)
+}
+
+/// Appends exactly `piece` bytes of a `len`-byte frame to `body`. The buffer doubles as it
+/// fills (one copy of the frame in all) and only the new piece is zeroed before the read
+/// (`read_to_end` zeroed all spare capacity each time it grew, and grew from 32 bytes).
+async fn read_piece<T: AsyncRead + Unpin + Send>(io: &mut T, body: &mut Vec<u8>, piece: usize, len: usize) -> io::Result<()> {
+    let at = body.len();
+    body.resize(at + piece, 0);
+    if let Err(e) = io.read_exact(&mut body[at..]).await {
+        body.truncate(at);
+        return Err(match e.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                io::Error::new(io::ErrorKind::UnexpectedEof, format!("frame ended within bytes {at}..{} of {len}", at + piece))
+            }
+            _ => e,
+        });
+    }
+    Ok(())
 }
 
 /// Writes one frame: length then body.
@@ -141,12 +159,9 @@ impl request_response::Codec for KuraCodec {
                     .await
                     .map_err(|_| io::Error::other("codec closed"))?;
                 held.merge(p);
-                let got = (&mut *io).take(piece as u64).read_to_end(&mut body).await?;
-                if got < piece {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("frame ended after {} of {len} bytes", body.len())));
-                }
+                read_piece(&mut *io, &mut body, piece, len).await?;
             }
-            Ok((body, Some(held)))
+            Ok::<_, io::Error>((body, Some(held)))
         };
         // A frame must arrive at a minimum rate, so a slow sender holds its share of the
         // budget only for a bounded time.

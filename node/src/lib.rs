@@ -32,12 +32,12 @@ mod unreachable;
 
 // The storage types live in `kura-types` (no runtime, no transport); they are re-exported
 // here so that users of the network layer need one dependency.
-pub use kura_types::{audit, erasure, record, stored, wire};
+pub use kura_types::{audit, erasure, message, record, stored, wire};
 pub use address::{close_group, distance_to_peer, kad_key, Address, AddressParseError, ADDRESS_LEN};
 pub use codec::{read_frame, write_frame, Envelope, KuraCodec};
 pub use config::{NodeConfig, Role};
 pub use error::NodeError;
-pub use kura_types::{Pointer, Record, RecordKey, RecordKind, Shard, ShardHeader, Strategy};
+pub use kura_types::{Pointer, Record, RecordError, RecordKey, RecordKind, Shard, ShardHeader, Strategy};
 pub use libp2p::{identity::Keypair, multiaddr::Protocol, Multiaddr, PeerId};
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` or else `default` (quiet by
 /// default: `"warn"`), coloured only on a terminal. For binaries; call once at start.

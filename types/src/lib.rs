@@ -3,9 +3,10 @@
 //!
 //! - [`Address`]: the 256-bit XOR space.
 //! - [`record`]: record kinds, keys and replication strategies; chunk shards whose storage
-//!   address commits to their coding, and owner-signed mutable pointers.
+//!   address commits to their coding, owner-signed mutable pointers, and inbox messages.
 //! - [`erasure`]: Reed-Solomon coding of chunks, decoded only with the coding an address
 //!   commits to.
+//! - [`message`]: inbox messages (sealed, with proof of work) and the owner's signed requests.
 //! - [`audit`]: random-slice Bao proofs of storage.
 //! - [`stored`]: the versioned disk format of a record, apart from the wire.
 //! - [`wire`]: versioned, size-limited request/response messages that decode without panics.
@@ -23,6 +24,7 @@
 mod address;
 pub mod audit;
 pub mod erasure;
+pub mod message;
 pub mod record;
 pub mod stored;
 pub mod wire;

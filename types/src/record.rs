@@ -25,10 +25,12 @@ pub enum RecordKind {
     Shard,
     /// A mutable pointer, replicated whole on its close group.
     Pointer,
+    /// A message in an inbox, replicated whole on the inbox's close group until it expires.
+    Message,
 }
 
 /// Every kind this build knows.
-pub const KINDS: [RecordKind; 2] = [RecordKind::Shard, RecordKind::Pointer];
+pub const KINDS: [RecordKind; 3] = [RecordKind::Shard, RecordKind::Pointer, RecordKind::Message];
 
 impl RecordKind {
     /// The kind's stable one-byte tag.
@@ -36,6 +38,7 @@ impl RecordKind {
         match self {
             RecordKind::Shard => 1,
             RecordKind::Pointer => 2,
+            RecordKind::Message => 3,
         }
     }
 
@@ -49,6 +52,7 @@ impl RecordKind {
         match self {
             RecordKind::Shard => "shard",
             RecordKind::Pointer => "pointer",
+            RecordKind::Message => "message",
         }
     }
 
@@ -301,9 +305,21 @@ pub enum RecordError {
     /// A pointer's signature does not verify under its owner's key.
     #[error("pointer {0}: signature does not verify under its owner's key")]
     BadSignature(Address),
-    /// A pointer's owner key is not a valid Ed25519 public key.
-    #[error("pointer owner key is not a valid Ed25519 key")]
+    /// An owner key is not a valid Ed25519 public key.
+    #[error("owner key is not a valid Ed25519 key")]
     BadOwner,
+    /// An inbox message is malformed, expired or from the future.
+    #[error("message refused: {0}")]
+    BadMessage(String),
+    /// An inbox message carries less proof of work than asked.
+    #[error("message carries too little work (asked: {asked:?})")]
+    TooLittleWork {
+        /// The difficulty asked.
+        asked: crate::message::Difficulty,
+    },
+    /// An inbox operation is not signed by the inbox's owner, or not now.
+    #[error("inbox request refused: {0}")]
+    Unauthorized(String),
 }
 
 
@@ -435,6 +451,8 @@ pub enum Record {
     Shard(Shard),
     /// A pointer.
     Pointer(Pointer),
+    /// An inbox message.
+    Message(crate::message::Message),
 }
 
 impl Record {
@@ -443,6 +461,7 @@ impl Record {
         match self {
             Record::Shard(_) => RecordKind::Shard,
             Record::Pointer(_) => RecordKind::Pointer,
+            Record::Message(_) => RecordKind::Message,
         }
     }
 
@@ -451,6 +470,7 @@ impl Record {
         match self {
             Record::Shard(s) => s.key(),
             Record::Pointer(p) => p.key(),
+            Record::Message(m) => m.key(),
         }
     }
 
@@ -458,7 +478,7 @@ impl Record {
     pub fn strategy(&self) -> Strategy {
         match self {
             Record::Shard(s) => Strategy::ErasureCoded { k: s.header.k, m: s.header.m },
-            Record::Pointer(_) => Strategy::Replicated { n: REPLICAS },
+            Record::Pointer(_) | Record::Message(_) => Strategy::Replicated { n: REPLICAS },
         }
     }
 
@@ -473,6 +493,7 @@ impl Record {
                 Ok(())
             }
             Record::Pointer(p) => p.verify(),
+            Record::Message(m) => m.verify(),
         }
     }
 
@@ -499,6 +520,7 @@ impl Record {
         match self {
             Record::Shard(s) => s.data.len() + 32 * s.header.shard_hashes.len() + 48,
             Record::Pointer(_) => 200,
+            Record::Message(m) => m.sealed.len() + 96,
         }
     }
 }
@@ -516,6 +538,7 @@ mod tests {
     fn kind_tags_and_names_are_stable_and_round_trip() {
         assert_eq!(RecordKind::Shard.tag(), 1);
         assert_eq!(RecordKind::Pointer.tag(), 2);
+        assert_eq!(RecordKind::Message.tag(), 3);
         for kind in KINDS {
             assert_eq!(RecordKind::from_tag(kind.tag()), Some(kind));
             assert_eq!(RecordKind::from_name(kind.name()), Some(kind));

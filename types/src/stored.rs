@@ -40,6 +40,7 @@ pub fn encode(record: &Record) -> Vec<u8> {
     let body = match record {
         Record::Shard(s) => postcard::to_extend(s, out),
         Record::Pointer(p) => postcard::to_extend(p, out),
+        Record::Message(m) => postcard::to_extend(m, out),
     };
     // Serializing these plain structs into a Vec cannot fail.
     body.unwrap_or_default()
@@ -56,6 +57,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, FormatError> {
         return match RecordKind::from_tag(tag) {
             Some(RecordKind::Shard) => whole::<Shard>(body).map(Record::Shard),
             Some(RecordKind::Pointer) => whole::<Pointer>(body).map(Record::Pointer),
+            Some(RecordKind::Message) => whole::<crate::message::Message>(body).map(Record::Message),
             None => Err(FormatError::UnknownKind(tag)),
         };
     }

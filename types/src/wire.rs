@@ -75,6 +75,8 @@ pub enum Request {
         /// The chunks of the shard asked for.
         challenge: Challenge,
     },
+    /// An inbox owner's signed request: list or delete messages (see [`crate::message`]).
+    Inbox(crate::message::InboxRequest),
     /// A frame that arrived but could not be decoded. Never sent: the codec produces it so the
     /// receiver can answer with a clear error instead of silently dropping the stream.
     #[serde(skip)]
@@ -103,6 +105,15 @@ pub enum Response {
     Proof(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Reply to [`Request::GetRecord`]: the record held under the key, if any.
     Record(Option<Record>),
+    /// Reply to an inbox list: a page of messages in id order, and whether more follow.
+    Messages {
+        /// The page.
+        messages: Vec<crate::message::Message>,
+        /// Whether a later page holds more.
+        more: bool,
+    },
+    /// Reply to an inbox delete: how many of the named messages were held and are gone.
+    Deleted(u32),
 }
 
 /// What one of a vault's background workers is doing.
@@ -225,6 +236,18 @@ pub enum RemoteError {
     RateLimited {
         /// How long until a request from this peer would be admitted.
         retry_after_ms: u32,
+    },
+    /// The record was refused: it does not check out (a forgery, a message with too little
+    /// work or expired, an inbox request not signed by its owner).
+    #[error("refused: {0}")]
+    Refused(crate::record::RecordError),
+    /// The inbox holds as many messages as a vault keeps for one inbox.
+    #[error("inbox {inbox} is full ({held} messages)")]
+    InboxFull {
+        /// The inbox.
+        inbox: Address,
+        /// Messages held.
+        held: u32,
     },
 }
 

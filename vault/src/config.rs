@@ -101,6 +101,13 @@ pub struct VaultConfig {
     /// Inbound connections from one IP address; 0 for no limit (a loopback testnet, where
     /// every vault and client shares 127.0.0.1).
     pub connections_per_ip: usize,
+    /// Proof-of-work trials per byte this vault asks of every inbox message (Bitmessage's
+    /// `nonceTrialsPerByte`; see `kura_types::message::Difficulty`).
+    pub message_trials_per_byte: u64,
+    /// Bytes added to every message's length in the work formula.
+    pub message_extra_bytes: u64,
+    /// Seconds between purges of expired messages.
+    pub message_purge_secs: u64,
 }
 
 /// Which record store backs a vault.
@@ -154,6 +161,9 @@ impl VaultConfig {
             connections_per_ip: 0,
             id_difficulty: 0,
             ids_per_ip_per_bucket: 0,
+            message_trials_per_byte: kura_node::message::Difficulty::DEFAULT.trials_per_byte,
+            message_extra_bytes: kura_node::message::Difficulty::DEFAULT.extra_bytes,
+            message_purge_secs: 5,
         }
     }
 
@@ -171,8 +181,14 @@ impl VaultConfig {
             connections_per_ip: 64,
             id_difficulty: 16,
             ids_per_ip_per_bucket: 2,
+            message_purge_secs: 60,
             ..VaultConfig::local(root)
         }
+    }
+
+    /// The work this vault asks of inbox messages.
+    pub fn message_difficulty(&self) -> kura_node::message::Difficulty {
+        kura_node::message::Difficulty { trials_per_byte: self.message_trials_per_byte, extra_bytes: self.message_extra_bytes }
     }
 
     /// The preset called `name`.

@@ -1,5 +1,6 @@
 //! The Kura vault: a storage provider that joins the network, answers requests and (as the
-//! storage issues land) stores, repairs and audits shards under a capacity quota.
+//! storage issues land) stores, repairs and audits shards under a capacity quota, and keeps
+//! inbox messages until they expire.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kura_vault::VaultError> {
@@ -13,6 +14,7 @@ pub mod audit;
 pub mod cli;
 mod config;
 mod error;
+pub mod inbox;
 mod info;
 mod recent;
 pub mod repair;

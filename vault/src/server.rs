@@ -72,6 +72,10 @@ struct Shared {
     writes: Arc<Semaphore>,
     /// The background workers' states, for status.
     workers: crate::worker::Workers,
+    /// Inbox counters.
+    inbox: crate::inbox::InboxStats,
+    /// Expiries of the messages held, and deletions remembered.
+    inbox_ledger: std::sync::Mutex<crate::inbox::Ledger>,
     /// The tasks of the request loop and the workers, stopped at shutdown.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -175,6 +179,8 @@ impl Vault {
                 updated_rx: std::sync::Mutex::new(Some(updated_rx)),
                 writes: Arc::new(Semaphore::new(MAX_WRITES as usize)),
                 workers: Default::default(),
+                inbox: Default::default(),
+                inbox_ledger: Default::default(),
                 tasks: Default::default(),
             }),
         };
@@ -186,6 +192,8 @@ impl Vault {
         if let Some(every) = vault.shared.config.audit_interval() {
             tasks.push(workers.spawn(crate::audit::AuditWorker::new(vault.clone(), every)));
         }
+        let purge = Duration::from_secs(vault.shared.config.message_purge_secs.max(1));
+        tasks.push(workers.spawn(crate::inbox::InboxWorker::new(vault.clone(), purge)));
         *vault.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         Ok(vault)
     }
@@ -250,6 +258,14 @@ impl Vault {
 
     pub(crate) fn audit_stats(&self) -> &AuditStats {
         &self.shared.audit
+    }
+
+    pub(crate) fn inbox_stats(&self) -> &crate::inbox::InboxStats {
+        &self.shared.inbox
+    }
+
+    pub(crate) fn inbox_ledger(&self) -> std::sync::MutexGuard<'_, crate::inbox::Ledger> {
+        crate::inbox::lock(&self.shared.inbox_ledger)
     }
 
     /// A permit to write to the store, or `None` once shutdown has begun.
@@ -331,6 +347,7 @@ impl Vault {
                 self.shared.store.keys_at(RecordKind::Shard, &chunk).iter().filter_map(|k| k.shard_index()).collect(),
             )),
             Request::Audit { chunk, index, challenge } => self.prove(chunk, index, challenge).await.map(Response::Proof),
+            Request::Inbox(request) => self.inbox_request(request).await,
             other => Err(RemoteError::Invalid(format!("unsupported request {other:?}"))),
         };
         result.unwrap_or_else(Response::Error)
@@ -404,10 +421,13 @@ impl Vault {
 
     /// Stores a whole record of a replicated kind, unless a record that supersedes it is held.
     pub(crate) async fn put_record(&self, record: Record) -> Result<(), RemoteError> {
-        if !record.kind().mutable() {
+        if record.kind() == RecordKind::Shard {
             return Err(RemoteError::Invalid(format!("{} records are stored with PutShard", record.kind().name())));
         }
         let (record, key) = Self::validated(record).await?;
+        if let Record::Message(m) = &record {
+            self.admit_message(m, &key)?;
+        }
         self.responsible(key.address, record.strategy().group_size()).await?;
         let _storing = self.lock_address(key.address)?;
         if let Some(held) = self.read_record(key).await.map_err(internal)? {
@@ -423,8 +443,14 @@ impl Vault {
             }
         }
         self.write_record(key, &record).await?;
-        // Spread it: the repair worker brings the rest of the group up to this version.
-        let _ = self.shared.updated.try_send(key);
+        match &record {
+            // Its sender stores it on the whole group; repair spreads it when the group changes.
+            Record::Message(m) => self.inbox_ledger().held(key, m.expires),
+            // Spread it: the repair worker brings the rest of the group up to this version.
+            _ => {
+                let _ = self.shared.updated.try_send(key);
+            }
+        }
         Ok(())
     }
 
@@ -459,6 +485,11 @@ impl Vault {
     pub(crate) async fn read_record(&self, key: RecordKey) -> Result<Option<Record>, StoreError> {
         let mut records = self.read_records(vec![key]).await?;
         Ok(records.pop())
+    }
+
+    /// [`Vault::read_record`] for many keys at once; returns those that check out.
+    pub(crate) async fn read_records_checked(&self, keys: Vec<RecordKey>) -> Result<Vec<Record>, StoreError> {
+        self.read_records(keys).await
     }
 
     /// [`Vault::read_record`] for many keys at once; returns those that check out.
@@ -545,6 +576,21 @@ impl Vault {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => warn!(%key, error = %e, "deleting a released shard failed"),
             Err(e) => warn!(%key, error = %e, "deleting a released shard failed"),
+        }
+    }
+
+    /// Deletes a record this vault should no longer keep (an expired or deleted message).
+    pub(crate) async fn delete_record(&self, key: RecordKey) {
+        let store = self.shared.store.clone();
+        let Some(permit) = self.write_permit() else { return };
+        let deleted = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            store.delete(&key)
+        });
+        match deleted.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(%key, error = %e, "deleting a record failed"),
+            Err(e) => warn!(%key, error = %e, "deleting a record failed"),
         }
     }
 

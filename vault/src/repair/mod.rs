@@ -238,6 +238,7 @@ impl Vault {
                 async move {
                     let result = match kind {
                         Some(RecordKind::Pointer) => self.repair_record(RecordKey::pointer(chunk)).await.map(|()| None),
+                        Some(RecordKind::Message) => self.repair_inbox(chunk).await.map(|()| None),
                         _ => self.repair_chunk(chunk, false).await,
                     };
                     (chunk, result)

@@ -1,0 +1,635 @@
+//! End-to-end encrypted messages through the vaults, delivered to recipients who are offline.
+//!
+//! A [`Letter`] is signed by its sender's Ed25519 key (the signature covers both accounts, so a
+//! recipient cannot pass it on as if it had been sent to someone else), padded to a power of
+//! two between 512 B and 64 KiB, and sealed to the recipient's X25519 key with a
+//! libsodium-compatible sealed box (`crypto_box`: an ephemeral X25519 key, XSalsa20-Poly1305).
+//! Vaults store the sealed bytes in the recipient's inbox with a proof of work
+//! ([`kura_node::message`]); they never see who sent it.
+//!
+//! The recipient's [`Mailbox`] lists the inbox from every vault of its close group, opens and
+//! checks each message, keeps it in the Kura home (fsynced) and only then deletes it from the
+//! vaults, sends a delivery receipt to the sender's inbox, and remembers every message it
+//! handled until it expires: each message is shown once, however often the inbox is read.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use kura_node::message::{Difficulty, InboxOp, InboxRequest, Message, DEFAULT_TTL_SECS, LIST_PAGE, MAX_DELETE};
+use kura_node::record::REPLICAS;
+use kura_node::wire::{Request, Response};
+use kura_node::{Address, Record};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+use crate::account::{Account, AccountId};
+use crate::client::Client;
+use crate::error::ClientError;
+
+/// Largest padded letter: 64 KiB.
+pub const MAX_PADDED: usize = 64 << 10;
+/// Smallest padded letter.
+const MIN_PADDED: usize = 512;
+/// Prefix of the bytes a sender signs.
+const LETTER_PREFIX: &[u8; 16] = b"kura-letter-v1\0\0";
+/// The file holding the mailbox's state, inside the Kura home.
+pub const MAIL_FILE: &str = "mail.json";
+/// The file holding the contacts, inside the Kura home.
+pub const CONTACTS_FILE: &str = "contacts.json";
+
+/// What a letter says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// A text, with files attached.
+    Text {
+        /// The text.
+        text: String,
+        /// Files stored in the network that come with it.
+        attachments: Vec<Attachment>,
+    },
+    /// The sender received these messages (by id).
+    Receipt {
+        /// The messages' ids.
+        ids: Vec<[u8; 32]>,
+    },
+}
+
+/// A file stored in the network, sealed under a key of its own that only the letter carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The file's name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its address.
+    pub address: Address,
+    /// The key that opens it.
+    pub key: [u8; 32],
+}
+
+impl Attachment {
+    /// How to name it on the command line: `ADDRESS:KEY`.
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.address, hex::encode(self.key))
+    }
+
+    /// Parses an [`Attachment::reference`] into address and key.
+    pub fn parse_reference(s: &str) -> Result<(Address, [u8; 32]), ClientError> {
+        let bad = || ClientError::Message(format!("not an attachment reference (ADDRESS:KEY): {s:?}"));
+        let (address, key) = s.split_once(':').ok_or_else(bad)?;
+        let address: Address = address.parse().map_err(|_| bad())?;
+        let key: [u8; 32] = hex::decode(key).ok().and_then(|k| k.try_into().ok()).ok_or_else(bad)?;
+        Ok((address, key))
+    }
+}
+
+/// A message as its sender wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Letter {
+    /// The sender.
+    pub from: AccountId,
+    /// The recipient.
+    pub to: AccountId,
+    /// The sender's count of letters to this recipient: their order.
+    pub seq: u64,
+    /// When it was written, in milliseconds since the Unix epoch.
+    pub sent_ms: u64,
+    /// What it says.
+    pub body: Body,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Signed {
+    #[serde(with = "serde_bytes")]
+    letter: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    signature: [u8; 64],
+}
+
+/// Signs `letter` as `sender`, pads it and seals it to its recipient.
+pub fn seal(sender: &Account, letter: &Letter) -> Result<Vec<u8>, ClientError> {
+    use ed25519_dalek::Signer;
+    if letter.from != sender.id() {
+        return Err(ClientError::Message("a letter must be sealed by its sender".into()));
+    }
+    let bytes = postcard::to_stdvec(letter).map_err(|e| ClientError::Message(e.to_string()))?;
+    let signature = sender.signing_key().sign(&[LETTER_PREFIX.as_slice(), &bytes].concat()).to_bytes();
+    let signed = postcard::to_stdvec(&Signed { letter: bytes, signature }).map_err(|e| ClientError::Message(e.to_string()))?;
+    let padded_len = (signed.len() + 4).max(MIN_PADDED).next_power_of_two();
+    if padded_len > MAX_PADDED {
+        return Err(ClientError::Message(format!(
+            "letter of {} bytes is too long (at most {} after signing; send a long text as an attachment)",
+            signed.len(),
+            MAX_PADDED - 4
+        )));
+    }
+    let mut padded = Vec::with_capacity(padded_len);
+    padded.extend_from_slice(&(signed.len() as u32).to_be_bytes());
+    padded.extend_from_slice(&signed);
+    padded.resize(padded_len, 0);
+    crypto_box::PublicKey::from(letter.to.seal)
+        .seal(&mut rand::rngs::OsRng, &padded)
+        .map_err(|e| ClientError::Message(format!("sealing: {e}")))
+}
+
+/// Opens sealed bytes sent to `recipient`: unseals, checks the sender's signature and that the
+/// letter was written to this recipient.
+pub fn open(recipient: &Account, sealed: &[u8]) -> Result<Letter, ClientError> {
+    let bad = |why: &str| ClientError::Message(format!("rejected a message: {why}"));
+    let padded = recipient.sealing_key().unseal(sealed).map_err(|_| bad("it is not sealed to this account"))?;
+    let len = padded.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or_else(|| bad("too short"))?;
+    let signed = padded.get(4..4 + len).ok_or_else(|| bad("its length is wrong"))?;
+    let signed: Signed = postcard::from_bytes(signed).map_err(|_| bad("malformed"))?;
+    let letter: Letter = postcard::from_bytes(&signed.letter).map_err(|_| bad("malformed letter"))?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&letter.from.sign).map_err(|_| bad("bad sender key"))?;
+    key.verify_strict(&[LETTER_PREFIX.as_slice(), &signed.letter].concat(), &ed25519_dalek::Signature::from_bytes(&signed.signature))
+        .map_err(|_| bad("the sender's signature does not verify"))?;
+    if letter.to != recipient.id() {
+        return Err(bad("it was written to another account"));
+    }
+    Ok(letter)
+}
+
+fn unix_now() -> Duration {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+}
+
+impl Client {
+    /// Seals `letter` as `sender`, does the work, and stores it in the recipient's inbox on a
+    /// majority of its close group. Returns the message's id.
+    pub async fn send_letter(&self, sender: &Account, letter: &Letter, ttl: Duration) -> Result<[u8; 32], ClientError> {
+        let sealed = seal(sender, letter)?;
+        let now = unix_now().as_secs();
+        let inbox = letter.to.inbox();
+        let expires = now + ttl.as_secs();
+        let message = tokio::task::spawn_blocking(move || Message::new(inbox, now, expires, sealed, Difficulty::DEFAULT))
+            .await
+            .map_err(|e| ClientError::Message(e.to_string()))?;
+        let id = message.id();
+        self.replicate(Record::Message(message), &format!("message to {}", letter.to)).await?;
+        Ok(id)
+    }
+
+    /// Every message in `owner`'s inbox: every page from every vault of its close group, each
+    /// checked against the inbox (a vault cannot put a message in another's inbox), once each.
+    pub async fn list_inbox(&self, owner: &Account) -> Result<Vec<Message>, ClientError> {
+        let inbox = owner.id().inbox();
+        let group = self.closest_vaults(inbox, usize::from(REPLICAS)).await?;
+        let key = owner.signing_key();
+        let mut lists: FuturesUnordered<_> = group
+            .iter()
+            .map(|&vault| {
+                let (node, key) = (self.node().clone(), key.clone());
+                async move {
+                    let mut got = Vec::new();
+                    let mut after = None;
+                    // Bounded: a vault answering "more" forever gets a few pages only.
+                    for _ in 0..(kura_vault_max_pages()) {
+                        let req = InboxRequest::sign(&key, InboxOp::List { after }, unix_now().as_secs());
+                        match node.request(vault, Request::Inbox(req)).await {
+                            Ok(Response::Messages { messages, more }) => {
+                                after = messages.last().map(|m| m.id());
+                                let n = messages.len();
+                                got.extend(messages);
+                                if !more || n == 0 {
+                                    break;
+                                }
+                            }
+                            other => {
+                                debug!(%vault, answer = ?other, "inbox list failed");
+                                break;
+                            }
+                        }
+                    }
+                    got
+                }
+            })
+            .collect();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        while let Some(got) = lists.next().await {
+            for m in got {
+                if m.inbox == inbox && m.verify().is_ok() && seen.insert(m.id()) {
+                    out.push(m);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes messages from `owner`'s inbox on every vault of its close group.
+    pub async fn delete_from_inbox(&self, owner: &Account, ids: &[[u8; 32]]) -> Result<(), ClientError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let inbox = owner.id().inbox();
+        let group = self.closest_vaults(inbox, usize::from(REPLICAS)).await?;
+        let key = owner.signing_key();
+        let mut sends = FuturesUnordered::new();
+        for batch in ids.chunks(MAX_DELETE) {
+            for &vault in &group {
+                let req = InboxRequest::sign(&key, InboxOp::Delete { ids: batch.to_vec() }, unix_now().as_secs());
+                let node = self.node().clone();
+                sends.push(async move { (vault, node.request(vault, Request::Inbox(req)).await) });
+            }
+        }
+        while let Some((vault, answer)) = sends.next().await {
+            if !matches!(answer, Ok(Response::Deleted(_))) {
+                debug!(%vault, ?answer, "inbox delete failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Pages of an inbox read from one vault at most: the most one vault keeps, in pages.
+fn kura_vault_max_pages() -> usize {
+    4096 / LIST_PAGE + 1
+}
+
+/// A message received and kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Received {
+    /// The message's id (hex).
+    pub id: String,
+    /// The sender.
+    pub from: AccountId,
+    /// The sender's sequence number.
+    pub seq: u64,
+    /// When it was sent, in milliseconds since the Unix epoch (by the sender's clock).
+    pub sent_ms: u64,
+    /// When it was received, in milliseconds since the Unix epoch.
+    pub received_ms: u64,
+    /// The text.
+    pub text: String,
+    /// Its attachments.
+    pub attachments: Vec<Attachment>,
+    /// Whether the sender was not a contact when it arrived (a message request).
+    pub request: bool,
+}
+
+/// A message sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sent {
+    /// The message's id (hex).
+    pub id: String,
+    /// The recipient.
+    pub to: AccountId,
+    /// The sequence number.
+    pub seq: u64,
+    /// When it was sent, in milliseconds since the Unix epoch.
+    pub sent_ms: u64,
+    /// The text.
+    pub text: String,
+    /// Whether the recipient's receipt came back.
+    pub delivered: bool,
+}
+
+/// A contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// Their account.
+    pub id: AccountId,
+    /// The name given them.
+    pub name: Option<String>,
+    /// Whether their messages are dropped unseen.
+    pub blocked: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct MailState {
+    /// The next sequence number for each recipient.
+    next_seq: BTreeMap<String, u64>,
+    /// The last `sent_ms` used: strictly increasing, so per-sender order survives clock steps.
+    last_sent_ms: u64,
+    /// Messages received, in the order they arrived.
+    received: Vec<Received>,
+    /// Ids of messages handled (kept, refused or receipts), with their expiry: never handled
+    /// twice.
+    handled: BTreeMap<String, u64>,
+    /// Messages sent.
+    sent: Vec<Sent>,
+    /// Receipts not sent yet: sender → message ids.
+    receipts_owed: BTreeMap<String, Vec<String>>,
+    /// Messages refused (forged, malformed, not for this account).
+    rejected: u64,
+}
+
+/// What one read of the inbox brought.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// New messages, in send order per sender.
+    pub new: Vec<Received>,
+    /// Sent messages whose receipt came back.
+    pub delivered: Vec<Sent>,
+    /// Messages refused this time.
+    pub rejected: usize,
+    /// Messages from blocked senders dropped unseen.
+    pub blocked: usize,
+}
+
+/// A user's messages and contacts, kept in the Kura home.
+pub struct Mailbox {
+    account: Account,
+    home: PathBuf,
+    state: MailState,
+    contacts: Vec<Contact>,
+    _lock: std::fs::File,
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mailbox({})", self.account.id())
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T, ClientError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ClientError::Message(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(ClientError::Message(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// Writes `value` to `path` whole or not at all: a temporary file, fsynced, renamed over it,
+/// and the folder fsynced.
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ClientError> {
+    use std::io::Write;
+    let err = |e: std::io::Error| ClientError::Message(format!("{}: {e}", path.display()));
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| ClientError::Message(e.to_string()))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(&bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+    }
+    Ok(())
+}
+
+impl Mailbox {
+    /// Opens the mailbox of `home`'s account, holding its lock (one process at a time reads
+    /// and writes it; another waits).
+    pub fn open(home: &Path) -> Result<Mailbox, ClientError> {
+        let account = Account::require(home)?;
+        let lock_path = home.join("mail.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| ClientError::Message(format!("{}: {e}", lock_path.display())))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| ClientError::Message(format!("locking {}: {e}", lock_path.display())))?;
+        let state = read_json(&home.join(MAIL_FILE))?;
+        let contacts = read_json(&home.join(CONTACTS_FILE))?;
+        Ok(Mailbox { account, home: home.to_path_buf(), state, contacts, _lock: lock })
+    }
+
+    /// The account.
+    pub fn account(&self) -> &Account {
+        &self.account
+    }
+
+    fn save(&self) -> Result<(), ClientError> {
+        write_json(&self.home.join(MAIL_FILE), &self.state)
+    }
+
+    fn save_contacts(&self) -> Result<(), ClientError> {
+        write_json(&self.home.join(CONTACTS_FILE), &self.contacts)
+    }
+
+    /// The contacts.
+    pub fn contacts(&self) -> &[Contact] {
+        &self.contacts
+    }
+
+    /// Adds (or renames) a contact; an added contact is unblocked.
+    pub fn add_contact(&mut self, id: AccountId, name: Option<String>) -> Result<(), ClientError> {
+        match self.contacts.iter_mut().find(|c| c.id == id) {
+            Some(c) => {
+                c.blocked = false;
+                if name.is_some() {
+                    c.name = name;
+                }
+            }
+            None => self.contacts.push(Contact { id, name, blocked: false }),
+        }
+        self.save_contacts()
+    }
+
+    /// Blocks an account: its messages are deleted unseen and get no receipt.
+    pub fn block(&mut self, id: AccountId) -> Result<(), ClientError> {
+        match self.contacts.iter_mut().find(|c| c.id == id) {
+            Some(c) => c.blocked = true,
+            None => self.contacts.push(Contact { id, name: None, blocked: true }),
+        }
+        self.save_contacts()
+    }
+
+    /// A contact's name, or the start of their ID.
+    pub fn name_of(&self, id: &AccountId) -> String {
+        match self.contacts.iter().find(|c| c.id == *id).and_then(|c| c.name.clone()) {
+            Some(name) => name,
+            None => {
+                let s = id.to_string();
+                format!("{}…", &s[..s.len().min(16)])
+            }
+        }
+    }
+
+    /// Messages received so far, oldest first.
+    pub fn received(&self) -> &[Received] {
+        &self.state.received
+    }
+
+    /// Messages sent so far, oldest first.
+    pub fn sent(&self) -> &[Sent] {
+        &self.state.sent
+    }
+
+    /// Messages refused so far.
+    pub fn rejected(&self) -> u64 {
+        self.state.rejected
+    }
+
+    /// Sends `text` (with `attachments`, already stored) to `to`, living `ttl`.
+    pub async fn send(
+        &mut self,
+        client: &Client,
+        to: AccountId,
+        text: String,
+        attachments: Vec<Attachment>,
+        ttl: Duration,
+    ) -> Result<Sent, ClientError> {
+        let key = to.to_string();
+        let seq = self.state.next_seq.get(&key).copied().unwrap_or(1);
+        let sent_ms = (unix_now().as_millis() as u64).max(self.state.last_sent_ms + 1);
+        let letter = Letter { from: self.account.id(), to, seq, sent_ms, body: Body::Text { text: text.clone(), attachments } };
+        let id = client.send_letter(&self.account, &letter, ttl).await?;
+        self.state.next_seq.insert(key, seq + 1);
+        self.state.last_sent_ms = sent_ms;
+        let sent = Sent { id: hex::encode(id), to, seq, sent_ms, text, delivered: false };
+        self.state.sent.push(sent.clone());
+        self.save()?;
+        Ok(sent)
+    }
+
+    /// Reads the inbox once: keeps what is new, records receipts, answers with receipts, and
+    /// deletes what it handled from the vaults.
+    pub async fn sync(&mut self, client: &Client) -> Result<Delivery, ClientError> {
+        let now = unix_now();
+        let messages = client.list_inbox(&self.account).await?;
+        let mut delivery = Delivery::default();
+        let mut handled_now = Vec::new();
+        for m in messages {
+            let id = hex::encode(m.id());
+            if self.state.handled.contains_key(&id) {
+                // Handled before; its delete did not reach every vault.
+                handled_now.push(m.id());
+                continue;
+            }
+            self.state.handled.insert(id.clone(), m.expires);
+            handled_now.push(m.id());
+            let letter = match open(&self.account, &m.sealed) {
+                Ok(letter) => letter,
+                Err(e) => {
+                    warn!(message = %id, error = %e, "message refused");
+                    self.state.rejected += 1;
+                    delivery.rejected += 1;
+                    continue;
+                }
+            };
+            let contact = self.contacts.iter().find(|c| c.id == letter.from);
+            if contact.is_some_and(|c| c.blocked) {
+                delivery.blocked += 1;
+                continue;
+            }
+            match letter.body {
+                Body::Receipt { ids } => {
+                    let ids: HashSet<String> = ids.iter().map(hex::encode).collect();
+                    for s in self.state.sent.iter_mut().filter(|s| s.to == letter.from && ids.contains(&s.id) && !s.delivered) {
+                        s.delivered = true;
+                        delivery.delivered.push(s.clone());
+                    }
+                }
+                Body::Text { text, attachments } => {
+                    self.state.receipts_owed.entry(letter.from.to_string()).or_default().push(id.clone());
+                    delivery.new.push(Received {
+                        id,
+                        from: letter.from,
+                        seq: letter.seq,
+                        sent_ms: letter.sent_ms,
+                        received_ms: now.as_millis() as u64,
+                        text,
+                        attachments,
+                        request: contact.is_none(),
+                    });
+                }
+            }
+        }
+        delivery.new.sort_by_key(|r| (r.sent_ms, r.seq));
+        self.state.received.extend(delivery.new.iter().cloned());
+        self.state.handled.retain(|_, expires| *expires > now.as_secs());
+        // Kept on disk before anything is deleted from the vaults: a crash here loses nothing.
+        self.save()?;
+        self.send_receipts(client).await;
+        client.delete_from_inbox(&self.account, &handled_now).await?;
+        Ok(delivery)
+    }
+
+    /// Sends the receipts owed, one letter per sender; those that fail stay owed.
+    async fn send_receipts(&mut self, client: &Client) {
+        let owed = std::mem::take(&mut self.state.receipts_owed);
+        for (to, ids) in owed {
+            let Ok(to_id) = to.parse::<AccountId>() else { continue };
+            let seq = self.state.next_seq.get(&to).copied().unwrap_or(1);
+            let sent_ms = (unix_now().as_millis() as u64).max(self.state.last_sent_ms + 1);
+            let body = Body::Receipt { ids: ids.iter().filter_map(|i| hex::decode(i).ok()?.try_into().ok()).collect() };
+            let letter = Letter { from: self.account.id(), to: to_id, seq, sent_ms, body };
+            // Receipts live a day: enough for a sender who reads their inbox daily.
+            match client.send_letter(&self.account, &letter, Duration::from_secs(86_400)).await {
+                Ok(_) => {
+                    self.state.next_seq.insert(to.clone(), seq + 1);
+                    self.state.last_sent_ms = sent_ms;
+                }
+                Err(e) => {
+                    debug!(%to, error = %e, "receipt not sent; kept for the next read");
+                    self.state.receipts_owed.insert(to, ids);
+                }
+            }
+        }
+        if let Err(e) = self.save() {
+            warn!(error = %e, "saving the mailbox");
+        }
+    }
+}
+
+/// The default lifetime of a message.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(DEFAULT_TTL_SECS);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(from: &Account, to: &Account, text: &str) -> Letter {
+        Letter { from: from.id(), to: to.id(), seq: 1, sent_ms: 1, body: Body::Text { text: text.into(), attachments: vec![] } }
+    }
+
+    #[test]
+    fn only_the_recipient_opens_and_forgeries_are_rejected() {
+        let (alice, bob, eve) = (Account::generate(), Account::generate(), Account::generate());
+        let sealed = seal(&alice, &letter(&alice, &bob, "hi bob")).unwrap();
+        assert_eq!(sealed.len(), MIN_PADDED + 48, "padded to the smallest bucket");
+        let got = open(&bob, &sealed).unwrap();
+        assert_eq!(got.body, Body::Text { text: "hi bob".into(), attachments: vec![] });
+        assert!(open(&eve, &sealed).is_err(), "sealed to bob only");
+        assert!(!sealed.windows(6).any(|w| w == b"hi bob"));
+        // Eve writes as Alice: she cannot sign as her.
+        let forged = letter(&alice, &bob, "send money");
+        assert!(seal(&eve, &forged).is_err());
+        // So she signs a letter naming Alice as its sender with her own key.
+        let bytes = postcard::to_stdvec(&forged).unwrap();
+        let sealed = {
+            use ed25519_dalek::Signer;
+            let sig = eve.signing_key().sign(&[LETTER_PREFIX.as_slice(), &bytes].concat()).to_bytes();
+            let signed = postcard::to_stdvec(&Signed { letter: bytes, signature: sig }).unwrap();
+            let mut padded = (signed.len() as u32).to_be_bytes().to_vec();
+            padded.extend_from_slice(&signed);
+            padded.resize(MIN_PADDED, 0);
+            crypto_box::PublicKey::from(bob.id().seal).seal(&mut rand::rngs::OsRng, &padded).unwrap()
+        };
+        assert!(matches!(open(&bob, &sealed), Err(ClientError::Message(m)) if m.contains("signature")));
+        // Bob passes Alice's letter on to Carol: it names Bob, so Carol refuses it.
+        let carol = Account::generate();
+        let to_bob = seal(&alice, &letter(&alice, &bob, "for bob")).unwrap();
+        let padded = bob.sealing_key().unseal(&to_bob).unwrap();
+        let forwarded = crypto_box::PublicKey::from(carol.id().seal).seal(&mut rand::rngs::OsRng, &padded).unwrap();
+        assert!(matches!(open(&carol, &forwarded), Err(ClientError::Message(m)) if m.contains("another account")));
+        // Malformed bytes.
+        assert!(open(&bob, b"garbage").is_err());
+        assert!(open(&bob, &[0u8; 600]).is_err());
+    }
+
+    #[test]
+    fn sizes_are_bucketed_and_bounded() {
+        let (a, b) = (Account::generate(), Account::generate());
+        let sizes: Vec<usize> = [10, 600, 3000, 40_000]
+            .iter()
+            .map(|&n| seal(&a, &letter(&a, &b, &"x".repeat(n))).unwrap().len() - 48)
+            .collect();
+        assert_eq!(sizes, vec![512, 1024, 4096, 65536]);
+        assert!(seal(&a, &letter(&a, &b, &"x".repeat(70_000))).is_err());
+    }
+
+    #[test]
+    fn attachment_references_round_trip() {
+        let a = Attachment { name: "f".into(), size: 1, address: Address::random(), key: rand::random() };
+        assert_eq!(Attachment::parse_reference(&a.reference()).unwrap(), (a.address, a.key));
+        assert!(Attachment::parse_reference("nope").is_err());
+    }
+}
