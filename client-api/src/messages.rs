@@ -111,12 +111,19 @@ struct Signed {
 
 /// Signs `letter` as `sender`, pads it and seals it to its recipient.
 pub fn seal(sender: &Account, letter: &Letter) -> Result<Vec<u8>, ClientError> {
-    use ed25519_dalek::Signer;
     if letter.from != sender.id() {
         return Err(ClientError::Message("a letter must be sealed by its sender".into()));
     }
+    seal_signed_with(&sender.signing_key(), letter)
+}
+
+/// [`seal`] with any signing key, whoever `letter.from` names. [`open`] accepts only a
+/// signature by `letter.from`'s key, so a letter sealed with another key is refused; this is
+/// how tests and tools make the forgeries a recipient must refuse.
+pub fn seal_signed_with(key: &ed25519_dalek::SigningKey, letter: &Letter) -> Result<Vec<u8>, ClientError> {
+    use ed25519_dalek::Signer;
     let bytes = postcard::to_stdvec(letter).map_err(|e| ClientError::Message(e.to_string()))?;
-    let signature = sender.signing_key().sign(&[LETTER_PREFIX.as_slice(), &bytes].concat()).to_bytes();
+    let signature = key.sign(&[LETTER_PREFIX.as_slice(), &bytes].concat()).to_bytes();
     let signed = postcard::to_stdvec(&Signed { letter: bytes, signature }).map_err(|e| ClientError::Message(e.to_string()))?;
     let padded_len = (signed.len() + 4).max(MIN_PADDED).next_power_of_two();
     if padded_len > MAX_PADDED {
@@ -593,16 +600,7 @@ mod tests {
         let forged = letter(&alice, &bob, "send money");
         assert!(seal(&eve, &forged).is_err());
         // So she signs a letter naming Alice as its sender with her own key.
-        let bytes = postcard::to_stdvec(&forged).unwrap();
-        let sealed = {
-            use ed25519_dalek::Signer;
-            let sig = eve.signing_key().sign(&[LETTER_PREFIX.as_slice(), &bytes].concat()).to_bytes();
-            let signed = postcard::to_stdvec(&Signed { letter: bytes, signature: sig }).unwrap();
-            let mut padded = (signed.len() as u32).to_be_bytes().to_vec();
-            padded.extend_from_slice(&signed);
-            padded.resize(MIN_PADDED, 0);
-            crypto_box::PublicKey::from(bob.id().seal).seal(&mut rand::rngs::OsRng, &padded).unwrap()
-        };
+        let sealed = seal_signed_with(&eve.signing_key(), &forged).unwrap();
         assert!(matches!(open(&bob, &sealed), Err(ClientError::Message(m)) if m.contains("signature")));
         // Bob passes Alice's letter on to Carol: it names Bob, so Carol refuses it.
         let carol = Account::generate();
