@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on one machine: build, start a local testnet of real vault processes, store and
-# fetch a private file and a public directory tree, lose vaults, fetch again, tear down.
+# fetch a private file and a public directory tree, deliver a message to an offline account,
+# lose vaults, fetch again, tear down.
 # Usage: scripts/demo.sh [NODES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,18 @@ echo "second version" > "$dir/tree/docs/hello.txt"
 "$bin/kura" pointer get "$pointer"
 "$bin/kura" get "$pointer" "$dir/tree.v2"
 diff -r "$dir/tree" "$dir/tree.v2" && echo "the pointer leads to the new version"
+
+echo "== two accounts; Alice writes to Bob, who is offline (no process of his runs)"
+alice="$dir/alice" bob="$dir/bob"
+KURA_HOME="$alice" "$bin/kura" account create | tail -n 1
+bob_id="$(KURA_HOME="$bob" "$bin/kura" account create | tail -n 1 | awk '{print $3}')"
+KURA_HOME="$alice" "$bin/kura" msg send "$bob_id" "Hello Bob, the tree is at $tree_address" >/dev/null
+KURA_HOME="$alice" "$bin/kura" msg send "$bob_id" "And the file is attached" --attach "$dir/tree/docs/hello.txt" >/dev/null
+echo "sent two messages to $bob_id"
+echo "== Bob comes back and reads his inbox"
+KURA_HOME="$bob" "$bin/kura" msg inbox
+echo "== Alice's inbox: Bob's receipts"
+KURA_HOME="$alice" "$bin/kura" msg inbox
 
 echo "== stopping 4 vaults; the file still comes back"
 "$bin/kura-testnet" --dir "$dir/net" kill --count 4

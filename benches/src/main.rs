@@ -19,6 +19,7 @@ mod audit;
 mod erasure;
 mod files;
 mod load;
+mod messaging;
 mod network;
 mod pointers;
 mod repair;
@@ -93,6 +94,24 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         per_vault: usize,
     },
+    /// Messaging: proof-of-work time by size, send-to-visible latency, one inbox's intake.
+    Messaging {
+        /// Vaults.
+        #[arg(long, default_value_t = 10)]
+        nodes: usize,
+        /// Timed messages.
+        #[arg(long, default_value_t = 50)]
+        latency: usize,
+        /// Messages sent to one inbox at once.
+        #[arg(long, default_value_t = 400)]
+        burst: usize,
+        /// Clients sending them.
+        #[arg(long, default_value_t = 4)]
+        senders: usize,
+        /// How often the recipient looks, in milliseconds (`kura msg watch`'s default).
+        #[arg(long, default_value_t = 500)]
+        poll_ms: u64,
+    },
     /// (internal) Run one client operation in this process, for RSS measurement.
     #[command(hide = true)]
     Client {
@@ -121,6 +140,7 @@ fn main() -> Result<()> {
         Command::Audit => audit::run(),
         Command::Repair { nodes, files, file_mib } => repair::run(nodes, files, file_mib),
         Command::Pointers { nodes, sets, per_vault } => pointers::run(nodes, sets, per_vault),
+        Command::Messaging { nodes, latency, burst, senders, poll_ms } => messaging::run(nodes, latency, burst, senders, poll_ms),
         Command::Client { op, peers, what, out } => files::client_op(&op, &peers, &what, out),
     }
 }

@@ -41,12 +41,12 @@ impl Shunned {
 }
 
 /// Attempts on one vault for transient (transport) failures.
-const ATTEMPTS_PER_VAULT: u32 = 3;
+pub(crate) const ATTEMPTS_PER_VAULT: u32 = 3;
 /// First retry delay; doubles each attempt.
-const BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const BACKOFF: Duration = Duration::from_millis(100);
 
 /// Whether a failure may pass if the same vault is asked again.
-fn transient(e: &NodeError) -> bool {
+pub(crate) fn transient(e: &NodeError) -> bool {
     match e {
         NodeError::Request { .. } => true,
         NodeError::Remote { error, .. } => error.is_load() || matches!(error, RemoteError::Internal(_)),

@@ -113,6 +113,12 @@ enum MsgCommand {
         #[arg(long)]
         count: Option<usize>,
     },
+    /// Ask more work of messages sent to you (Bitmessage's trials per byte; the network's
+    /// default is the floor). Senders look it up; your inbox refuses messages with less.
+    Difficulty {
+        /// Trials per byte.
+        trials_per_byte: u64,
+    },
     /// Fetch an attachment (`ADDRESS:KEY`, as the inbox prints it) into OUT.
     Fetch {
         /// The attachment's reference.
@@ -377,6 +383,12 @@ async fn msg(client: &Client, command: MsgCommand) -> Result<()> {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(interval_ms)).await;
             }
+        }
+        MsgCommand::Difficulty { trials_per_byte } => {
+            let mut mailbox = Mailbox::open(&home)?;
+            let asked = kura_node::message::Difficulty { trials_per_byte, ..kura_node::message::Difficulty::DEFAULT };
+            mailbox.ask_difficulty(client, asked).await?;
+            println!("messages to you now need {trials_per_byte} trials per byte");
         }
         MsgCommand::Fetch { reference, out } => {
             let (address, key) = Attachment::parse_reference(&reference)?;

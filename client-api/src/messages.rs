@@ -164,15 +164,54 @@ fn unix_now() -> Duration {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
 }
 
+/// The name of the pointer under which an account publishes the work it asks of messages.
+const DIFFICULTY_POINTER: &str = "kura-inbox-difficulty";
+
+/// A difficulty as a pointer target: both parameters big-endian, then zeros.
+fn difficulty_target(d: Difficulty) -> Address {
+    let mut a = [0u8; 32];
+    a[..8].copy_from_slice(&d.trials_per_byte.to_be_bytes());
+    a[8..16].copy_from_slice(&d.extra_bytes.to_be_bytes());
+    Address(a)
+}
+
+/// The difficulty a pointer target names, never below the network's default.
+fn difficulty_of_target(a: &Address) -> Difficulty {
+    let word = |i: usize| u64::from_be_bytes(a.0[i..i + 8].try_into().unwrap_or([0; 8]));
+    Difficulty {
+        trials_per_byte: word(0).max(Difficulty::DEFAULT.trials_per_byte),
+        extra_bytes: word(8).max(Difficulty::DEFAULT.extra_bytes),
+    }
+}
+
 impl Client {
-    /// Seals `letter` as `sender`, does the work, and stores it in the recipient's inbox on a
-    /// majority of its close group. Returns the message's id.
+    /// Publishes the work `account` asks of messages sent to it (a pointer it signs, so
+    /// nobody else can lower it). Senders do at least this much; the account's [`Mailbox`]
+    /// refuses messages with less. The network's default is the floor.
+    pub async fn publish_difficulty(&self, account: &Account, asked: Difficulty) -> Result<(), ClientError> {
+        let signer = account.signing_key();
+        let name = kura_node::Pointer::name_hash(DIFFICULTY_POINTER);
+        let address = kura_node::Pointer::address_of(&signer.verifying_key().to_bytes(), &name);
+        let version = self.get_pointer(address).await?.map_or(1, |p| p.version + 1);
+        self.put_pointer(kura_node::Pointer::sign(&signer, name, version, difficulty_target(asked))).await
+    }
+
+    /// The work `to` asks of messages: what it published, or the network's default.
+    pub async fn difficulty_of(&self, to: &AccountId) -> Result<Difficulty, ClientError> {
+        let address = kura_node::Pointer::address_of(&to.sign, &kura_node::Pointer::name_hash(DIFFICULTY_POINTER));
+        // get_pointer checks the owner's signature: only `to` can have published it.
+        Ok(self.get_pointer(address).await?.map_or(Difficulty::DEFAULT, |p| difficulty_of_target(&p.target)))
+    }
+
+    /// Seals `letter` as `sender`, does the work its recipient asks, and stores it in the
+    /// recipient's inbox on a majority of its close group. Returns the message's id.
     pub async fn send_letter(&self, sender: &Account, letter: &Letter, ttl: Duration) -> Result<[u8; 32], ClientError> {
         let sealed = seal(sender, letter)?;
+        let difficulty = self.difficulty_of(&letter.to).await?;
         let now = unix_now().as_secs();
         let inbox = letter.to.inbox();
         let expires = now + ttl.as_secs();
-        let message = tokio::task::spawn_blocking(move || Message::new(inbox, now, expires, sealed, Difficulty::DEFAULT))
+        let message = tokio::task::spawn_blocking(move || Message::new(inbox, now, expires, sealed, difficulty))
             .await
             .map_err(|e| ClientError::Message(e.to_string()))?;
         let id = message.id();
@@ -321,8 +360,11 @@ struct MailState {
     sent: Vec<Sent>,
     /// Receipts not sent yet: sender → message ids.
     receipts_owed: BTreeMap<String, Vec<String>>,
-    /// Messages refused (forged, malformed, not for this account).
+    /// Messages refused (forged, malformed, not for this account, too little work).
     rejected: u64,
+    /// The work this account asks of messages, when it published more than the default.
+    #[serde(default)]
+    asked: Option<Difficulty>,
 }
 
 /// What one read of the inbox brought.
@@ -464,6 +506,14 @@ impl Mailbox {
         self.state.rejected
     }
 
+    /// Publishes the work this account asks of messages, and from now on refuses messages
+    /// that carry less.
+    pub async fn ask_difficulty(&mut self, client: &Client, asked: Difficulty) -> Result<(), ClientError> {
+        client.publish_difficulty(&self.account, asked).await?;
+        self.state.asked = Some(asked);
+        self.save()
+    }
+
     /// Sends `text` (with `attachments`, already stored) to `to`, living `ttl`.
     pub async fn send(
         &mut self,
@@ -502,6 +552,14 @@ impl Mailbox {
             }
             self.state.handled.insert(id.clone(), m.expires);
             handled_now.push(m.id());
+            if let Some(asked) = &self.state.asked {
+                if !m.meets(asked) {
+                    warn!(message = %id, "message refused: less work than this account asks");
+                    self.state.rejected += 1;
+                    delivery.rejected += 1;
+                    continue;
+                }
+            }
             let letter = match open(&self.account, &m.sealed) {
                 Ok(letter) => letter,
                 Err(e) => {
@@ -622,6 +680,13 @@ mod tests {
             .collect();
         assert_eq!(sizes, vec![512, 1024, 4096, 65536]);
         assert!(seal(&a, &letter(&a, &b, &"x".repeat(70_000))).is_err());
+    }
+
+    #[test]
+    fn published_difficulties_never_go_below_the_default() {
+        let d = Difficulty { trials_per_byte: 12_345, extra_bytes: 2000 };
+        assert_eq!(difficulty_of_target(&difficulty_target(d)), d);
+        assert_eq!(difficulty_of_target(&Address([0; 32])), Difficulty::DEFAULT);
     }
 
     #[test]

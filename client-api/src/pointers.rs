@@ -12,6 +12,7 @@ use kura_node::record::REPLICAS;
 use kura_node::wire::{RemoteError, Request, Response};
 use kura_node::{Address, NodeError, Pointer, Record, RecordKey};
 
+use crate::chunks::{transient, ATTEMPTS_PER_VAULT, BACKOFF};
 use crate::client::Client;
 use crate::error::ClientError;
 use crate::keys::UserKey;
@@ -77,14 +78,21 @@ impl Client {
         let group = usize::from(REPLICAS).min(candidates.len());
         let mut out = Replicas { stored: 0, needed: group / 2 + 1, detail: Vec::new(), stale: None };
         let mut spares = candidates.iter().skip(group).copied();
-        let send = |vault| {
+        let send = |vault, attempt: u32| {
             let node = self.node().clone();
             let record = record.clone();
-            async move { (vault, node.request(vault, Request::PutRecord(record)).await) }
+            async move {
+                if attempt > 1 {
+                    tokio::time::sleep(BACKOFF * (1 << (attempt - 2))).await;
+                }
+                (vault, attempt, node.request(vault, Request::PutRecord(record)).await)
+            }
         };
-        let mut sends: FuturesUnordered<_> = candidates[..group].iter().map(|&v| send(v)).collect();
-        while let Some((vault, result)) = sends.next().await {
+        let mut sends: FuturesUnordered<_> = candidates[..group].iter().map(|&v| send(v, 1)).collect();
+        while let Some((vault, attempt, result)) = sends.next().await {
             match result {
+                // A busy group member is asked again: only it can hold the record.
+                Err(e) if transient(&e) && attempt < ATTEMPTS_PER_VAULT => sends.push(send(vault, attempt + 1)),
                 Ok(Response::Stored) => out.stored += 1,
                 Err(NodeError::Remote { error: RemoteError::Stale { held, .. }, .. }) => {
                     out.stale = out.stale.max(Some(held));
@@ -98,7 +106,7 @@ impl Client {
                     out.detail.push(format!("{vault}: {}", describe(other)));
                     // A vault that failed is replaced by the next one past the group.
                     if let Some(spare) = spares.next() {
-                        sends.push(send(spare));
+                        sends.push(send(spare, 1));
                     }
                 }
             }

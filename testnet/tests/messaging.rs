@@ -1,7 +1,8 @@
 //! Messaging on real vault processes (10-vault testnets): a recipient with no process running
 //! gets 20 messages in order, once each, and the sender sees receipts; no vault's files hold
 //! the text or the sender's keys or ID; forged, lazy, malformed, expired and blocked messages
-//! and unsigned inbox requests are refused; the inbox survives the loss of half its vaults and
+//! and unsigned inbox requests are refused, and so are messages with less work than their
+//! recipient published; the inbox survives the loss of half its vaults and
 //! a 10 MiB attachment arrives byte-identical.
 
 use std::path::Path;
@@ -180,6 +181,15 @@ fn forged_lazy_malformed_expired_and_blocked_messages_and_unsigned_requests_are_
         mailbox.block(eve.id()).unwrap();
         let mut eves = Mailbox::open(&eve_home).unwrap();
         eves.send(&client, bob.id(), "let me in".into(), vec![], DEFAULT_TTL).await.unwrap();
+        // Bob asks three times the default work; a sender who does only the default is
+        // stored by vaults (the network's floor) but refused by Bob.
+        let asked = Difficulty { trials_per_byte: 3 * Difficulty::DEFAULT.trials_per_byte, ..Difficulty::DEFAULT };
+        mailbox.ask_difficulty(&client, asked).await.unwrap();
+        assert_eq!(client.difficulty_of(&bob.id()).await.unwrap(), asked, "published for senders to find");
+        let cheap = Letter { seq: 7, body: Body::Text { text: "default work only".into(), attachments: vec![] }, ..forged.clone() };
+        let cheap = Message::new(inbox, now, now + 3600, seal(&alice, &cheap).unwrap(), Difficulty::DEFAULT);
+        assert!(!cheap.meets(&asked));
+        client.replicate(Record::Message(cheap), "cheap").await.unwrap();
         // A message that expires before Bob looks: kept until then, purged after.
         let mut alices = Mailbox::open(&alice_home).unwrap();
         let fleeting = alices.send(&client, bob.id(), "gone soon".into(), vec![], Duration::from_secs(10)).await.unwrap();
@@ -209,7 +219,7 @@ fn forged_lazy_malformed_expired_and_blocked_messages_and_unsigned_requests_are_
         let got = mailbox.sync(&client).await.unwrap();
         let texts: Vec<&str> = got.new.iter().map(|r| r.text.as_str()).collect();
         assert_eq!(texts, vec!["still here"], "only the honest, live message is shown");
-        assert_eq!(got.rejected, 2, "the forgery and the junk are refused");
+        assert_eq!(got.rejected, 3, "the forgery, the junk and the cheap message are refused");
         assert_eq!(got.blocked, 1, "Eve's message is dropped unseen");
         drop(mailbox);
         // Eve gets no receipt; Alice does.

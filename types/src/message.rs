@@ -189,7 +189,7 @@ impl Message {
 
 /// The trial value of `nonce` for the message with id `id`: the first 8 bytes of
 /// `BLAKE3(nonce ‖ id)`, big-endian.
-fn trial(nonce: u64, id: &[u8; 32]) -> u64 {
+pub fn trial(nonce: u64, id: &[u8; 32]) -> u64 {
     let mut h = blake3::Hasher::new();
     h.update(&nonce.to_be_bytes());
     h.update(id);

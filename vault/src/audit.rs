@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use kura_node::audit::{self, Challenge};
 use kura_node::wire::{RemoteError, Request, Response};
-use kura_node::{NodeError, PeerId, RecordKey, RecordKind, ShardHeader};
+use kura_node::{NodeError, PeerId, ShardHeader};
 use rand::seq::IteratorRandom;
 use tracing::{debug, warn};
 
@@ -113,10 +113,7 @@ impl Vault {
         let sample = self.held().into_iter().choose_multiple(&mut rand::thread_rng(), self.config().audit_sample);
         let mut result = Ok(());
         for (address, kind) in sample {
-            let examined = match kind {
-                RecordKind::Pointer => self.repair_record(RecordKey::pointer(address)).await,
-                _ => self.repair_chunk(address, true).await.map(|_| ()),
-            };
+            let examined = self.examine(address, Some(kind), true).await.map(|_| ());
             match examined {
                 Ok(()) => {}
                 Err(NodeError::Shutdown) => {

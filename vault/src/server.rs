@@ -429,7 +429,12 @@ impl Vault {
             self.admit_message(m, &key)?;
         }
         self.responsible(key.address, record.strategy().group_size()).await?;
-        let _storing = self.lock_address(key.address)?;
+        // Versions of one pointer are written one at a time; the messages of an inbox are
+        // each a record of their own, so two senders never make each other wait.
+        let _storing = match &record {
+            Record::Message(m) => self.lock_address(Address(m.id()))?,
+            _ => self.lock_address(key.address)?,
+        };
         if let Some(held) = self.read_record(key).await.map_err(internal)? {
             if held == record {
                 return Ok(());
@@ -566,17 +571,7 @@ impl Vault {
     pub(crate) async fn release(&self, key: RecordKey) {
         // Noted first: an audit answered while the file goes must not find it merely missing.
         self.shared.released.note(key);
-        let store = self.shared.store.clone();
-        let Some(permit) = self.write_permit() else { return };
-        let deleted = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            store.delete(&key)
-        });
-        match deleted.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(%key, error = %e, "deleting a released shard failed"),
-            Err(e) => warn!(%key, error = %e, "deleting a released shard failed"),
-        }
+        self.delete_record(key).await
     }
 
     /// Deletes a record this vault should no longer keep (an expired or deleted message).

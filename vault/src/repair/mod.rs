@@ -236,11 +236,7 @@ impl Vault {
             .map(|chunk| {
                 let kind = held.get(&chunk).copied();
                 async move {
-                    let result = match kind {
-                        Some(RecordKind::Pointer) => self.repair_record(RecordKey::pointer(chunk)).await.map(|()| None),
-                        Some(RecordKind::Message) => self.repair_inbox(chunk).await.map(|()| None),
-                        _ => self.repair_chunk(chunk, false).await,
-                    };
+                    let result = self.examine(chunk, kind, false).await;
                     (chunk, result)
                 }
             })
@@ -264,6 +260,17 @@ impl Vault {
             "repair round done"
         );
         Ok((failed, later))
+    }
+
+    /// Examines what this vault holds at `address` (a chunk's shards, a pointer, an inbox's
+    /// messages) against its close group, and repairs what is short; with `audit`, a chunk's
+    /// holders are also challenged. Returns when to look again, if it should be.
+    pub(crate) async fn examine(&self, address: Address, kind: Option<RecordKind>, audit: bool) -> Result<Option<Duration>, NodeError> {
+        match kind {
+            Some(RecordKind::Pointer) => self.repair_record(RecordKey::pointer(address)).await.map(|()| None),
+            Some(RecordKind::Message) => self.repair_inbox(address).await.map(|()| None),
+            _ => self.repair_chunk(address, audit).await,
+        }
     }
 
     /// A verified local shard, or `None` (a corrupt one is deleted and counted).
