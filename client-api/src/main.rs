@@ -361,9 +361,10 @@ async fn msg(client: &Client, command: MsgCommand) -> Result<()> {
             }
         }
         MsgCommand::Watch { interval_ms, count } => {
-            let mut mailbox = Mailbox::open(&home)?;
             let mut shown = 0;
             loop {
+                // Locked only while reading, so `kura msg send` and `inbox` run meanwhile.
+                let mut mailbox = Mailbox::open(&home)?;
                 match mailbox.sync(client).await {
                     Ok(delivery) => {
                         for r in &delivery.new {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use kura_node::message::{Difficulty, InboxOp, InboxRequest, Message, DEFAULT_TTL_SECS, LIST_PAGE, MAX_DELETE};
+use kura_node::message::{Difficulty, InboxOp, InboxRequest, Message, DEFAULT_TTL_SECS, LIST_PAGE, MAX_DELETE, MAX_INBOX};
 use kura_node::record::REPLICAS;
 use kura_node::wire::{Request, Response};
 use kura_node::{Address, Record};
@@ -233,7 +233,7 @@ impl Client {
                     let mut got = Vec::new();
                     let mut after = None;
                     // Bounded: a vault answering "more" forever gets a few pages only.
-                    for _ in 0..(kura_vault_max_pages()) {
+                    for _ in 0..max_pages() {
                         let req = InboxRequest::sign(&key, InboxOp::List { after }, unix_now().as_secs());
                         match node.request(vault, Request::Inbox(req)).await {
                             Ok(Response::Messages { messages, more }) => {
@@ -291,9 +291,10 @@ impl Client {
     }
 }
 
-/// Pages of an inbox read from one vault at most: the most one vault keeps, in pages.
-fn kura_vault_max_pages() -> usize {
-    4096 / LIST_PAGE + 1
+/// Pages of an inbox read from one vault at most: as many as hold the most messages a vault
+/// keeps for one inbox.
+fn max_pages() -> usize {
+    MAX_INBOX / LIST_PAGE + 1
 }
 
 /// A message received and kept.
@@ -552,14 +553,6 @@ impl Mailbox {
             }
             self.state.handled.insert(id.clone(), m.expires);
             handled_now.push(m.id());
-            if let Some(asked) = &self.state.asked {
-                if !m.meets(asked) {
-                    warn!(message = %id, "message refused: less work than this account asks");
-                    self.state.rejected += 1;
-                    delivery.rejected += 1;
-                    continue;
-                }
-            }
             let letter = match open(&self.account, &m.sealed) {
                 Ok(letter) => letter,
                 Err(e) => {
@@ -572,6 +565,12 @@ impl Mailbox {
             let contact = self.contacts.iter().find(|c| c.id == letter.from);
             if contact.is_some_and(|c| c.blocked) {
                 delivery.blocked += 1;
+                continue;
+            }
+            if self.state.asked.as_ref().is_some_and(|asked| !m.meets(asked)) {
+                warn!(message = %id, "message refused: less work than this account asks");
+                self.state.rejected += 1;
+                delivery.rejected += 1;
                 continue;
             }
             match letter.body {

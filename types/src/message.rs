@@ -38,6 +38,8 @@ pub const REQUEST_WINDOW_SECS: u64 = 120;
 pub const LIST_PAGE: usize = 64;
 /// Most ids one delete request names.
 pub const MAX_DELETE: usize = 256;
+/// Most messages a vault keeps for one inbox.
+pub const MAX_INBOX: usize = 4096;
 
 /// Domain of message ids.
 const MESSAGE_ID_DOMAIN: &str = "kura 2026-11 inbox message id v1";

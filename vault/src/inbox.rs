@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use kura_node::message::{InboxOp, InboxRequest, Message, LIST_PAGE, MAX_TTL_SECS};
+use kura_node::message::{InboxOp, InboxRequest, Message, LIST_PAGE, MAX_INBOX, MAX_TTL_SECS};
 use kura_node::wire::{RemoteError, Response};
 use kura_node::{Address, NodeError, Record, RecordError, RecordKey, RecordKind};
 use tracing::{debug, info};
@@ -22,8 +22,6 @@ use tracing::{debug, info};
 use crate::server::Vault;
 use crate::worker::WorkState;
 
-/// Most messages one vault keeps for one inbox.
-pub const MAX_INBOX: usize = 4096;
 /// Most deletions remembered at once.
 const MAX_DELETED: usize = 1 << 16;
 
@@ -119,20 +117,23 @@ impl Vault {
         keys.sort();
         match request.op {
             InboxOp::List { after } => {
-                let mut keys: Vec<RecordKey> = keys.into_iter().filter(|k| after.is_none_or(|a| k.id > a)).collect();
-                let more = keys.len() > LIST_PAGE;
-                keys.truncate(LIST_PAGE);
-                let messages = self
-                    .read_records_checked(keys)
-                    .await
-                    .map_err(|e| RemoteError::Internal(e.to_string()))?
-                    .into_iter()
-                    .filter_map(|r| match r {
+                let keys: Vec<RecordKey> = keys.into_iter().filter(|k| after.is_none_or(|a| k.id > a)).collect();
+                // Read a page at a time until a page of live messages is found: expired ones
+                // (waiting for the purge) are skipped, and "more" still means that keys past
+                // the last one examined remain.
+                let mut messages = Vec::new();
+                let mut examined = 0;
+                while messages.len() < LIST_PAGE && examined < keys.len() {
+                    let piece = keys[examined..].iter().take(LIST_PAGE - messages.len()).copied().collect::<Vec<_>>();
+                    examined += piece.len();
+                    let records =
+                        self.read_records_checked(piece).await.map_err(|e| RemoteError::Internal(e.to_string()))?;
+                    messages.extend(records.into_iter().filter_map(|r| match r {
                         Record::Message(m) if !m.expired(now) => Some(m),
                         _ => None,
-                    })
-                    .collect();
-                Ok(Response::Messages { messages, more })
+                    }));
+                }
+                Ok(Response::Messages { messages, more: examined < keys.len() })
             }
             InboxOp::Delete { ids } => {
                 let mut gone = 0;
