@@ -127,7 +127,7 @@ impl Vault {
                     let piece = keys[examined..].iter().take(LIST_PAGE - messages.len()).copied().collect::<Vec<_>>();
                     examined += piece.len();
                     let records =
-                        self.read_records_checked(piece).await.map_err(|e| RemoteError::Internal(e.to_string()))?;
+                        self.read_records(piece).await.map_err(|e| RemoteError::Internal(e.to_string()))?;
                     messages.extend(records.into_iter().filter_map(|r| match r {
                         Record::Message(m) if !m.expired(now) => Some(m),
                         _ => None,
@@ -162,7 +162,7 @@ impl Vault {
         if !self.inbox_ledger().loaded {
             let keys: Vec<RecordKey> =
                 self.store().keys().into_iter().filter(|k| k.kind == RecordKind::Message).collect();
-            let records = self.read_records_checked(keys).await.map_err(|e| NodeError::Lookup {
+            let records = self.read_records(keys).await.map_err(|e| NodeError::Lookup {
                 target: Address([0; 32]),
                 reason: format!("reading messages: {e}"),
             })?;

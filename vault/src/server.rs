@@ -436,7 +436,9 @@ impl Vault {
             _ => self.lock_address(key.address)?,
         };
         if let Some(held) = self.read_record(key).await.map_err(internal)? {
-            if held == record {
+            // A message's key is its id, which covers all but the work: one held under the key
+            // is this message (perhaps with another nonce).
+            if held == record || key.kind == RecordKind::Message {
                 return Ok(());
             }
             if !record.supersedes(&held) {
@@ -493,12 +495,7 @@ impl Vault {
     }
 
     /// [`Vault::read_record`] for many keys at once; returns those that check out.
-    pub(crate) async fn read_records_checked(&self, keys: Vec<RecordKey>) -> Result<Vec<Record>, StoreError> {
-        self.read_records(keys).await
-    }
-
-    /// [`Vault::read_record`] for many keys at once; returns those that check out.
-    async fn read_records(&self, keys: Vec<RecordKey>) -> Result<Vec<Record>, StoreError> {
+    pub(crate) async fn read_records(&self, keys: Vec<RecordKey>) -> Result<Vec<Record>, StoreError> {
         let store = self.shared.store.clone();
         let (records, corrupt) = tokio::task::spawn_blocking(move || {
             let mut records = Vec::new();

@@ -535,14 +535,16 @@ impl Vault {
                 self.repair_rate().spend(len).await;
                 // Checked as they arrive: a shard that does not match the address would
                 // otherwise take the place of a good one, and the rebuild would fail each
-                // time it is tried. The vault that served it is skipped and reported.
+                // time it is tried. The vault that served it is skipped, and reported in the
+                // log and in status. It is not dropped from the routing table: that would give
+                // this vault a view of the group that other vaults do not share, which the
+                // plan tolerates only for a while; skipping it costs one fetch per rebuild.
                 let (good, lie) = tokio::task::spawn_blocking(move || erasure::sift(chunk, got))
                     .await
                     .map_err(|e| NodeError::Lookup { target: chunk, reason: e.to_string() })?;
                 if let Some(index) = lie {
                     self.repair_stats().bad_shards.fetch_add(1, Ordering::Relaxed);
                     warn!(%chunk, %peer, index, "a vault served a bad shard for repair; skipping it");
-                    self.node().penalize(peer, format!("served a bad shard {index} of {chunk} for repair")).await?;
                 }
                 let have: BTreeSet<u8> = shards.iter().map(|s| s.header.index).collect();
                 shards.extend(good.into_iter().filter(|s| !have.contains(&s.header.index)));
