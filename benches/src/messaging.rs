@@ -13,7 +13,7 @@ use kura_node::Record;
 use crate::healthy_testnet;
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    kura_node::message::unix_now().as_secs()
 }
 
 /// A sealed letter of `text_len` bytes of text from `from` to `to`, with its work done.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use kura_node::message::{Difficulty, InboxOp, InboxRequest, Message, DEFAULT_TTL_SECS, LIST_PAGE, MAX_DELETE, MAX_INBOX};
+use kura_node::message::{unix_now, Difficulty, InboxOp, InboxRequest, Message, DEFAULT_TTL_SECS, LIST_PAGE, MAX_DELETE, MAX_INBOX};
 use kura_node::record::REPLICAS;
 use kura_node::wire::{Request, Response};
 use kura_node::{Address, Record};
@@ -160,9 +160,6 @@ pub fn open(recipient: &Account, sealed: &[u8]) -> Result<Letter, ClientError> {
     Ok(letter)
 }
 
-fn unix_now() -> Duration {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
-}
 
 /// The name of the pointer under which an account publishes the work it asks of messages.
 const DIFFICULTY_POINTER: &str = "kura-inbox-difficulty";
@@ -256,9 +253,13 @@ impl Client {
             .collect();
         let mut seen = HashSet::new();
         let mut out = Vec::new();
+        let now = unix_now().as_secs();
         while let Some(got) = lists.next().await {
             for m in got {
-                if m.inbox == inbox && m.verify().is_ok() && seen.insert(m.id()) {
+                // Checked as a vault checks it (work at the network's floor, not expired): a
+                // vault cannot make up messages for free and fill the mailbox's memory of
+                // handled ids with them.
+                if m.inbox == inbox && m.admit(now, &Difficulty::DEFAULT).is_ok() && seen.insert(m.id()) {
                     out.push(m);
                 }
             }
@@ -524,17 +525,28 @@ impl Mailbox {
         attachments: Vec<Attachment>,
         ttl: Duration,
     ) -> Result<Sent, ClientError> {
-        let key = to.to_string();
-        let seq = self.state.next_seq.get(&key).copied().unwrap_or(1);
-        let sent_ms = (unix_now().as_millis() as u64).max(self.state.last_sent_ms + 1);
-        let letter = Letter { from: self.account.id(), to, seq, sent_ms, body: Body::Text { text: text.clone(), attachments } };
+        let letter = self.letter(to, Body::Text { text: text.clone(), attachments });
         let id = client.send_letter(&self.account, &letter, ttl).await?;
-        self.state.next_seq.insert(key, seq + 1);
-        self.state.last_sent_ms = sent_ms;
+        self.sent_letter(&letter);
+        let (seq, sent_ms) = (letter.seq, letter.sent_ms);
         let sent = Sent { id: hex::encode(id), to, seq, sent_ms, text, delivered: false };
         self.state.sent.push(sent.clone());
         self.save()?;
         Ok(sent)
+    }
+
+    /// The next letter to `to`: its sequence number and a send time later than any before,
+    /// so the recipient's order survives clock steps.
+    fn letter(&self, to: AccountId, body: Body) -> Letter {
+        let seq = self.state.next_seq.get(&to.to_string()).copied().unwrap_or(1);
+        let sent_ms = (unix_now().as_millis() as u64).max(self.state.last_sent_ms + 1);
+        Letter { from: self.account.id(), to, seq, sent_ms, body }
+    }
+
+    /// Notes that `letter` was sent: its number and time are used up.
+    fn sent_letter(&mut self, letter: &Letter) {
+        self.state.next_seq.insert(letter.to.to_string(), letter.seq + 1);
+        self.state.last_sent_ms = letter.sent_ms;
     }
 
     /// Reads the inbox once: keeps what is new, records receipts, answers with receipts, and
@@ -611,16 +623,11 @@ impl Mailbox {
         let owed = std::mem::take(&mut self.state.receipts_owed);
         for (to, ids) in owed {
             let Ok(to_id) = to.parse::<AccountId>() else { continue };
-            let seq = self.state.next_seq.get(&to).copied().unwrap_or(1);
-            let sent_ms = (unix_now().as_millis() as u64).max(self.state.last_sent_ms + 1);
             let body = Body::Receipt { ids: ids.iter().filter_map(|i| hex::decode(i).ok()?.try_into().ok()).collect() };
-            let letter = Letter { from: self.account.id(), to: to_id, seq, sent_ms, body };
+            let letter = self.letter(to_id, body);
             // Receipts live a day: enough for a sender who reads their inbox daily.
             match client.send_letter(&self.account, &letter, Duration::from_secs(86_400)).await {
-                Ok(_) => {
-                    self.state.next_seq.insert(to.clone(), seq + 1);
-                    self.state.last_sent_ms = sent_ms;
-                }
+                Ok(_) => self.sent_letter(&letter),
                 Err(e) => {
                     debug!(%to, error = %e, "receipt not sent; kept for the next read");
                     self.state.receipts_owed.insert(to, ids);

@@ -19,7 +19,7 @@ mod common;
 use common::{rt, running_ids, Net};
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    kura_node::message::unix_now().as_secs()
 }
 
 fn account_in(dir: &Path) -> Account {

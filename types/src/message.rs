@@ -46,6 +46,12 @@ const MESSAGE_ID_DOMAIN: &str = "kura 2026-11 inbox message id v1";
 /// Prefix of the bytes an inbox owner signs: fixed, so the signature means nothing elsewhere.
 const INBOX_SIGNING_PREFIX: &[u8; 16] = b"kura-inbox-op-v1";
 
+/// The time since the Unix epoch by this machine's clock: what message times and inbox
+/// request times are counted in.
+pub fn unix_now() -> std::time::Duration {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+}
+
 /// The address of the inbox owned by the Ed25519 key `owner`: `BLAKE3("kura-inbox" ‖ owner)`.
 pub fn inbox_address(owner: &[u8; 32]) -> Address {
     let mut h = blake3::Hasher::new();

@@ -26,8 +26,8 @@ use crate::worker::WorkState;
 const MAX_DELETED: usize = 1 << 16;
 
 /// Seconds since the Unix epoch by this machine's clock.
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+fn unix_now() -> u64 {
+    kura_node::message::unix_now().as_secs()
 }
 
 /// What a vault remembers about the messages it holds and those it deleted.
