@@ -87,6 +87,11 @@ impl Account {
         UserKey(self.derive("kura 2026-11 account user key v1"))
     }
 
+    /// The ledger key: the wallet's account is this key's.
+    pub fn wallet_key(&self) -> kura_node::ledger::WalletKey {
+        kura_node::ledger::WalletKey::from_seed(&self.derive("kura 2026-11 account wallet key v1"))
+    }
+
     /// Its public ID.
     pub fn id(&self) -> AccountId {
         AccountId { sign: self.signing_key().verifying_key().to_bytes(), seal: *self.sealing_key().public_key().as_bytes() }

@@ -123,6 +123,22 @@ pub enum ClientError {
         /// What the others said.
         detail: String,
     },
+    /// A wallet's state could not be read or kept, or its replicas disagree.
+    #[error("wallet: {0}")]
+    Wallet(String),
+    /// A transfer breaks a ledger rule (checked before anything is sent).
+    #[error("transfer refused: {0}")]
+    Ledger(kura_node::ledger::LedgerError),
+    /// Too few replicas of the paying account signed a transfer.
+    #[error("transfer not certified: {signed} of the {needed} signatures needed ({detail})")]
+    NotCertified {
+        /// Replicas that signed.
+        signed: usize,
+        /// Signatures a certificate needs.
+        needed: usize,
+        /// Why the others refused.
+        detail: String,
+    },
     /// None of the bootstrap peers could be reached.
     #[error("could not reach any of {tried} bootstrap peers within {secs} s")]
     Unreachable {

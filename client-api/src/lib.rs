@@ -27,6 +27,7 @@ pub mod peers;
 pub mod pointers;
 pub mod root;
 pub mod tree;
+pub mod wallet;
 
 pub use account::{Account, AccountId};
 pub use chunks::Shunned;
@@ -35,3 +36,4 @@ pub use error::ClientError;
 pub use files::chunk_addresses;
 pub use keys::UserKey;
 pub use root::{RootRecord, Visibility};
+pub use wallet::{Balance, Wallet};

@@ -68,6 +68,38 @@ enum Command {
     /// The accounts you know: named, or blocked.
     #[command(subcommand)]
     Contacts(ContactsCommand),
+    /// Your tokens on the network's reward ledger: pay for storage, pay others.
+    #[command(subcommand)]
+    Wallet(WalletCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum WalletCommand {
+    /// Print your wallet's address (what others pay to).
+    Address,
+    /// Print your balance, as the replicas of your account agree on it.
+    Balance {
+        /// Another account's address instead of yours.
+        address: Option<Address>,
+    },
+    /// Pay AMOUNT KURA (e.g. 1.5) to the wallet address TO.
+    Send {
+        /// The payee's wallet address (64 hex characters).
+        to: Address,
+        /// How much, in KURA (up to 9 decimals).
+        amount: String,
+    },
+    /// List the transfers into and out of your wallet.
+    History {
+        /// Another account's address instead of yours.
+        address: Option<Address>,
+    },
+    /// Take test tokens from the local testnet's faucet (only on a testnet you started).
+    Faucet {
+        /// How much, in KURA.
+        #[arg(default_value = "100")]
+        amount: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -252,6 +284,7 @@ async fn run(client: &Client, command: Command) -> Result<()> {
             println!("{}", serde_json_like(&s));
         }
         Command::Msg(command) => msg(client, command).await?,
+        Command::Wallet(command) => wallet(client, command).await?,
         Command::Account(_) | Command::Contacts(_) => unreachable!("handled without the network"),
     }
     Ok(())
@@ -308,6 +341,50 @@ fn contacts(command: ContactsCommand) -> Result<()> {
                 let state = if c.blocked { " (blocked)" } else { "" };
                 println!("{} {}{state}", c.name.as_deref().unwrap_or("-"), c.id);
             }
+        }
+    }
+    Ok(())
+}
+
+async fn wallet(client: &Client, command: WalletCommand) -> Result<()> {
+    use kura_node::ledger::{format_amount, parse_amount, Output};
+    let home = UserKey::home();
+    let mine = kura_client::wallet::Wallet::of_home(&home)?;
+    match command {
+        WalletCommand::Address => println!("{}", mine.address()),
+        WalletCommand::Balance { address } => {
+            let b = client.balance(address.unwrap_or(mine.address())).await?;
+            println!("{}", format_amount(b.balance));
+            eprintln!("({} transfers out; {} replicas agree)", b.nonce, b.agreeing);
+        }
+        WalletCommand::Send { to, amount } => {
+            let units = parse_amount(&amount).map_err(anyhow::Error::msg)?;
+            let cert = client.pay(&mine, vec![Output { to, amount: units, memo: [0; 32] }]).await?;
+            eprintln!("paid {} to {to} (transfer {} certified by {} replicas)", format_amount(units.into()), hex::encode(&cert.id()[..8]), cert.signers.len());
+            let b = client.balance(mine.address()).await?;
+            println!("{}", format_amount(b.balance));
+        }
+        WalletCommand::History { address } => {
+            let account = address.unwrap_or(mine.address());
+            for e in client.history(account).await? {
+                let t = &e.certificate.transfer.transfer;
+                if e.is_debit() {
+                    for o in &t.outputs {
+                        println!("#{:<5} out {:>22}  to {}", t.nonce, format_amount(o.amount.into()), o.to);
+                    }
+                } else {
+                    println!("       in  {:>22}  from {}", format_amount(t.paid_to(&account).into()), t.from_address());
+                }
+            }
+        }
+        WalletCommand::Faucet { amount } => {
+            let units = parse_amount(&amount).map_err(anyhow::Error::msg)?;
+            let dir = peers::latest_testnet_dir().context("no local testnet: the faucet is a testnet's")?;
+            let faucet = kura_client::wallet::Wallet::faucet(&dir)?
+                .with_context(|| format!("{} has no genesis key: is it a testnet?", dir.display()))?;
+            client.pay(&faucet, vec![Output { to: mine.address(), amount: units, memo: [0; 32] }]).await?;
+            let b = client.balance(mine.address()).await?;
+            println!("{}", format_amount(b.balance));
         }
     }
     Ok(())

@@ -408,16 +408,20 @@ fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T, C
 /// Writes `value` to `path` whole or not at all: a temporary file, fsynced, renamed over it,
 /// and the folder fsynced.
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ClientError> {
-    use std::io::Write;
-    let err = |e: std::io::Error| ClientError::Message(format!("{}: {e}", path.display()));
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| ClientError::Message(e.to_string()))?;
+    write_synced(path, &bytes).map_err(|e| ClientError::Message(format!("{}: {e}", path.display())))
+}
+
+/// Writes `bytes` to `path` whole or not at all (see [`write_json`]).
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(&bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
     }
     Ok(())
 }

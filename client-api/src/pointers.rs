@@ -72,11 +72,11 @@ impl Client {
 
     /// Sends `record` to every vault of its close group at once, a vault that fails replaced
     /// by the next one past the group.
-    async fn store_replicas(&self, record: Record) -> Result<Replicas, ClientError> {
+    pub(crate) async fn store_replicas(&self, record: Record) -> Result<Replicas, ClientError> {
         let address = record.key().address;
         let candidates = self.closest_vaults(address, 2 * usize::from(REPLICAS)).await?;
         let group = usize::from(REPLICAS).min(candidates.len());
-        let mut out = Replicas { stored: 0, needed: group / 2 + 1, detail: Vec::new(), stale: None };
+        let mut out = Replicas { stored: 0, needed: group / 2 + 1, group, detail: Vec::new(), stale: None };
         let mut spares = candidates.iter().skip(group).copied();
         let send = |vault, attempt: u32| {
             let node = self.node().clone();
@@ -94,6 +94,11 @@ impl Client {
                 // A busy group member is asked again: only it can hold the record.
                 Err(e) if transient(&e) && attempt < ATTEMPTS_PER_VAULT => sends.push(send(vault, attempt + 1)),
                 Ok(Response::Stored) => out.stored += 1,
+                // A certified transfer the vault holds already: as good as stored.
+                Err(NodeError::Remote {
+                    error: RemoteError::Refused(kura_node::RecordError::Ledger(kura_node::ledger::LedgerError::AlreadyApplied(_))),
+                    ..
+                }) => out.stored += 1,
                 Err(NodeError::Remote { error: RemoteError::Stale { held, .. }, .. }) => {
                     out.stale = out.stale.max(Some(held));
                     out.detail.push(format!("{vault}: holds version {held}"));
@@ -175,10 +180,12 @@ fn describe(result: Result<Response, NodeError>) -> String {
 }
 
 /// How a replicated write went.
-struct Replicas {
-    stored: usize,
+pub(crate) struct Replicas {
+    pub(crate) stored: usize,
     needed: usize,
-    detail: Vec<String>,
+    /// Group members sent to.
+    pub(crate) group: usize,
+    pub(crate) detail: Vec<String>,
     stale: Option<u64>,
 }
 

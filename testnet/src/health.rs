@@ -220,6 +220,9 @@ mod tests {
             audits_passed: 0,
             audit_failures: 0,
             bad_shards_served: 0,
+            account: kura_node::Address([0; 32]),
+            earned: 0,
+            transfers_signed: 0,
             workers: vec![],
             version: String::new(),
         })

@@ -21,4 +21,4 @@ mod testnet;
 
 pub use error::TestnetError;
 pub use health::{HealthConfig, HealthReport};
-pub use testnet::Testnet;
+pub use testnet::{Testnet, GENESIS_SUPPLY};

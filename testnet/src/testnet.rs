@@ -23,6 +23,9 @@ pub struct Testnet {
     layout: Layout,
 }
 
+/// Units a testnet's genesis account (its faucet) starts with: a million KURA.
+pub const GENESIS_SUPPLY: u64 = 1_000_000 * kura_node::ledger::UNITS_PER_TOKEN;
+
 impl Testnet {
     /// The testnet in `dir` (which need not exist yet).
     pub fn new(dir: PathBuf) -> Self {
@@ -87,6 +90,8 @@ impl Testnet {
         }
         std::fs::create_dir_all(&self.layout.dir).map_err(|e| TestnetError::io(&self.layout.dir, e))?;
         let bin = process::vault_binary(&self.layout.dir)?;
+        let mut vault_args = vault_args;
+        vault_args.extend(self.mint_genesis()?);
         let mut state = TestnetState { vault_args, ..TestnetState::default() };
         // The first vault founds the network; the rest join through it all at once.
         let seed = self.start(&bin, &state.vault_args, 0, 0, capacity, None, vec![])?;
@@ -106,6 +111,25 @@ impl Testnet {
         }
         let dir = std::fs::canonicalize(&self.layout.dir).map_err(|e| TestnetError::io(&self.layout.dir, e))?;
         crate::state::write_atomic(&pointer, dir.to_string_lossy().as_bytes())
+    }
+
+    /// Makes a new genesis key for a new network (its faucet) and returns the vault flags
+    /// that name it; a faucet payment left pending from an earlier network is dropped.
+    fn mint_genesis(&self) -> Result<Vec<String>, TestnetError> {
+        let seed: [u8; 32] = rand::random();
+        let path = self.layout.dir.join(kura_client::wallet::GENESIS_KEY_FILE);
+        crate::state::write_atomic(&path, &seed)?;
+        let faucet = self.layout.dir.join("faucet");
+        if faucet.exists() {
+            std::fs::remove_dir_all(&faucet).map_err(|e| TestnetError::io(&faucet, e))?;
+        }
+        let key = kura_node::ledger::WalletKey::from_seed(&seed);
+        Ok(vec![
+            "--genesis-key".into(),
+            hex::encode(key.public_key()),
+            "--genesis-supply".into(),
+            GENESIS_SUPPLY.to_string(),
+        ])
     }
 
     /// Adds `nodes` vaults that join through the running ones.

@@ -7,6 +7,8 @@
 //! - [`erasure`]: Reed-Solomon coding of chunks, decoded only with the coding an address
 //!   commits to.
 //! - [`message`]: inbox messages (sealed, with proof of work) and the owner's signed requests.
+//! - [`ledger`]: the reward ledger's accounts, owner-signed transfers and the quorum
+//!   certificates that replicas sign, and what a replica may sign.
 //! - [`audit`]: random-slice Bao proofs of storage.
 //! - [`stored`]: the versioned disk format of a record, apart from the wire.
 //! - [`wire`]: versioned, size-limited request/response messages that decode without panics.
@@ -24,6 +26,7 @@
 mod address;
 pub mod audit;
 pub mod erasure;
+pub mod ledger;
 pub mod message;
 pub mod record;
 pub mod stored;

@@ -27,10 +27,12 @@ pub enum RecordKind {
     Pointer,
     /// A message in an inbox, replicated whole on the inbox's close group until it expires.
     Message,
+    /// A certified transfer, stored at each account it debits or credits.
+    Transfer,
 }
 
 /// Every kind this build knows.
-pub const KINDS: [RecordKind; 3] = [RecordKind::Shard, RecordKind::Pointer, RecordKind::Message];
+pub const KINDS: [RecordKind; 4] = [RecordKind::Shard, RecordKind::Pointer, RecordKind::Message, RecordKind::Transfer];
 
 impl RecordKind {
     /// The kind's stable one-byte tag.
@@ -39,6 +41,7 @@ impl RecordKind {
             RecordKind::Shard => 1,
             RecordKind::Pointer => 2,
             RecordKind::Message => 3,
+            RecordKind::Transfer => 4,
         }
     }
 
@@ -53,6 +56,7 @@ impl RecordKind {
             RecordKind::Shard => "shard",
             RecordKind::Pointer => "pointer",
             RecordKind::Message => "message",
+            RecordKind::Transfer => "transfer",
         }
     }
 
@@ -320,6 +324,9 @@ pub enum RecordError {
     /// An inbox operation is not signed by the inbox's owner, or not now.
     #[error("inbox request refused: {0}")]
     Unauthorized(String),
+    /// A transfer, certificate or payment is refused.
+    #[error("{0}")]
+    Ledger(crate::ledger::LedgerError),
 }
 
 
@@ -453,6 +460,8 @@ pub enum Record {
     Pointer(Pointer),
     /// An inbox message.
     Message(crate::message::Message),
+    /// A certified transfer at one account it touches.
+    Transfer(crate::ledger::Entry),
 }
 
 impl Record {
@@ -462,6 +471,7 @@ impl Record {
             Record::Shard(_) => RecordKind::Shard,
             Record::Pointer(_) => RecordKind::Pointer,
             Record::Message(_) => RecordKind::Message,
+            Record::Transfer(_) => RecordKind::Transfer,
         }
     }
 
@@ -471,6 +481,7 @@ impl Record {
             Record::Shard(s) => s.key(),
             Record::Pointer(p) => p.key(),
             Record::Message(m) => m.key(),
+            Record::Transfer(e) => e.key(),
         }
     }
 
@@ -478,7 +489,7 @@ impl Record {
     pub fn strategy(&self) -> Strategy {
         match self {
             Record::Shard(s) => Strategy::ErasureCoded { k: s.header.k, m: s.header.m },
-            Record::Pointer(_) | Record::Message(_) => Strategy::Replicated { n: REPLICAS },
+            Record::Pointer(_) | Record::Message(_) | Record::Transfer(_) => Strategy::Replicated { n: REPLICAS },
         }
     }
 
@@ -494,6 +505,9 @@ impl Record {
             }
             Record::Pointer(p) => p.verify(),
             Record::Message(m) => m.verify(),
+            // The certificate's pairings are checked where a vault admits it (with its cache of
+            // verified keys, and its view of who the account's replicas are).
+            Record::Transfer(e) => e.check_shape().map_err(RecordError::Ledger),
         }
     }
 
@@ -521,6 +535,7 @@ impl Record {
             Record::Shard(s) => s.data.len() + 32 * s.header.shard_hashes.len() + 48,
             Record::Pointer(_) => 200,
             Record::Message(m) => m.sealed.len() + 96,
+            Record::Transfer(e) => 400 + 40 * e.certificate.transfer.transfer.outputs.len(),
         }
     }
 }
@@ -539,6 +554,7 @@ mod tests {
         assert_eq!(RecordKind::Shard.tag(), 1);
         assert_eq!(RecordKind::Pointer.tag(), 2);
         assert_eq!(RecordKind::Message.tag(), 3);
+        assert_eq!(RecordKind::Transfer.tag(), 4);
         for kind in KINDS {
             assert_eq!(RecordKind::from_tag(kind.tag()), Some(kind));
             assert_eq!(RecordKind::from_name(kind.name()), Some(kind));

@@ -41,6 +41,7 @@ pub fn encode(record: &Record) -> Vec<u8> {
         Record::Shard(s) => postcard::to_extend(s, out),
         Record::Pointer(p) => postcard::to_extend(p, out),
         Record::Message(m) => postcard::to_extend(m, out),
+        Record::Transfer(e) => postcard::to_extend(e, out),
     };
     // Serializing these plain structs into a Vec cannot fail.
     body.unwrap_or_default()
@@ -58,6 +59,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, FormatError> {
             Some(RecordKind::Shard) => whole::<Shard>(body).map(Record::Shard),
             Some(RecordKind::Pointer) => whole::<Pointer>(body).map(Record::Pointer),
             Some(RecordKind::Message) => whole::<crate::message::Message>(body).map(Record::Message),
+            Some(RecordKind::Transfer) => whole::<crate::ledger::Entry>(body).map(Record::Transfer),
             None => Err(FormatError::UnknownKind(tag)),
         };
     }

@@ -77,6 +77,27 @@ pub enum Request {
     },
     /// An inbox owner's signed request: list or delete messages (see [`crate::message`]).
     Inbox(crate::message::InboxRequest),
+    /// Ask a replica of the paying account to sign a transfer (see [`crate::ledger`]);
+    /// answered with [`Response::Signed`] or a refusal naming the rule broken.
+    Sign(crate::ledger::SignedTransfer),
+    /// Ask a replica what it holds of an account.
+    Account(Address),
+    /// Ask a replica for the ids of the transfers it holds at an account, in order, after
+    /// `after` (a page of at most [`PAGE`]).
+    EntryIds {
+        /// The account.
+        account: Address,
+        /// The last id of the previous page.
+        after: Option<[u8; 32]>,
+    },
+    /// Ask a replica for the transfers it holds at an account, in id order, after `after` (a
+    /// page of at most [`HISTORY_PAGE`]).
+    History {
+        /// The account.
+        account: Address,
+        /// The last id of the previous page.
+        after: Option<[u8; 32]>,
+    },
     /// A frame that arrived but could not be decoded. Never sent: the codec produces it so the
     /// receiver can answer with a clear error instead of silently dropping the stream.
     #[serde(skip)]
@@ -114,7 +135,31 @@ pub enum Response {
     },
     /// Reply to an inbox delete: how many of the named messages were held and are gone.
     Deleted(u32),
+    /// Reply to [`Request::Sign`]: the replica's signature.
+    Signed(crate::ledger::ReplicaSignature),
+    /// Reply to [`Request::Account`].
+    Account(crate::ledger::AccountView),
+    /// Reply to [`Request::EntryIds`].
+    Ids {
+        /// The page.
+        ids: Vec<[u8; 32]>,
+        /// Whether a later page holds more.
+        more: bool,
+    },
+    /// Reply to [`Request::History`].
+    Entries {
+        /// The page.
+        entries: Vec<crate::ledger::Entry>,
+        /// Whether a later page holds more.
+        more: bool,
+    },
 }
+
+/// Most ids in one [`Response::Ids`] page.
+pub const PAGE: usize = 4096;
+
+/// Most transfers in one [`Response::Entries`] page.
+pub const HISTORY_PAGE: usize = 256;
 
 /// What one of a vault's background workers is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +215,12 @@ pub struct VaultStatus {
     /// Shards other vaults served this vault's repair that did not match their chunk's
     /// address (each such vault was skipped and reported).
     pub bad_shards_served: u64,
+    /// Its ledger account, where its earnings are paid.
+    pub account: Address,
+    /// Units it was paid for storing shards since it started.
+    pub earned: u64,
+    /// Transfers it signed as a replica of their paying account.
+    pub transfers_signed: u64,
     /// Its background workers.
     pub workers: Vec<WorkerStatus>,
     /// The software version it runs.
@@ -362,6 +413,9 @@ mod tests {
             audits_passed: 4,
             audit_failures: 1,
             bad_shards_served: 0,
+            account: Address::random(),
+            earned: 0,
+            transfers_signed: 0,
             workers: vec![WorkerStatus { name: "repair".into(), state: "idle".into(), counters: vec![("rebuilt".into(), 2)] }],
             version: "0.1.0".into(),
         };

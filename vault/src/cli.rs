@@ -93,6 +93,13 @@ struct RunArgs {
     /// [production preset: 16, about a second of one core to make an id]
     #[arg(long, value_name = "BITS")]
     id_difficulty: Option<u8>,
+    /// The genesis account's BLS public key, in hex: it holds the whole token supply when
+    /// the network starts (a local testnet makes one). The same on every vault.
+    #[arg(long, value_name = "HEX")]
+    genesis_key: Option<String>,
+    /// Units the genesis account starts with (10⁹ units are one KURA).
+    #[arg(long, value_name = "UNITS")]
+    genesis_supply: Option<u64>,
     /// Worker threads (a local testnet runs many vaults on few cores, and gives each one).
     /// [presets: 2]
     #[arg(long, value_name = "N")]
@@ -152,6 +159,13 @@ impl RunArgs {
         if let Some(v) = self.threads {
             c.threads = v;
         }
+        if let Some(v) = &self.genesis_key {
+            c.genesis_key = Some(v.clone());
+        }
+        if let Some(v) = self.genesis_supply {
+            c.genesis_supply = v;
+        }
+        c.genesis()?;
         if c.root.as_os_str().is_empty() {
             return Err(VaultError::Config("no vault root: pass --root DIR or set root in the --config file".into()));
         }

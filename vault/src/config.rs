@@ -108,6 +108,13 @@ pub struct VaultConfig {
     pub message_extra_bytes: u64,
     /// Seconds between purges of expired messages.
     pub message_purge_secs: u64,
+    /// The genesis account's BLS public key (hex): the account that holds the whole supply
+    /// when the network starts. The same on every vault of a network; none mints nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genesis_key: Option<String>,
+    /// Units the genesis account starts with.
+    #[serde(default)]
+    pub genesis_supply: u64,
 }
 
 /// Which record store backs a vault.
@@ -164,6 +171,8 @@ impl VaultConfig {
             message_trials_per_byte: kura_node::message::Difficulty::DEFAULT.trials_per_byte,
             message_extra_bytes: kura_node::message::Difficulty::DEFAULT.extra_bytes,
             message_purge_secs: 5,
+            genesis_key: None,
+            genesis_supply: 0,
         }
     }
 
@@ -184,6 +193,16 @@ impl VaultConfig {
             message_purge_secs: 60,
             ..VaultConfig::local(root)
         }
+    }
+
+    /// The genesis account's address and supply, if the network has one.
+    pub fn genesis(&self) -> Result<Option<(kura_node::Address, u64)>, VaultError> {
+        let Some(key) = &self.genesis_key else { return Ok(None) };
+        let bytes = hex::decode(key.trim())
+            .ok()
+            .filter(|b| b.len() == kura_node::ledger::PUBLIC_KEY_LEN)
+            .ok_or_else(|| VaultError::Config(format!("genesis_key {key:?} is not a 48-byte BLS public key in hex")))?;
+        Ok(Some((kura_node::ledger::account_address(&bytes), self.genesis_supply)))
     }
 
     /// The work this vault asks of inbox messages.

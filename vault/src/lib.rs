@@ -16,6 +16,7 @@ mod config;
 mod error;
 pub mod inbox;
 mod info;
+pub mod ledger;
 mod recent;
 pub mod repair;
 mod server;

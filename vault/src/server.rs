@@ -76,6 +76,8 @@ struct Shared {
     inbox: crate::inbox::InboxStats,
     /// Expiries of the messages held, and deletions remembered.
     inbox_ledger: std::sync::Mutex<crate::inbox::Ledger>,
+    /// The vault as a ledger replica.
+    ledger: crate::ledger::Ledger,
     /// The tasks of the request loop and the workers, stopped at shutdown.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -122,6 +124,19 @@ impl Vault {
             }
             Storage::Memory => (Arc::new(MemoryStore::new(config.capacity)), None),
         };
+        let bls_seed = kura_node::identity::read_or_create_once(&config.root, crate::ledger::BLS_KEY_FILE, || {
+            rand::random::<[u8; 32]>().to_vec()
+        })
+        .map_err(|source| VaultError::Io { path: config.root.join(crate::ledger::BLS_KEY_FILE), source })?;
+        let bls_seed: [u8; 32] = bls_seed
+            .try_into()
+            .map_err(|_| VaultError::Config(format!("{} is not a 32-byte key", crate::ledger::BLS_KEY_FILE)))?;
+        let ledger = crate::ledger::Ledger::new(
+            kura_node::ledger::WalletKey::from_seed(&bls_seed),
+            &keypair,
+            config.genesis()?,
+            (config.storage == Storage::Disk).then(|| config.root.join("ledger")),
+        );
         let mut node_config = kura_node::NodeConfig::vault(keypair)
             .with_listen(config.listen.clone())
             .with_bootstrap(config.bootstrap.clone());
@@ -181,6 +196,7 @@ impl Vault {
                 workers: Default::default(),
                 inbox: Default::default(),
                 inbox_ledger: Default::default(),
+                ledger,
                 tasks: Default::default(),
             }),
         };
@@ -262,6 +278,10 @@ impl Vault {
 
     pub(crate) fn inbox_stats(&self) -> &crate::inbox::InboxStats {
         &self.shared.inbox
+    }
+
+    pub(crate) fn ledger(&self) -> &crate::ledger::Ledger {
+        &self.shared.ledger
     }
 
     pub(crate) fn inbox_ledger(&self) -> std::sync::MutexGuard<'_, crate::inbox::Ledger> {
@@ -348,6 +368,10 @@ impl Vault {
             )),
             Request::Audit { chunk, index, challenge } => self.prove(chunk, index, challenge).await.map(Response::Proof),
             Request::Inbox(request) => self.inbox_request(request).await,
+            Request::Sign(signed) => self.sign_transfer(signed).await,
+            Request::Account(account) => self.account_view(account).await,
+            Request::EntryIds { account, after } => Ok(self.entry_ids(account, after)),
+            Request::History { account, after } => self.history(account, after).await,
             other => Err(RemoteError::Invalid(format!("unsupported request {other:?}"))),
         };
         result.unwrap_or_else(Response::Error)
@@ -364,7 +388,7 @@ impl Vault {
 
     /// The vaults responsible for `address`, closest first (its `n` closest, and the placement
     /// window past them), or an error when this vault is not among them.
-    async fn responsible(&self, address: Address, n: usize) -> Result<Vec<PeerId>, RemoteError> {
+    pub(crate) async fn responsible(&self, address: Address, n: usize) -> Result<Vec<PeerId>, RemoteError> {
         let window = self.shared.config.placement_window.max(n);
         let vaults = self.node.local_closest(address, window).await.map_err(internal)?;
         if !vaults.contains(&self.node.peer_id()) {
@@ -432,10 +456,21 @@ impl Vault {
         // Versions of one pointer are written one at a time; the messages of an inbox are
         // each a record of their own, so two senders never make each other wait.
         let _storing = match &record {
-            Record::Message(m) => self.lock_address(Address(m.id()))?,
-            _ => self.lock_address(key.address)?,
+            Record::Message(m) => Some(self.lock_address(Address(m.id()))?),
+            Record::Transfer(_) => None,
+            _ => Some(self.lock_address(key.address)?),
+        };
+        let _turn = match &record {
+            Record::Transfer(_) => Some(self.ledger().turn(&key.address).await),
+            _ => None,
         };
         if let Some(held) = self.read_record(key).await.map_err(internal)? {
+            if key.kind == RecordKind::Transfer {
+                // Its key is the transfer's id: this very certificate is applied already.
+                return Err(RemoteError::Refused(kura_node::RecordError::Ledger(
+                    kura_node::ledger::LedgerError::AlreadyApplied(hex::encode(&key.id[..8])),
+                )));
+            }
             // A message's key is its id, which covers all but the work: one held under the key
             // is this message (perhaps with another nonce).
             if held == record || key.kind == RecordKind::Message {
@@ -449,10 +484,15 @@ impl Vault {
                 return Err(RemoteError::Stale { key, held: version });
             }
         }
+        if let Record::Transfer(entry) = &record {
+            self.admit_entry(entry).await?;
+        }
         self.write_record(key, &record).await?;
         match &record {
             // Its sender stores it on the whole group; repair spreads it when the group changes.
             Record::Message(m) => self.inbox_ledger().held(key, m.expires),
+            // Its payer stores it on the whole group; a replica that missed it catches up.
+            Record::Transfer(entry) => self.entry_stored(entry),
             // Spread it: the repair worker brings the rest of the group up to this version.
             _ => {
                 let _ = self.shared.updated.try_send(key);
@@ -573,6 +613,7 @@ impl Vault {
 
     /// Deletes a record this vault should no longer keep (an expired or deleted message).
     pub(crate) async fn delete_record(&self, key: RecordKey) {
+        self.entry_gone(&key);
         let store = self.shared.store.clone();
         let Some(permit) = self.write_permit() else { return };
         let deleted = tokio::task::spawn_blocking(move || {
@@ -640,6 +681,9 @@ impl Vault {
             audits_passed: self.shared.audit.passed.load(Ordering::Relaxed),
             audit_failures: self.shared.audit.failed.load(Ordering::Relaxed),
             bad_shards_served: self.shared.repair.bad_shards.load(Ordering::Relaxed),
+            account: self.ledger().account(),
+            earned: self.ledger().stats.earned.load(Ordering::Relaxed),
+            transfers_signed: self.ledger().stats.signed.load(Ordering::Relaxed),
             workers: self.shared.workers.statuses(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         })

@@ -96,6 +96,12 @@ impl Net {
         kura_client::Client::connect(kura_client::peers::read_peers_file(&self.peers_file()).unwrap()).await.unwrap()
     }
 
+    /// The testnet's faucet: its genesis account.
+    #[allow(dead_code)]
+    pub fn faucet(&self) -> kura_client::Wallet {
+        kura_client::Wallet::faucet(&self.net.layout().dir).unwrap().expect("a testnet has a genesis key")
+    }
+
     /// The peers file.
     pub fn peers_file(&self) -> PathBuf {
         self.net.layout().peers_file()

@@ -33,6 +33,7 @@ pub use plan::{plan, plan_as, stand_in_rank, Action, ChunkView};
 pub use probation::Probation;
 pub use rate::RateLimit;
 pub use replica::{plan_replica, ReplicaAction, ReplicaView};
+pub(crate) use replica::rendezvous_id;
 pub use schedule::Schedule;
 
 use crate::audit::Verdict;
@@ -269,6 +270,7 @@ impl Vault {
         match kind {
             Some(RecordKind::Pointer) => self.repair_record(RecordKey::pointer(address)).await.map(|()| None),
             Some(RecordKind::Message) => self.repair_inbox(address).await.map(|()| None),
+            Some(RecordKind::Transfer) => self.repair_account(address).await.map(|()| None),
             _ => self.repair_chunk(address, audit).await,
         }
     }

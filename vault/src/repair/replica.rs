@@ -101,6 +101,15 @@ pub(crate) fn rendezvous(address: &Address, peer: &PeerId) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
+/// A peer's rendezvous rank for one record (`id`) at an address.
+pub(crate) fn rendezvous_id(address: &Address, id: &[u8; 32], peer: &PeerId) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&address.0);
+    h.update(id);
+    h.update(&peer.to_bytes());
+    *h.finalize().as_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,409 @@
+//! The wallet: pay from a ledger account, read balances and history (rules in
+//! `kura_types::ledger`).
+//!
+//! A payment is three steps, FastPay's: the owner signs a transfer at the account's next
+//! nonce; every replica of the account (its close group) checks it and signs; a quorum of
+//! those signatures, aggregated, is the certificate, which is stored at the paying account and
+//! at every account it pays. The signed transfer is written to the wallet's folder before any
+//! replica sees it, because replicas that signed it will sign nothing else at that nonce: a
+//! payment cut off halfway is finished by the next one, never replaced. One process at a time
+//! pays from a wallet folder (a lock file).
+//!
+//! Reads ask the whole group and believe what at least `f + 1` replicas agree on, so one
+//! lying vault cannot show a balance.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use kura_node::ledger::{
+    BindingCache, Certificate, Entry, LedgerError, Output, SignedTransfer, WalletKey, QUORUM,
+};
+use kura_node::record::REPLICAS;
+use kura_node::wire::{RemoteError, Request, Response};
+use kura_node::{Address, NodeError, PeerId, Record, RecordError};
+
+use crate::chunks::{transient, ATTEMPTS_PER_VAULT, BACKOFF};
+use crate::client::Client;
+use crate::error::ClientError;
+
+/// Replicas that must agree before a client believes what they say of an account: one more
+/// than the dishonest replicas a quorum tolerates.
+pub const AGREEING: usize = REPLICAS as usize - QUORUM + 1;
+
+const PENDING_FILE: &str = "pending-transfer";
+
+/// The file in a testnet's folder holding its genesis key's seed (the faucet).
+pub const GENESIS_KEY_FILE: &str = "genesis.key";
+
+/// The file in a Kura home holding the wallet key of a home with no account.
+const WALLET_KEY_FILE: &str = "wallet.key";
+const LOCK_FILE: &str = "wallet.lock";
+
+/// A ledger account's key and the folder that keeps its payment in flight.
+#[derive(Debug)]
+pub struct Wallet {
+    key: WalletKey,
+    dir: PathBuf,
+}
+
+/// An account's state, as a quorum of its replicas agree on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balance {
+    /// The balance in units.
+    pub balance: i128,
+    /// The last nonce spent.
+    pub nonce: u64,
+    /// How many replicas agree on this.
+    pub agreeing: usize,
+    /// A transfer some replica signed at the next nonce and still waits to see certified.
+    pub pending: Option<SignedTransfer>,
+}
+
+impl Wallet {
+    /// The wallet of `key`, keeping its state in `dir` (created if needed).
+    pub fn open(dir: &Path, key: WalletKey) -> Result<Wallet, ClientError> {
+        std::fs::create_dir_all(dir).map_err(|e| ClientError::Io { path: dir.to_path_buf(), source: e })?;
+        Ok(Wallet { key, dir: dir.to_path_buf() })
+    }
+
+    /// The wallet of a Kura home: its account's wallet key, or, for a home with no account,
+    /// a key of its own (created once).
+    pub fn of_home(home: &Path) -> Result<Wallet, ClientError> {
+        let key = match crate::Account::load(home)? {
+            Some(account) => account.wallet_key(),
+            None => {
+                let seed = kura_node::identity::read_or_create_once(home, WALLET_KEY_FILE, || rand::random::<[u8; 32]>().to_vec())
+                    .map_err(|e| ClientError::Io { path: home.join(WALLET_KEY_FILE), source: e })?;
+                let seed: [u8; 32] =
+                    seed.try_into().map_err(|_| ClientError::Wallet(format!("{} is not a 32-byte key", home.join(WALLET_KEY_FILE).display())))?;
+                WalletKey::from_seed(&seed)
+            }
+        };
+        Wallet::open(&home.join("wallet"), key)
+    }
+
+    /// The faucet of the local testnet in `dir` (its genesis account), if it has one.
+    pub fn faucet(dir: &Path) -> Result<Option<Wallet>, ClientError> {
+        let path = dir.join(GENESIS_KEY_FILE);
+        let seed = match std::fs::read(&path) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(ClientError::Io { path, source: e }),
+        };
+        let seed: [u8; 32] = seed.try_into().map_err(|_| ClientError::Wallet(format!("{} is not a 32-byte key", path.display())))?;
+        Wallet::open(&dir.join("faucet"), WalletKey::from_seed(&seed)).map(Some)
+    }
+
+    /// The account's address.
+    pub fn address(&self) -> Address {
+        self.key.address()
+    }
+
+    /// The account's key.
+    pub fn key(&self) -> &WalletKey {
+        &self.key
+    }
+
+    fn pending(&self) -> Result<Option<SignedTransfer>, ClientError> {
+        let path = self.dir.join(PENDING_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => postcard::from_bytes(&bytes)
+                .map(Some)
+                .map_err(|e| ClientError::Wallet(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ClientError::Io { path, source: e }),
+        }
+    }
+
+    fn set_pending(&self, signed: Option<&SignedTransfer>) -> Result<(), ClientError> {
+        let path = self.dir.join(PENDING_FILE);
+        let io = |e| ClientError::Io { path: path.clone(), source: e };
+        match signed {
+            Some(s) => {
+                let bytes = postcard::to_stdvec(s).map_err(|e| ClientError::Wallet(e.to_string()))?;
+                crate::messages::write_synced(&path, &bytes).map_err(io)
+            }
+            None => match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    fn lock(&self) -> Result<std::fs::File, ClientError> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| ClientError::Io { path: path.clone(), source: e })?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| ClientError::Wallet(format!("locking {}: {e}", path.display())))?;
+        Ok(file)
+    }
+}
+
+fn account_of(signed: &SignedTransfer) -> Address {
+    signed.transfer.from_address()
+}
+
+fn ledger_error(e: &NodeError) -> Option<&LedgerError> {
+    match e {
+        NodeError::Remote { error: RemoteError::Refused(RecordError::Ledger(l)), .. } => Some(l),
+        _ => None,
+    }
+}
+
+impl Client {
+    /// Pays `outputs` from `wallet`'s account; returns the certificate once a quorum of each
+    /// account's replicas stored it. A payment left half done by an earlier call is finished
+    /// first.
+    pub async fn pay(&self, wallet: &Wallet, outputs: Vec<Output>) -> Result<Certificate, ClientError> {
+        let _lock = tokio::task::block_in_place(|| wallet.lock())?;
+        if let Some(pending) = wallet.pending()? {
+            self.finish(wallet, pending).await?;
+        }
+        for _ in 0..3 {
+            let state = self.balance(wallet.address()).await?;
+            if let Some(theirs) = state.pending.filter(|p| p.transfer.nonce == state.nonce + 1) {
+                // Replicas promised a transfer of this account that this wallet does not know
+                // (made elsewhere, or its folder lost): it comes first.
+                self.finish(wallet, theirs).await?;
+                continue;
+            }
+            let signed = wallet.key.sign(state.nonce + 1, outputs.clone());
+            signed.verify().map_err(ClientError::Ledger)?;
+            wallet.set_pending(Some(&signed))?;
+            match self.certify(&signed).await {
+                Ok(cert) => {
+                    self.confirm(&cert).await?;
+                    wallet.set_pending(None)?;
+                    return Ok(cert);
+                }
+                Err(Uncertified { signed: 0, conflict, reasons }) => {
+                    wallet.set_pending(None)?;
+                    match conflict {
+                        // A transfer of ours at this nonce that we no longer had: finish it,
+                        // then try ours again at the next nonce.
+                        Some(theirs) => self.finish(wallet, theirs).await?,
+                        None => return Err(uncertified_error(0, reasons)),
+                    }
+                }
+                // Some replicas promised it: it stays pending, and the next payment finishes it.
+                Err(Uncertified { signed, reasons, .. }) => return Err(uncertified_error(signed, reasons)),
+            }
+        }
+        Err(ClientError::Wallet("the account's replicas keep disagreeing on its next nonce; try again".into()))
+    }
+
+    /// Certifies and stores a transfer already signed (pending from an earlier payment).
+    async fn finish(&self, wallet: &Wallet, signed: SignedTransfer) -> Result<(), ClientError> {
+        if signed.transfer.from != wallet.key.public_key() || signed.verify().is_err() {
+            wallet.set_pending(None)?;
+            return Ok(());
+        }
+        wallet.set_pending(Some(&signed))?;
+        match self.certify(&signed).await {
+            Ok(cert) => self.confirm(&cert).await?,
+            Err(Uncertified { signed: 0, .. }) => {} // no replica promised it: drop it
+            Err(Uncertified { signed, reasons, .. }) => return Err(uncertified_error(signed, reasons)),
+        }
+        wallet.set_pending(None)
+    }
+
+    /// Asks every replica of the paying account to sign; aggregates a quorum.
+    async fn certify(&self, signed: &SignedTransfer) -> Result<Certificate, Uncertified> {
+        let from = signed.transfer.from_address();
+        let id = signed.transfer.id();
+        let group = self.closest_vaults(from, usize::from(REPLICAS)).await.map_err(|e| Uncertified {
+            signed: 0,
+            conflict: None,
+            reasons: vec![e.to_string()],
+        })?;
+        let ask = |vault: PeerId, attempt: u32| {
+            let node = self.node().clone();
+            let signed = signed.clone();
+            async move {
+                if attempt > 1 {
+                    tokio::time::sleep(BACKOFF * (1 << (attempt - 2))).await;
+                }
+                (vault, attempt, node.request(vault, Request::Sign(signed)).await)
+            }
+        };
+        let mut asks: futures::stream::FuturesUnordered<_> = group.iter().map(|&v| ask(v, 1)).collect();
+        let mut shares = Vec::new();
+        let mut reasons = Vec::new();
+        let mut conflict = None;
+        while let Some((vault, attempt, answer)) = asks.next().await {
+            match answer {
+                Ok(Response::Signed(share)) if share.binding.peer == vault => shares.push((share.binding, share.signature)),
+                Err(e) if transient(&e) && attempt < ATTEMPTS_PER_VAULT => asks.push(ask(vault, attempt + 1)),
+                Err(e) => {
+                    if let Some(LedgerError::Conflict { promised, .. }) = ledger_error(&e) {
+                        if promised.transfer.from == signed.transfer.from && promised.verify().is_ok() {
+                            conflict = Some((**promised).clone());
+                        }
+                    }
+                    reasons.push(match ledger_error(&e) {
+                        Some(l) => l.to_string(),
+                        None => format!("{vault}: {e}"),
+                    });
+                }
+                Ok(other) => reasons.push(format!("{vault}: unexpected answer {other:?}")),
+            }
+        }
+        let signed_count = shares.len();
+        let fail = |reasons| Uncertified { signed: signed_count, conflict: None, reasons };
+        if shares.len() < QUORUM {
+            return Err(Uncertified { signed: signed_count, conflict, reasons });
+        }
+        // One pairing for all; only if that fails, one per share to find the bad ones.
+        let mut cache = BindingCache::default();
+        let cert = Certificate::aggregate(signed.clone(), shares.clone()).map_err(|e| fail(vec![e.to_string()]))?;
+        if cert.verify(&mut cache).is_ok() {
+            return Ok(cert);
+        }
+        let good: Vec<_> = shares
+            .into_iter()
+            .filter(|(b, s)| {
+                b.verify().is_ok()
+                    && kura_node::ledger::ReplicaSignature { binding: b.clone(), signature: s.clone() }.verify(&id)
+            })
+            .collect();
+        if good.len() < QUORUM {
+            return Err(fail(vec![format!("only {} of the signatures verify", good.len())]));
+        }
+        let cert = Certificate::aggregate(signed.clone(), good).map_err(|e| fail(vec![e.to_string()]))?;
+        cert.verify(&mut cache).map_err(|e| fail(vec![e.to_string()]))?;
+        Ok(cert)
+    }
+
+    /// Stores a certificate at the paying account and at every account it pays; each needs a
+    /// quorum of its group to store it (the rest catch up from them).
+    pub async fn confirm(&self, cert: &Certificate) -> Result<(), ClientError> {
+        let t = &cert.transfer.transfer;
+        let mut accounts = vec![t.from_address()];
+        for o in &t.outputs {
+            if !accounts.contains(&o.to) {
+                accounts.push(o.to);
+            }
+        }
+        let stores = accounts.into_iter().map(|account| async move {
+            let entry = Record::Transfer(Entry { account, certificate: cert.clone() });
+            (account, self.store_replicas(entry).await)
+        });
+        for (account, outcome) in futures::future::join_all(stores).await {
+            let outcome = outcome?;
+            if outcome.stored < QUORUM.min(outcome.group) {
+                return Err(ClientError::NotStored {
+                    what: format!("transfer at account {account}"),
+                    stored: outcome.stored,
+                    needed: QUORUM,
+                    detail: outcome.detail.join("; "),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// What the replicas of `account` agree on: the state at least [`AGREEING`] of them
+    /// report (the most advanced such, when replicas catching up lag behind).
+    pub async fn balance(&self, account: Address) -> Result<Balance, ClientError> {
+        let group = self.closest_vaults(account, usize::from(REPLICAS)).await?;
+        let asks = group.iter().map(|&v| self.ask_retrying(v, Request::Account(account)));
+        let mut votes: HashMap<(i128, u64), usize> = HashMap::new();
+        let mut answered = 0;
+        let mut pending = None;
+        for answer in futures::future::join_all(asks).await {
+            if let Ok(Response::Account(view)) = answer {
+                answered += 1;
+                *votes.entry((view.balance, view.nonce)).or_default() += 1;
+                if let Some(p) = view.pending {
+                    if account_of(&p) == account && p.verify().is_ok() {
+                        pending = Some(p);
+                    }
+                }
+            }
+        }
+        let needed = AGREEING.min(group.len());
+        votes
+            .into_iter()
+            .filter(|(_, n)| *n >= needed)
+            .max_by_key(|((_, nonce), n)| (*nonce, *n))
+            .map(|((balance, nonce), agreeing)| Balance { balance, nonce, agreeing, pending })
+            .ok_or_else(|| {
+                ClientError::Wallet(format!(
+                    "the replicas of account {account} do not agree on its balance ({answered} of {} answered); try again",
+                    group.len()
+                ))
+            })
+    }
+
+    /// Every transfer into or out of `account` that the replicas hold and whose certificate
+    /// verifies, oldest nonce first for debits (credits in id order).
+    pub async fn history(&self, account: Address) -> Result<Vec<Entry>, ClientError> {
+        let group = self.closest_vaults(account, usize::from(REPLICAS)).await?;
+        let mut found: BTreeMap<[u8; 32], Entry> = BTreeMap::new();
+        let mut cache = BindingCache::default();
+        for vault in group.into_iter().take(AGREEING) {
+            let mut after = None;
+            loop {
+                match self.ask_retrying(vault, Request::History { account, after }).await {
+                    Ok(Response::Entries { entries, more }) => {
+                        after = entries.last().map(|e| e.certificate.id());
+                        for e in entries {
+                            let id = e.certificate.id();
+                            if e.account == account && !found.contains_key(&id) && e.check_shape().is_ok() && e.certificate.verify(&mut cache).is_ok() {
+                                found.insert(id, e);
+                            }
+                        }
+                        if !more || after.is_none() {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let mut entries: Vec<Entry> = found.into_values().collect();
+        entries.sort_by_key(|e| (!e.is_debit(), e.certificate.transfer.transfer.nonce));
+        Ok(entries)
+    }
+
+    async fn ask_retrying(&self, vault: PeerId, request: Request) -> Result<Response, NodeError> {
+        let mut attempt = 1;
+        loop {
+            match self.node().request(vault, request.clone()).await {
+                Err(e) if transient(&e) && attempt < ATTEMPTS_PER_VAULT => {
+                    tokio::time::sleep(BACKOFF * (1 << (attempt - 1))).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Why a transfer was not certified.
+#[derive(Debug)]
+struct Uncertified {
+    /// Replicas that signed (and so promised it).
+    signed: usize,
+    /// An earlier transfer of the same account that a replica promised at this nonce.
+    conflict: Option<SignedTransfer>,
+    /// What the others said.
+    reasons: Vec<String>,
+}
+
+fn uncertified_error(signed: usize, reasons: Vec<String>) -> ClientError {
+    let mut counted: BTreeMap<String, usize> = BTreeMap::new();
+    for r in reasons {
+        *counted.entry(r).or_default() += 1;
+    }
+    let mut reasons: Vec<(String, usize)> = counted.into_iter().collect();
+    reasons.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let detail = reasons.into_iter().map(|(r, n)| format!("{r} ({n})")).collect::<Vec<_>>().join("; ");
+    ClientError::NotCertified { signed, needed: QUORUM, detail }
+}

@@ -1,0 +1,349 @@
+//! The reward ledger on real vault processes (10-vault testnets): payments move exact
+//! amounts; forged, zero, overflowing and unfunded transfers, certificates with too few or
+//! wrong signers, and replayed certificates are refused by every vault and change nothing;
+//! two conflicting transfers at one nonce are never both certified (50 rounds); and 1,000
+//! random transfers among 20 accounts while 3 vaults stop and 3 join conserve the supply,
+//! every account's replicas agreeing on its balance.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kura_client::wallet::AGREEING;
+use kura_client::{ClientError, Wallet};
+use kura_node::ledger::{
+    Binding, Certificate, Entry, LedgerError, Output, SignedTransfer, WalletKey, QUORUM,
+};
+use kura_node::wire::{RemoteError, Request, Response};
+use kura_node::{Address, NodeError, PeerId, Record, RecordError, REPLICAS};
+use kura_testnet::GENESIS_SUPPLY;
+use rand::{Rng, SeedableRng};
+
+mod common;
+use common::{rt, Net};
+
+fn pay(to: Address, amount: u64) -> Output {
+    Output { to, amount, memo: [0; 32] }
+}
+
+fn wallet_in(dir: &std::path::Path) -> Wallet {
+    Wallet::open(dir, WalletKey::random()).unwrap()
+}
+
+/// What one vault answered, as a ledger refusal if it was one.
+fn refusal(answer: &Result<Response, NodeError>) -> Option<LedgerError> {
+    match answer {
+        Err(NodeError::Remote { error: RemoteError::Refused(RecordError::Ledger(e)), .. }) => Some(e.clone()),
+        _ => None,
+    }
+}
+
+/// Asks each of `vaults` to sign; returns the shares of those that did.
+async fn ask_signatures(client: &kura_client::Client, vaults: &[PeerId], signed: &SignedTransfer) -> Vec<(Binding, Vec<u8>)> {
+    let asks = vaults.iter().map(|&v| client.node().request(v, Request::Sign(signed.clone())));
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter_map(|a| match a {
+            Ok(Response::Signed(s)) => Some((s.binding, s.signature)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sends `record` to every vault of its account's group; returns their answers.
+async fn put_everywhere(client: &kura_client::Client, record: Record) -> Vec<Result<Response, NodeError>> {
+    let group = client.closest_vaults(record.key().address, usize::from(REPLICAS)).await.unwrap();
+    let puts = group.iter().map(|&v| client.node().request(v, Request::PutRecord(record.clone())));
+    futures::future::join_all(puts).await
+}
+
+/// Every running vault's view of `account`: (balance, nonce) per vault of its current group.
+async fn replica_views(client: &kura_client::Client, account: Address) -> Vec<(i128, u64)> {
+    let group = client.closest_vaults(account, usize::from(REPLICAS)).await.unwrap();
+    let asks = group.iter().map(|&v| client.node().request(v, Request::Account(account)));
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter_map(|a| match a {
+            Ok(Response::Account(v)) => Some((v.balance, v.nonce)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The most replicas of the current group that agree on one (balance, nonce), and it.
+async fn agreement(client: &kura_client::Client, account: Address) -> (usize, (i128, u64)) {
+    let mut votes: HashMap<(i128, u64), usize> = HashMap::new();
+    for v in replica_views(client, account).await {
+        *votes.entry(v).or_default() += 1;
+    }
+    votes.into_iter().map(|(v, n)| (n, v)).max().unwrap_or((0, (0, 0)))
+}
+
+#[test]
+fn payments_move_exact_amounts_and_bad_transfers_change_nothing() {
+    let net = Net::up(10, 1 << 30);
+    let rt = rt();
+    let dirs = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let client = net.connect().await;
+        let faucet = net.faucet();
+        let alice = wallet_in(&dirs.path().join("alice"));
+        let bob = wallet_in(&dirs.path().join("bob"));
+        client.pay(&faucet, vec![pay(alice.address(), 1000)]).await.unwrap();
+        client.pay(&alice, vec![pay(bob.address(), 300)]).await.unwrap();
+        let cert = client.pay(&alice, vec![pay(bob.address(), 1), pay(faucet.address(), 2)]).await.unwrap();
+        let (c, addrs) = (&client, [alice.address(), bob.address(), faucet.address()]);
+        let expect = |a: i128, b: i128, g: i128| async move {
+            for (who, address, want) in [("alice", addrs[0], a), ("bob", addrs[1], b), ("faucet", addrs[2], g)] {
+                assert_eq!(c.balance(address).await.unwrap().balance, want, "{who}");
+            }
+        };
+        let genesis = i128::from(GENESIS_SUPPLY);
+        expect(697, 301, genesis - 1000 + 2).await;
+        let state = client.balance(alice.address()).await.unwrap();
+        assert_eq!(state.nonce, 2);
+        assert!(state.agreeing >= QUORUM, "every replica that answered agrees: {state:?}");
+
+        let group = client.closest_vaults(alice.address(), usize::from(REPLICAS)).await.unwrap();
+        let sign_everywhere = |signed: SignedTransfer| {
+            let group = group.clone();
+            let client = client.clone();
+            async move {
+                let asks = group.iter().map(|&v| client.node().request(v, Request::Sign(signed.clone())));
+                futures::future::join_all(asks).await
+            }
+        };
+
+        // A transfer out of Alice's account signed by Bob's key.
+        let mut forged = bob.key().sign(3, vec![pay(bob.address(), 500)]);
+        forged.transfer.from = alice.key().public_key();
+        for a in sign_everywhere(forged).await {
+            assert_eq!(refusal(&a), Some(LedgerError::BadOwnerSignature), "{a:?}");
+        }
+        // Zero and overflowing amounts: the client refuses to send them, and so does every
+        // vault that is sent them anyway.
+        for (outputs, why) in [
+            (vec![pay(bob.address(), 0)], LedgerError::ZeroAmount),
+            (vec![pay(bob.address(), u64::MAX), pay(bob.address(), 2)], LedgerError::Overflow),
+        ] {
+            assert!(matches!(client.pay(&alice, outputs.clone()).await, Err(ClientError::Ledger(ref e)) if *e == why));
+            for a in sign_everywhere(alice.key().sign(3, outputs)).await {
+                assert_eq!(refusal(&a), Some(why.clone()), "{a:?}");
+            }
+        }
+        // More than the balance.
+        match client.pay(&alice, vec![pay(bob.address(), 698)]).await {
+            Err(ClientError::NotCertified { signed: 0, detail, .. }) => {
+                assert!(detail.contains("insufficient funds: balance 697"), "{detail}")
+            }
+            other => panic!("an unfunded transfer: {other:?}"),
+        }
+        // A nonce already spent.
+        for a in sign_everywhere(alice.key().sign(2, vec![pay(bob.address(), 1)])).await {
+            assert!(matches!(refusal(&a), Some(LedgerError::WrongNonce { expected: 3, got: 2 })), "{a:?}");
+        }
+        // A replayed certificate: every replica of both accounts already applied it.
+        for account in [alice.address(), bob.address()] {
+            let record = Record::Transfer(Entry { account, certificate: cert.clone() });
+            for a in put_everywhere(&client, record).await {
+                assert!(matches!(refusal(&a), Some(LedgerError::AlreadyApplied(_))), "{a:?}");
+            }
+        }
+        // A certificate of five real signatures, one short of the quorum.
+        let t = alice.key().sign(3, vec![pay(bob.address(), 600)]);
+        let five = ask_signatures(&client, &group[..5], &t).await;
+        assert_eq!(five.len(), 5);
+        let short = Certificate::aggregate(t.clone(), five).unwrap();
+        for account in [alice.address(), bob.address()] {
+            for a in put_everywhere(&client, Record::Transfer(Entry { account, certificate: short.clone() })).await {
+                assert_eq!(refusal(&a), Some(LedgerError::TooFewSigners { got: 5, need: QUORUM }), "{a:?}");
+            }
+        }
+        // Six well-formed signers that are not the account's replicas (keys of the attacker's
+        // own, bound to peer ids of its own).
+        let strangers: Vec<(Binding, Vec<u8>)> = (0..QUORUM)
+            .map(|_| {
+                let key = WalletKey::random();
+                (key.bind(&kura_node::Keypair::generate_ed25519()), key.sign_replica(&t.transfer.id()))
+            })
+            .collect();
+        let fake = Certificate::aggregate(t.clone(), strangers).unwrap();
+        fake.verify(&mut Default::default()).expect("well formed: only who signed is wrong");
+        for a in put_everywhere(&client, Record::Transfer(Entry { account: bob.address(), certificate: fake })).await {
+            assert!(matches!(refusal(&a), Some(LedgerError::UnknownSigners(_))), "{a:?}");
+        }
+        // The five replicas that signed promised nonce 3 to that transfer; another transfer
+        // at nonce 3 is refused by them with it. (Not sent to the other three: an owner who
+        // gets two transfers at one nonce signed by replicas that add up to more than
+        // `n − q` locks the account for good, as in FastPay.)
+        let other = alice.key().sign(3, vec![pay(bob.address(), 5)]);
+        let asks = group[..5].iter().map(|&v| client.node().request(v, Request::Sign(other.clone())));
+        let answers = futures::future::join_all(asks).await;
+        let conflicts = answers.iter().filter(|a| matches!(refusal(a), Some(LedgerError::Conflict { nonce: 3, .. }))).count();
+        assert_eq!(conflicts, 5, "{answers:?}");
+        expect(697, 301, genesis - 1000 + 2).await;
+
+        // Alice's wallet finishes the promised transfer before its own next one.
+        client.pay(&alice, vec![pay(bob.address(), 7)]).await.unwrap();
+        expect(697 - 600 - 7, 301 + 600 + 7, genesis - 1000 + 2).await;
+        client.close().await;
+    });
+}
+
+#[test]
+fn two_transfers_at_one_nonce_are_never_both_certified() {
+    let net = Net::up(10, 1 << 30);
+    let rt = rt();
+    let dirs = tempfile::tempdir().unwrap();
+    const ROUNDS: usize = 50;
+    const FUNDS: u64 = 1000;
+    rt.block_on(async {
+        let client = net.connect().await;
+        let spenders: Vec<Wallet> = (0..ROUNDS).map(|i| wallet_in(&dirs.path().join(format!("s{i}")))).collect();
+        // One transfer of fifty outputs funds them all.
+        client.pay(&net.faucet(), spenders.iter().map(|w| pay(w.address(), FUNDS)).collect()).await.unwrap();
+        let (x, y) = (WalletKey::random().address(), WalletKey::random().address());
+        let mut certified_rounds = 0;
+        for (round, w) in spenders.iter().enumerate() {
+            let group = client.closest_vaults(w.address(), usize::from(REPLICAS)).await.unwrap();
+            // Both spend the whole balance, so two certificates would leave it negative.
+            let t1 = w.key().sign(1, vec![pay(x, FUNDS)]);
+            let t2 = w.key().sign(1, vec![pay(y, FUNDS)]);
+            // Even rounds: each to one half of the replicas. Odd rounds: both to every
+            // replica at the same moment, racing.
+            let (to1, to2) = match round % 2 {
+                0 => (group[..4].to_vec(), group[4..].to_vec()),
+                _ => (group.clone(), group.clone()),
+            };
+            let (s1, s2) = tokio::join!(ask_signatures(&client, &to1, &t1), ask_signatures(&client, &to2, &t2));
+            let mut certs = Vec::new();
+            for (t, shares) in [(&t1, s1), (&t2, s2)] {
+                if shares.len() >= QUORUM {
+                    let c = Certificate::aggregate(t.clone(), shares).unwrap();
+                    c.verify(&mut Default::default()).unwrap();
+                    certs.push(c);
+                }
+            }
+            assert!(certs.len() <= 1, "round {round}: both transfers certified");
+            if let Some(c) = certs.pop() {
+                certified_rounds += 1;
+                client.confirm(&c).await.unwrap();
+            }
+            let b = client.balance(w.address()).await.unwrap();
+            assert!(b.balance == 0 || b.balance == i128::from(FUNDS), "round {round}: balance {}", b.balance);
+            // Asked again, all together, each replica still refuses the transfer it did not
+            // promise: neither can be certified later.
+            let (s1, s2) = tokio::join!(ask_signatures(&client, &group, &t1), ask_signatures(&client, &group, &t2));
+            assert!(s1.len() < QUORUM || s2.len() < QUORUM, "round {round}: {} and {} signatures", s1.len(), s2.len());
+        }
+        let paid = client.balance(x).await.map(|b| b.balance).unwrap_or(0) + client.balance(y).await.map(|b| b.balance).unwrap_or(0);
+        assert_eq!(paid, i128::from(FUNDS) * certified_rounds, "only certified transfers were paid");
+        eprintln!("{ROUNDS} rounds: {certified_rounds} certified one transfer, none both");
+        client.close().await;
+    });
+}
+
+#[test]
+fn random_transfers_through_churn_conserve_the_supply() {
+    let net = Net::up(10, 1 << 30);
+    let rt = rt();
+    let dirs = tempfile::tempdir().unwrap();
+    const ACCOUNTS: usize = 20;
+    const TRANSFERS: usize = 1000;
+    rt.block_on(async {
+        let client = net.connect().await;
+        let faucet = net.faucet();
+        let wallets: Vec<Wallet> = (0..ACCOUNTS).map(|i| wallet_in(&dirs.path().join(format!("w{i}")))).collect();
+        let addresses: Vec<Address> = wallets.iter().map(|w| w.address()).collect();
+        client.pay(&faucet, addresses.iter().map(|a| pay(*a, 1_000_000)).collect()).await.unwrap();
+        let started = Instant::now();
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let retries = std::sync::atomic::AtomicUsize::new(0);
+        let churn = async {
+            let wait_for = |n: usize| {
+                let done = &done;
+                async move {
+                    while done.load(std::sync::atomic::Ordering::Relaxed) < n {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            };
+            wait_for(TRANSFERS / 4).await;
+            let victims = net.net.pick_running(3).unwrap();
+            net.net.kill(&victims, true).unwrap();
+            eprintln!("stopped vaults {victims:?} after {} transfers", done.load(std::sync::atomic::Ordering::Relaxed));
+            wait_for(TRANSFERS / 2).await;
+            let added = net.net.add(3, 1 << 30).unwrap();
+            eprintln!("added vaults {added:?} after {} transfers", done.load(std::sync::atomic::Ordering::Relaxed));
+        };
+        let payers = wallets.iter().enumerate().map(|(i, w)| {
+            let client = client.clone();
+            let addresses = &addresses;
+            let (done, retries) = (&done, &retries);
+            async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64);
+                for _ in 0..TRANSFERS / ACCOUNTS {
+                    let mut to = addresses[rng.gen_range(0..ACCOUNTS)];
+                    while to == w.address() {
+                        to = addresses[rng.gen_range(0..ACCOUNTS)];
+                    }
+                    let amount = rng.gen_range(1..=1000);
+                    let mut attempt = 0;
+                    loop {
+                        match client.pay(w, vec![pay(to, amount)]).await {
+                            Ok(_) => break,
+                            Err(e) => {
+                                attempt += 1;
+                                retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                assert!(attempt < 20, "a transfer failed 20 times: {e}");
+                                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                            }
+                        }
+                    }
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        tokio::join!(futures::future::join_all(payers), churn);
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{TRANSFERS} transfers in {secs:.1} s ({:.0}/s) with {} retries",
+            TRANSFERS as f64 / secs,
+            retries.load(std::sync::atomic::Ordering::Relaxed)
+        );
+
+        // Every account's current group catches up; then a quorum agrees, and the balances
+        // add up to the supply.
+        let mut all = addresses.clone();
+        all.push(faucet.address());
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let mut total = 0i128;
+            let mut short = Vec::new();
+            for a in &all {
+                let (agree, (balance, _)) = agreement(&client, *a).await;
+                if agree < QUORUM {
+                    short.push(format!("{a}: {:?}", replica_views(&client, *a).await));
+                }
+                assert!(balance >= 0, "{a}: negative balance {balance}");
+                total += balance;
+            }
+            if short.is_empty() {
+                assert_eq!(total, i128::from(GENESIS_SUPPLY), "the supply is conserved");
+                break;
+            }
+            assert!(Instant::now() < deadline, "replicas never agreed: {short:?}");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        // And what the client believes (f + 1 agreeing) is the same.
+        let mut total = 0i128;
+        for a in &all {
+            let b = client.balance(*a).await.unwrap();
+            assert!(b.agreeing >= AGREEING);
+            total += b.balance;
+        }
+        assert_eq!(total, i128::from(GENESIS_SUPPLY));
+        client.close().await;
+    });
+}

@@ -1,0 +1,516 @@
+//! The vault as a replica of the reward ledger (rules in `kura_types::ledger`).
+//!
+//! A vault in an account's close group signs transfers out of it, one per nonce: the promise
+//! is written to disk (fsynced) before the signature leaves, so a restart never makes it sign
+//! a second transfer at a nonce. It admits a certified transfer only when the certificate
+//! verifies and its signers are among the vaults closest to the paying account as this vault
+//! sees them (or, for an old transfer whose signers have left, when `f + 1` members of the
+//! account's group hold it, so that at least one honest vault vouches for it). An account's
+//! group keeps its entries in step with [`Vault::repair_account`]: each member lists the ids
+//! it holds, and missing entries are fetched and pushed, each checked on arrival.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use kura_node::ledger::{
+    AccountView, Binding, BindingCache, Entry, LedgerError, ReplicaSignature, SignedTransfer, Summary, WalletKey, QUORUM,
+};
+use kura_node::wire::{RemoteError, Request, Response, HISTORY_PAGE, PAGE};
+use kura_node::{Address, NodeError, PeerId, Record, RecordError, RecordKey, RecordKind};
+use tracing::{debug, error};
+
+use crate::server::Vault;
+
+/// File of the vault's BLS key (its replica and earnings key) in its root.
+pub const BLS_KEY_FILE: &str = "ledger.key";
+
+/// Group members that must hold an entry whose signers this vault cannot place: one more
+/// than the dishonest members a quorum tolerates.
+const VOUCHERS: usize = kura_node::REPLICAS as usize - QUORUM + 1;
+
+/// Accounts caught up on at once.
+const MAX_CATCHING_UP: usize = 16;
+
+/// A replica's ledger state.
+pub(crate) struct Ledger {
+    key: WalletKey,
+    binding: Binding,
+    genesis: Option<(Address, u64)>,
+    cache: Mutex<BindingCache>,
+    /// Summaries of the accounts whose entries this vault holds, built on first use.
+    summaries: Mutex<HashMap<Address, Summary>>,
+    /// The last transfer signed for each account (also on disk under `promises`).
+    promises: Mutex<HashMap<Address, SignedTransfer>>,
+    /// Where promises are written; `None` for a memory-only vault.
+    dir: Option<PathBuf>,
+    /// Locks that make signing and storing at one account take turns (an account hashes to
+    /// one of them): a payee credited by many payers at once queues, it does not refuse.
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Accounts being caught up on (bounded: a flood of refused transfers starts few).
+    catching_up: Mutex<HashSet<Address>>,
+    /// Counters.
+    pub(crate) stats: LedgerStats,
+}
+
+/// Ledger counters.
+#[derive(Debug, Default)]
+pub(crate) struct LedgerStats {
+    /// Transfers signed.
+    pub signed: AtomicU64,
+    /// Signatures refused.
+    pub refused: AtomicU64,
+    /// Entries admitted.
+    pub applied: AtomicU64,
+    /// Certified transfers refused because another held the nonce.
+    pub double_spends: AtomicU64,
+    /// Units earned for storing shards.
+    pub earned: AtomicU64,
+}
+
+impl Ledger {
+    /// The ledger state of a vault with BLS key `key`, bound to `keypair`'s peer id.
+    pub(crate) fn new(key: WalletKey, keypair: &kura_node::Keypair, genesis: Option<(Address, u64)>, dir: Option<PathBuf>) -> Ledger {
+        let binding = key.bind(keypair);
+        Ledger {
+            key,
+            binding,
+            genesis,
+            cache: Mutex::default(),
+            summaries: Mutex::default(),
+            promises: Mutex::default(),
+            dir,
+            catching_up: Mutex::default(),
+            stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
+            stats: LedgerStats::default(),
+        }
+    }
+
+    /// The vault's account (its earnings).
+    pub(crate) fn account(&self) -> Address {
+        self.binding.account()
+    }
+
+    fn promise_path(&self, account: &Address) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(format!("{}.promise", hex::encode(account.0))))
+    }
+
+    /// Holds the account's turn until dropped.
+    pub(crate) async fn turn(&self, account: &Address) -> tokio::sync::MutexGuard<'_, ()> {
+        self.stripes[usize::from(account.0[0])].lock().await
+    }
+
+    fn forget(&self, account: &Address) {
+        lock(&self.summaries).remove(account);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn refused(e: LedgerError) -> RemoteError {
+    RemoteError::Refused(RecordError::Ledger(e))
+}
+
+fn internal(e: impl std::fmt::Display) -> RemoteError {
+    RemoteError::Internal(e.to_string())
+}
+
+impl Vault {
+    /// The account's summary as this vault holds it.
+    async fn summary(&self, account: Address) -> Result<Summary, RemoteError> {
+        if let Some(s) = lock(&self.ledger().summaries).get(&account) {
+            return Ok(s.clone());
+        }
+        let genesis = self.ledger().genesis.filter(|(a, _)| *a == account).map_or(0, |(_, s)| s);
+        let keys = self.store().keys_at(RecordKind::Transfer, &account);
+        let records = self.read_records(keys).await.map_err(internal)?;
+        let mut summary = Summary::new(genesis);
+        for r in records {
+            if let Record::Transfer(e) = r {
+                if let Err(err) = summary.apply(&e) {
+                    error!(%account, error = %err, "two certified transfers share a nonce");
+                }
+            }
+        }
+        if summary.entries > 0 || genesis > 0 {
+            lock(&self.ledger().summaries).insert(account, summary.clone());
+        }
+        Ok(summary)
+    }
+
+    fn promise(&self, account: &Address) -> Option<SignedTransfer> {
+        if let Some(p) = lock(&self.ledger().promises).get(account) {
+            return Some(p.clone());
+        }
+        let bytes = std::fs::read(self.ledger().promise_path(account)?).ok()?;
+        let promise: SignedTransfer = postcard::from_bytes(&bytes).ok()?;
+        lock(&self.ledger().promises).insert(*account, promise.clone());
+        Some(promise)
+    }
+
+    /// Writes the promise durably: temporary file, fsync, rename, folder fsync.
+    async fn keep_promise(&self, account: Address, signed: &SignedTransfer) -> Result<(), RemoteError> {
+        if let Some(path) = self.ledger().promise_path(&account) {
+            let bytes = postcard::to_stdvec(signed).map_err(internal)?;
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+                std::fs::create_dir_all(&dir)?;
+                let tmp = path.with_extension("tmp");
+                {
+                    use std::io::Write;
+                    let mut f = std::fs::File::create(&tmp)?;
+                    f.write_all(&bytes)?;
+                    f.sync_all()?;
+                }
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(&dir)?.sync_all()
+            })
+            .await
+            .map_err(internal)?
+            .map_err(|e| internal(format!("writing a promise: {e}")))?;
+        }
+        lock(&self.ledger().promises).insert(account, signed.clone());
+        Ok(())
+    }
+
+    /// Signs a transfer out of an account this vault is a replica of, if the rules allow.
+    pub(crate) async fn sign_transfer(&self, signed: SignedTransfer) -> Result<Response, RemoteError> {
+        let result = self.try_sign(signed).await;
+        let counter = match &result {
+            Ok(_) => &self.ledger().stats.signed,
+            Err(_) => &self.ledger().stats.refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn try_sign(&self, signed: SignedTransfer) -> Result<Response, RemoteError> {
+        let check = signed.clone();
+        let total = tokio::task::spawn_blocking(move || check.verify()).await.map_err(internal)?.map_err(refused)?;
+        let account = signed.transfer.from_address();
+        self.responsible(account, usize::from(kura_node::REPLICAS)).await?;
+        let _turn = self.ledger().turn(&account).await;
+        let summary = self.summary(account).await?;
+        let promise = self.promise(&account);
+        if let Err(e) = summary.may_sign(promise.as_ref(), &signed, total) {
+            if matches!(e, LedgerError::Behind | LedgerError::WrongNonce { .. } | LedgerError::InsufficientFunds { .. })
+                && (e == LedgerError::Behind || summary.nonce() < signed.transfer.nonce)
+            {
+                // Perhaps this vault missed transfers: look, in the background.
+                let started = {
+                    let mut c = lock(&self.ledger().catching_up);
+                    c.len() < MAX_CATCHING_UP && c.insert(account)
+                };
+                if started {
+                    let vault = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = vault.repair_account(account).await {
+                            debug!(%account, error = %e, "catching up failed");
+                        }
+                        lock(&vault.ledger().catching_up).remove(&account);
+                    });
+                }
+            }
+            return Err(refused(e));
+        }
+        if promise.as_ref() != Some(&signed) {
+            self.keep_promise(account, &signed).await?;
+        }
+        let signature = self.ledger().key.sign_replica(&signed.transfer.id());
+        Ok(Response::Signed(ReplicaSignature { binding: self.ledger().binding.clone(), signature }))
+    }
+
+    /// Checks a certified transfer before it is stored: the certificate, who signed it, and
+    /// that it is no second transfer at a nonce. Called with the account's address locked.
+    pub(crate) async fn admit_entry(&self, entry: &Entry) -> Result<(), RemoteError> {
+        let vault = self.clone();
+        let cert = entry.certificate.clone();
+        tokio::task::spawn_blocking(move || cert.verify(&mut lock(&vault.ledger().cache)))
+            .await
+            .map_err(internal)?
+            .map_err(refused)?;
+        let from = entry.certificate.transfer.transfer.from_address();
+        let me = self.node().peer_id();
+        let window = 2 * usize::from(kura_node::REPLICAS) + self.config().spare_candidates;
+        let near: HashSet<PeerId> = self.node().local_closest(from, window).await.map_err(internal)?.into_iter().collect();
+        let strangers: Vec<PeerId> =
+            entry.certificate.signer_peers().into_iter().filter(|p| *p != me && !near.contains(p)).collect();
+        if !strangers.is_empty() && self.vouchers(entry).await < VOUCHERS {
+            return Err(refused(LedgerError::UnknownSigners(strangers)));
+        }
+        let mut summary = self.summary(entry.account).await?;
+        if let Err(e) = summary.apply(entry) {
+            if let LedgerError::DoubleSpend(nonce) = e {
+                self.ledger().stats.double_spends.fetch_add(1, Ordering::Relaxed);
+                error!(account = %entry.account, nonce, "a second certified transfer at one nonce refused");
+            }
+            return Err(refused(e));
+        }
+        Ok(())
+    }
+
+    /// How many other members of the entry's account group hold this very entry.
+    async fn vouchers(&self, entry: &Entry) -> usize {
+        let key = entry.key();
+        let me = self.node().peer_id();
+        let Ok(group) = self.node().local_closest(entry.account, usize::from(kura_node::REPLICAS)).await else { return 0 };
+        let asks = group.into_iter().filter(|p| *p != me).map(|peer| self.ask(peer, Request::GetRecord(key)));
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter(|a| matches!(a, Ok(Response::Record(Some(Record::Transfer(e)))) if e == entry))
+            .count()
+    }
+
+    /// Counts a stored entry in its account's summary.
+    pub(crate) fn entry_stored(&self, entry: &Entry) {
+        self.ledger().stats.applied.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = lock(&self.ledger().summaries).get_mut(&entry.account) {
+            let _ = s.apply(entry);
+        }
+    }
+
+    /// Forgets the summary of an account one of whose entries left the store.
+    pub(crate) fn entry_gone(&self, key: &RecordKey) {
+        if key.kind == RecordKind::Transfer {
+            self.ledger().forget(&key.address);
+        }
+    }
+
+    /// What this vault holds of an account.
+    pub(crate) async fn account_view(&self, account: Address) -> Result<Response, RemoteError> {
+        let s = self.summary(account).await?;
+        Ok(Response::Account(AccountView {
+            account,
+            balance: s.balance(),
+            nonce: s.nonce(),
+            entries: s.entries,
+            behind: s.has_gap(),
+            pending: self.promise(&account).filter(|p| p.transfer.nonce > s.nonce()),
+        }))
+    }
+
+    fn ids_after(&self, account: &Address, after: Option<[u8; 32]>) -> Vec<RecordKey> {
+        let mut keys: Vec<RecordKey> = self
+            .store()
+            .keys_at(RecordKind::Transfer, account)
+            .into_iter()
+            .filter(|k| after.is_none_or(|a| k.id > a))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// A page of the ids of the transfers held at an account.
+    pub(crate) fn entry_ids(&self, account: Address, after: Option<[u8; 32]>) -> Response {
+        let keys = self.ids_after(&account, after);
+        Response::Ids { more: keys.len() > PAGE, ids: keys.into_iter().take(PAGE).map(|k| k.id).collect() }
+    }
+
+    /// A page of the transfers held at an account.
+    pub(crate) async fn history(&self, account: Address, after: Option<[u8; 32]>) -> Result<Response, RemoteError> {
+        let keys = self.ids_after(&account, after);
+        let more = keys.len() > HISTORY_PAGE;
+        let records = self.read_records(keys.into_iter().take(HISTORY_PAGE).collect()).await.map_err(internal)?;
+        let entries = records
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Transfer(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        Ok(Response::Entries { entries, more })
+    }
+
+    /// Every id a peer holds at an account (all pages), or `None` if it did not answer.
+    async fn peer_ids(&self, peer: PeerId, account: Address) -> Option<HashSet<[u8; 32]>> {
+        let mut ids = HashSet::new();
+        let mut after = None;
+        loop {
+            match self.ask(peer, Request::EntryIds { account, after }).await {
+                Ok(Response::Ids { ids: page, more }) => {
+                    after = page.last().copied();
+                    ids.extend(page);
+                    if !more || after.is_none() {
+                        return Some(ids);
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Brings an account's group in step: lists what each member holds, fetches the entries
+    /// this vault lacks (checked as any other), pushes those a member lacks when this vault
+    /// is the one chosen to, and drops its own copies once it is out of the group and the
+    /// group holds them.
+    pub(crate) async fn repair_account(&self, account: Address) -> Result<(), NodeError> {
+        let me = self.node().peer_id();
+        let n = usize::from(kura_node::REPLICAS);
+        let candidates = self.node().local_closest(account, n + self.config().spare_candidates).await?;
+        let asked = futures::future::join_all(
+            candidates.iter().filter(|p| **p != me).map(|&p| async move { (p, self.peer_ids(p, account).await) }),
+        )
+        .await;
+        let mut held: HashMap<PeerId, HashSet<[u8; 32]>> = asked.into_iter().filter_map(|(p, ids)| Some((p, ids?))).collect();
+        held.insert(me, self.ids_after(&account, None).into_iter().map(|k| k.id).collect());
+        let group: Vec<PeerId> = candidates.iter().filter(|p| held.contains_key(p)).take(n).copied().collect();
+        for action in plan_entries(me, &account, &group, &held) {
+            match action {
+                EntryAction::Fetch { id, from } => {
+                    let key = RecordKey { kind: RecordKind::Transfer, address: account, id };
+                    if let Ok(Response::Record(Some(record))) = self.ask(from, Request::GetRecord(key)).await {
+                        if record.validate_for(&key).is_ok() {
+                            if let Err(e) = self.put_record(record).await {
+                                debug!(%key, error = %e, "a fetched transfer was refused");
+                            }
+                        }
+                    }
+                }
+                EntryAction::Push { id, to } => {
+                    let key = RecordKey { kind: RecordKind::Transfer, address: account, id };
+                    let Ok(Some(record)) = self.read_record(key).await else { continue };
+                    for peer in to {
+                        match self.ask(peer, Request::PutRecord(record.clone())).await {
+                            Ok(Response::Stored) => {
+                                self.repair_stats().replicas_sent.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => debug!(%key, %peer, answer = ?other, "transfer not taken"),
+                        }
+                    }
+                }
+                EntryAction::Drop { id } => {
+                    let key = RecordKey { kind: RecordKind::Transfer, address: account, id };
+                    self.release(key).await;
+                    self.repair_stats().handed_over.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a vault does for one entry of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryAction {
+    /// Fetch entry `id` from `from` (it is checked on arrival).
+    Fetch {
+        /// The entry.
+        id: [u8; 32],
+        /// A holder.
+        from: PeerId,
+    },
+    /// Send entry `id` to these group members.
+    Push {
+        /// The entry.
+        id: [u8; 32],
+        /// Members lacking it.
+        to: Vec<PeerId>,
+    },
+    /// Delete the local copy: the group holds it.
+    Drop {
+        /// The entry.
+        id: [u8; 32],
+    },
+}
+
+/// The entry actions of `me` for an account whose `group` (closest first, those that answered)
+/// holds `held` (every vault that answered, `me` included). A member in the group fetches
+/// what others hold and it lacks; for each entry, one holder (the group member first by
+/// rendezvous hashing, or any holder when no member has it) pushes it to members lacking it;
+/// a holder outside the group drops an entry once every member that answered holds it.
+pub fn plan_entries(
+    me: PeerId,
+    account: &Address,
+    group: &[PeerId],
+    held: &HashMap<PeerId, HashSet<[u8; 32]>>,
+) -> Vec<EntryAction> {
+    let empty = HashSet::new();
+    let mine = held.get(&me).unwrap_or(&empty);
+    let in_group = group.contains(&me);
+    let mut all: Vec<[u8; 32]> = held.values().flatten().copied().collect::<HashSet<_>>().into_iter().collect();
+    all.sort();
+    let mut actions = Vec::new();
+    for id in all {
+        let holds = |p: &PeerId| held.get(p).is_some_and(|s| s.contains(&id));
+        if !mine.contains(&id) {
+            if in_group {
+                if let Some(from) = group.iter().chain(held.keys()).find(|p| holds(p)) {
+                    actions.push(EntryAction::Fetch { id, from: *from });
+                }
+            }
+            continue;
+        }
+        let rank = |p: &&PeerId| crate::repair::rendezvous_id(account, &id, p);
+        let members: Vec<&PeerId> = group.iter().filter(|p| holds(p)).collect();
+        let coordinator = match members.is_empty() {
+            true => held.keys().filter(|p| holds(p)).max_by_key(rank),
+            false => members.into_iter().max_by_key(rank),
+        };
+        if coordinator == Some(&me) {
+            let to: Vec<PeerId> = group.iter().filter(|p| **p != me && !holds(p)).copied().collect();
+            if !to.is_empty() {
+                actions.push(EntryAction::Push { id, to });
+            }
+        }
+        if !in_group && !group.is_empty() && group.iter().all(|p| holds(p)) {
+            actions.push(EntryAction::Drop { id });
+        }
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers(n: usize) -> Vec<PeerId> {
+        (0..n).map(|_| PeerId::random()).collect()
+    }
+
+    #[test]
+    fn members_fetch_what_they_lack_one_holder_pushes_and_outsiders_drop_only_when_all_hold() {
+        let account = Address::random();
+        let g = peers(4);
+        let outsider = PeerId::random();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let mut held: HashMap<PeerId, HashSet<[u8; 32]>> = HashMap::new();
+        held.insert(g[0], [a, b].into());
+        held.insert(g[1], [a].into());
+        held.insert(g[2], HashSet::new());
+        held.insert(g[3], [a].into());
+        held.insert(outsider, [b].into());
+        // g[2] fetches both; g[1] fetches b.
+        let p2 = plan_entries(g[2], &account, &g, &held);
+        assert_eq!(p2.iter().filter(|a| matches!(a, EntryAction::Fetch { .. })).count(), 2);
+        assert!(plan_entries(g[1], &account, &g, &held).contains(&EntryAction::Fetch { id: b, from: g[0] }));
+        // Exactly one vault pushes each entry to each member lacking it.
+        for id in [a, b] {
+            for m in &g {
+                if held[m].contains(&id) {
+                    continue;
+                }
+                let pushers = g
+                    .iter()
+                    .chain([&outsider])
+                    .filter(|p| {
+                        plan_entries(**p, &account, &g, &held)
+                            .iter()
+                            .any(|x| matches!(x, EntryAction::Push { id: i, to } if *i == id && to.contains(m)))
+                    })
+                    .count();
+                assert_eq!(pushers, 1);
+            }
+        }
+        // The outsider keeps b until every member holds it.
+        assert!(!plan_entries(outsider, &account, &g, &held).contains(&EntryAction::Drop { id: b }));
+        for m in &g {
+            held.get_mut(m).unwrap().insert(b);
+        }
+        assert!(plan_entries(outsider, &account, &g, &held).contains(&EntryAction::Drop { id: b }));
+        assert!(plan_entries(outsider, &account, &[], &held).is_empty(), "no group answered: keep");
+    }
+}
