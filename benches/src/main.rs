@@ -18,6 +18,7 @@ use kura_testnet::{process, Testnet};
 mod audit;
 mod erasure;
 mod files;
+mod ledger;
 mod load;
 mod messaging;
 mod network;
@@ -112,6 +113,18 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         poll_ms: u64,
     },
+    /// Ledger: signing and certificate costs, certified transfers per second and latency.
+    Ledger {
+        /// Vaults.
+        #[arg(long, default_value_t = 10)]
+        nodes: usize,
+        /// Wallets paying at once.
+        #[arg(long, default_value_t = 16)]
+        payers: usize,
+        /// Transfers each.
+        #[arg(long, default_value_t = 25)]
+        each: usize,
+    },
     /// (internal) Run one client operation in this process, for RSS measurement.
     #[command(hide = true)]
     Client {
@@ -132,6 +145,7 @@ fn main() -> Result<()> {
     }
     // Keep the benchmark's testnets out of the user's latest-testnet pointer.
     std::env::set_var("XDG_DATA_HOME", std::env::temp_dir().join("kura-netbench-xdg"));
+    kura_node::init_logging("warn");
     match Cli::parse().command {
         Command::Network { nodes, lookups, idle } => network::run(nodes, lookups, idle),
         Command::Death { nodes, files } => network::death(nodes, files),
@@ -141,6 +155,7 @@ fn main() -> Result<()> {
         Command::Repair { nodes, files, file_mib } => repair::run(nodes, files, file_mib),
         Command::Pointers { nodes, sets, per_vault } => pointers::run(nodes, sets, per_vault),
         Command::Messaging { nodes, latency, burst, senders, poll_ms } => messaging::run(nodes, latency, burst, senders, poll_ms),
+        Command::Ledger { nodes, payers, each } => ledger::run(nodes, payers, each),
         Command::Client { op, peers, what, out } => files::client_op(&op, &peers, &what, out),
     }
 }

@@ -1,5 +1,6 @@
 //! A connection to the Kura network in Kademlia client mode.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,18 @@ impl Default for ClientConfig {
 pub struct Client {
     node: NodeHandle,
     pub(crate) config: Arc<ClientConfig>,
+    /// Close groups looked up lately (see [`Client::group`]).
+    groups: Arc<std::sync::Mutex<HashMap<Address, (Instant, Vec<PeerId>)>>>,
+    /// Vault key bindings and certificates verified already (each costs a pairing).
+    pub(crate) verified: Arc<std::sync::Mutex<kura_node::ledger::BindingCache>>,
 }
+
+/// How long a looked-up close group is reused: a payment asks one group three times in a
+/// few hundred milliseconds, and an iterative lookup costs more than the rest of it.
+const GROUP_TTL: Duration = Duration::from_secs(10);
+
+/// Close groups remembered at once.
+const GROUPS_KEPT: usize = 4096;
 
 impl Client {
     /// Joins the network through `peers` with default settings.
@@ -59,7 +71,7 @@ impl Client {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(Client { node, config: Arc::new(config) })
+        Ok(Client { node, config: Arc::new(config), groups: Default::default(), verified: Default::default() })
     }
 
     /// The client's settings.
@@ -75,6 +87,29 @@ impl Client {
     /// The `n` vaults closest to `target`, closest first.
     pub async fn closest_vaults(&self, target: Address, n: usize) -> Result<Vec<PeerId>, ClientError> {
         Ok(self.node.closest_vaults(target, n).await?)
+    }
+
+    /// The `n` (at most 16) vaults closest to `target`, as looked up within the last few
+    /// seconds, or looked up now. [`Client::forget_group`] drops one a vault of failed.
+    pub async fn group(&self, target: Address, n: usize) -> Result<Vec<PeerId>, ClientError> {
+        let wide = 2 * usize::from(kura_node::REPLICAS);
+        if let Some((at, group)) = self.groups.lock().unwrap_or_else(|e| e.into_inner()).get(&target) {
+            if at.elapsed() < GROUP_TTL && n <= wide {
+                return Ok(group.iter().take(n).copied().collect());
+            }
+        }
+        let group = self.node.closest_vaults(target, wide.max(n)).await?;
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if groups.len() >= GROUPS_KEPT {
+            groups.clear();
+        }
+        groups.insert(target, (Instant::now(), group.clone()));
+        Ok(group.into_iter().take(n).collect())
+    }
+
+    /// Forgets the group of `target`: one of its vaults failed, so the next use looks again.
+    pub fn forget_group(&self, target: &Address) {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner()).remove(target);
     }
 
     /// Asks a vault for its status.

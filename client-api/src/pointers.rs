@@ -74,7 +74,7 @@ impl Client {
     /// by the next one past the group.
     pub(crate) async fn store_replicas(&self, record: Record) -> Result<Replicas, ClientError> {
         let address = record.key().address;
-        let candidates = self.closest_vaults(address, 2 * usize::from(REPLICAS)).await?;
+        let candidates = self.group(address, 2 * usize::from(REPLICAS)).await?;
         let group = usize::from(REPLICAS).min(candidates.len());
         let mut out = Replicas { stored: 0, needed: group / 2 + 1, group, detail: Vec::new(), stale: None };
         let mut spares = candidates.iter().skip(group).copied();
@@ -108,6 +108,7 @@ impl Client {
                     return Err(ClientError::Refused(error.to_string()));
                 }
                 other => {
+                    self.forget_group(&address);
                     out.detail.push(format!("{vault}: {}", describe(other)));
                     // A vault that failed is replaced by the next one past the group.
                     if let Some(spare) = spares.next() {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 use kura_node::ledger::{
-    BindingCache, Certificate, Entry, LedgerError, Output, SignedTransfer, WalletKey, QUORUM,
+    Certificate, Entry, LedgerError, Output, SignedTransfer, WalletKey, QUORUM,
 };
 use kura_node::record::REPLICAS;
 use kura_node::wire::{RemoteError, Request, Response};
@@ -45,6 +45,9 @@ const LOCK_FILE: &str = "wallet.lock";
 pub struct Wallet {
     key: WalletKey,
     dir: PathBuf,
+    /// The nonce this wallet last spent, once it has paid: the next payment needs no read
+    /// of the balance first (a wrong guess is refused and read again).
+    spent: std::sync::Mutex<Option<u64>>,
 }
 
 /// An account's state, as a quorum of its replicas agree on it.
@@ -64,7 +67,7 @@ impl Wallet {
     /// The wallet of `key`, keeping its state in `dir` (created if needed).
     pub fn open(dir: &Path, key: WalletKey) -> Result<Wallet, ClientError> {
         std::fs::create_dir_all(dir).map_err(|e| ClientError::Io { path: dir.to_path_buf(), source: e })?;
-        Ok(Wallet { key, dir: dir.to_path_buf() })
+        Ok(Wallet { key, dir: dir.to_path_buf(), spent: Default::default() })
     }
 
     /// The wallet of a Kura home: its account's wallet key, or, for a home with no account,
@@ -166,20 +169,28 @@ impl Client {
             self.finish(wallet, pending).await?;
         }
         for _ in 0..3 {
-            let state = self.balance(wallet.address()).await?;
-            if let Some(theirs) = state.pending.filter(|p| p.transfer.nonce == state.nonce + 1) {
-                // Replicas promised a transfer of this account that this wallet does not know
-                // (made elsewhere, or its folder lost): it comes first.
-                self.finish(wallet, theirs).await?;
-                continue;
-            }
-            let signed = wallet.key.sign(state.nonce + 1, outputs.clone());
+            let known = wallet.spent.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let nonce = match known {
+                Some(n) => n,
+                None => {
+                    let state = self.balance(wallet.address()).await?;
+                    if let Some(theirs) = state.pending.filter(|p| p.transfer.nonce == state.nonce + 1) {
+                        // Replicas promised a transfer of this account that this wallet does
+                        // not know (made elsewhere, or its folder lost): it comes first.
+                        self.finish(wallet, theirs).await?;
+                        continue;
+                    }
+                    state.nonce
+                }
+            };
+            let signed = wallet.key.sign(nonce + 1, outputs.clone());
             signed.verify().map_err(ClientError::Ledger)?;
             wallet.set_pending(Some(&signed))?;
             match self.certify(&signed).await {
                 Ok(cert) => {
                     self.confirm(&cert).await?;
                     wallet.set_pending(None)?;
+                    *wallet.spent.lock().unwrap_or_else(|e| e.into_inner()) = Some(nonce + 1);
                     return Ok(cert);
                 }
                 Err(Uncertified { signed: 0, conflict, reasons }) => {
@@ -188,6 +199,8 @@ impl Client {
                         // A transfer of ours at this nonce that we no longer had: finish it,
                         // then try ours again at the next nonce.
                         Some(theirs) => self.finish(wallet, theirs).await?,
+                        // The nonce remembered may be stale: read the account and try again.
+                        None if known.is_some() => {}
                         None => return Err(uncertified_error(0, reasons)),
                     }
                 }
@@ -217,7 +230,7 @@ impl Client {
     async fn certify(&self, signed: &SignedTransfer) -> Result<Certificate, Uncertified> {
         let from = signed.transfer.from_address();
         let id = signed.transfer.id();
-        let group = self.closest_vaults(from, usize::from(REPLICAS)).await.map_err(|e| Uncertified {
+        let group = self.group(from, usize::from(REPLICAS)).await.map_err(|e| Uncertified {
             signed: 0,
             conflict: None,
             reasons: vec![e.to_string()],
@@ -241,6 +254,9 @@ impl Client {
                 Ok(Response::Signed(share)) if share.binding.peer == vault => shares.push((share.binding, share.signature)),
                 Err(e) if transient(&e) && attempt < ATTEMPTS_PER_VAULT => asks.push(ask(vault, attempt + 1)),
                 Err(e) => {
+                    if ledger_error(&e).is_none() {
+                        self.forget_group(&from);
+                    }
                     if let Some(LedgerError::Conflict { promised, .. }) = ledger_error(&e) {
                         if promised.transfer.from == signed.transfer.from && promised.verify().is_ok() {
                             conflict = Some((**promised).clone());
@@ -260,9 +276,9 @@ impl Client {
             return Err(Uncertified { signed: signed_count, conflict, reasons });
         }
         // One pairing for all; only if that fails, one per share to find the bad ones.
-        let mut cache = BindingCache::default();
         let cert = Certificate::aggregate(signed.clone(), shares.clone()).map_err(|e| fail(vec![e.to_string()]))?;
-        if cert.verify(&mut cache).is_ok() {
+        let verified = self.verify_certificate(&cert);
+        if verified.is_ok() {
             return Ok(cert);
         }
         let good: Vec<_> = shares
@@ -276,8 +292,14 @@ impl Client {
             return Err(fail(vec![format!("only {} of the signatures verify", good.len())]));
         }
         let cert = Certificate::aggregate(signed.clone(), good).map_err(|e| fail(vec![e.to_string()]))?;
-        cert.verify(&mut cache).map_err(|e| fail(vec![e.to_string()]))?;
+        self.verify_certificate(&cert).map_err(|e| fail(vec![e.to_string()]))?;
         Ok(cert)
+    }
+
+    /// Verifies a certificate with this client's cache of verified keys, off the async
+    /// threads' hot path.
+    fn verify_certificate(&self, cert: &Certificate) -> Result<u64, LedgerError> {
+        tokio::task::block_in_place(|| cert.verify(&mut self.verified.lock().unwrap_or_else(|e| e.into_inner())))
     }
 
     /// Stores a certificate at the paying account and at every account it pays; each needs a
@@ -311,12 +333,15 @@ impl Client {
     /// What the replicas of `account` agree on: the state at least [`AGREEING`] of them
     /// report (the most advanced such, when replicas catching up lag behind).
     pub async fn balance(&self, account: Address) -> Result<Balance, ClientError> {
-        let group = self.closest_vaults(account, usize::from(REPLICAS)).await?;
+        let group = self.group(account, usize::from(REPLICAS)).await?;
         let asks = group.iter().map(|&v| self.ask_retrying(v, Request::Account(account)));
         let mut votes: HashMap<(i128, u64), usize> = HashMap::new();
         let mut answered = 0;
         let mut pending = None;
         for answer in futures::future::join_all(asks).await {
+            if answer.is_err() {
+                self.forget_group(&account);
+            }
             if let Ok(Response::Account(view)) = answer {
                 answered += 1;
                 *votes.entry((view.balance, view.nonce)).or_default() += 1;
@@ -344,9 +369,8 @@ impl Client {
     /// Every transfer into or out of `account` that the replicas hold and whose certificate
     /// verifies, oldest nonce first for debits (credits in id order).
     pub async fn history(&self, account: Address) -> Result<Vec<Entry>, ClientError> {
-        let group = self.closest_vaults(account, usize::from(REPLICAS)).await?;
+        let group = self.group(account, usize::from(REPLICAS)).await?;
         let mut found: BTreeMap<[u8; 32], Entry> = BTreeMap::new();
-        let mut cache = BindingCache::default();
         for vault in group.into_iter().take(AGREEING) {
             let mut after = None;
             loop {
@@ -355,7 +379,7 @@ impl Client {
                         after = entries.last().map(|e| e.certificate.id());
                         for e in entries {
                             let id = e.certificate.id();
-                            if e.account == account && !found.contains_key(&id) && e.check_shape().is_ok() && e.certificate.verify(&mut cache).is_ok() {
+                            if e.account == account && !found.contains_key(&id) && e.check_shape().is_ok() && self.verify_certificate(&e.certificate).is_ok() {
                                 found.insert(id, e);
                             }
                         }

@@ -382,7 +382,7 @@ impl Binding {
 
 /// Bindings and certificates already verified, so each costs its pairings once (bounded: when
 /// full it starts again).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct BindingCache {
     verified: HashSet<[u8; 32]>,
 }
