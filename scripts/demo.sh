@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on one machine: build, start a local testnet of real vault processes, store and
 # fetch a private file and a public directory tree, deliver a message to an offline account,
+# move tokens on the reward ledger,
 # lose vaults, fetch again, tear down.
 # Usage: scripts/demo.sh [NODES]
 set -euo pipefail
@@ -52,6 +53,13 @@ echo "== Bob comes back and reads his inbox"
 KURA_HOME="$bob" "$bin/kura" msg inbox
 echo "== Alice's inbox: Bob's receipts"
 KURA_HOME="$alice" "$bin/kura" msg inbox
+
+echo "== tokens: Alice takes 100 KURA from the testnet's faucet and pays Bob 12.5"
+KURA_HOME="$alice" "$bin/kura" wallet faucet 100
+bob_wallet="$(KURA_HOME="$bob" "$bin/kura" wallet address)"
+KURA_HOME="$alice" "$bin/kura" wallet send "$bob_wallet" 12.5
+echo "Bob's balance: $(KURA_HOME="$bob" "$bin/kura" wallet balance)"
+KURA_HOME="$alice" "$bin/kura" wallet history
 
 echo "== stopping 4 vaults; the file still comes back"
 "$bin/kura-testnet" --dir "$dir/net" kill --count 4

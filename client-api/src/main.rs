@@ -379,7 +379,7 @@ async fn wallet(client: &Client, command: WalletCommand) -> Result<()> {
         }
         WalletCommand::Faucet { amount } => {
             let units = parse_amount(&amount).map_err(anyhow::Error::msg)?;
-            let dir = peers::latest_testnet_dir().context("no local testnet: the faucet is a testnet's")?;
+            let dir = testnet_dir().context("no local testnet: the faucet is a testnet's")?;
             let faucet = kura_client::wallet::Wallet::faucet(&dir)?
                 .with_context(|| format!("{} has no genesis key: is it a testnet?", dir.display()))?;
             client.pay(&faucet, vec![Output { to: mine.address(), amount: units, memo: [0; 32] }]).await?;
@@ -388,6 +388,16 @@ async fn wallet(client: &Client, command: WalletCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The local testnet joined: the folder of the peers file given ($KURA_PEERS), if it is a
+/// testnet's, else the most recent testnet.
+fn testnet_dir() -> Option<PathBuf> {
+    let from_env = std::env::var_os(peers::PEERS_ENV).map(PathBuf::from);
+    from_env
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .filter(|d| d.join(kura_client::wallet::GENESIS_KEY_FILE).exists())
+        .or_else(peers::latest_testnet_dir)
 }
 
 async fn msg(client: &Client, command: MsgCommand) -> Result<()> {

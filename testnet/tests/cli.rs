@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use kura_testnet::state::Layout;
 
 mod common;
-use common::{vault_bin, Guard};
+use common::{kura_bin, vault_bin, Guard};
 
 fn testnet(dir: &Path, args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_kura-testnet"))
@@ -90,6 +90,35 @@ fn testnet_lifecycle_on_twelve_vaults() {
     let status = ok(&dir, &["status", "--probes", "20"]);
     assert_eq!(rows_with(&status, "up"), 14 - (dead.len() - 1), "{status}");
     assert_eq!(rows_with(&status, "down"), dead.len() - 1);
+
+    // The wallet: the faucet pays a new home, which pays another; the balances are exact.
+    let kura = |home: &str, args: &[&str]| {
+        let out = Command::new(kura_bin())
+            .args(args)
+            .env("KURA_HOME", tmp.path().join(home))
+            .env("KURA_PEERS", dir.join("peers"))
+            .env("XDG_DATA_HOME", dir.join("xdg"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "kura {args:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        text.trim().to_string()
+    };
+    assert_eq!(kura("a", &["wallet", "faucet", "5"]), "5 KURA");
+    let b = kura("b", &["wallet", "address"]);
+    assert_eq!(b.len(), 64, "{b}");
+    assert_eq!(kura("a", &["wallet", "send", &b, "1.25"]), "3.75 KURA");
+    assert_eq!(kura("b", &["wallet", "balance"]), "1.25 KURA");
+    let history = kura("a", &["wallet", "history"]);
+    assert!(history.contains("out") && history.contains("1.25 KURA") && history.contains(" in "), "{history}");
+    let refused = Command::new(kura_bin())
+        .args(["wallet", "send", &b, "1000"])
+        .env("KURA_HOME", tmp.path().join("a"))
+        .env("KURA_PEERS", dir.join("peers"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("insufficient funds: balance 3750000000"), "{refused:?}");
 
     // status exits non-zero when the network is not healthy: here, with no vault at all.
     ok(&dir, &["down"]);

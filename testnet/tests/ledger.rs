@@ -295,7 +295,9 @@ fn random_transfers_through_churn_conserve_the_supply() {
                             Ok(_) => break,
                             Err(e) => {
                                 attempt += 1;
-                                retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                if retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 12 {
+                                    eprintln!("retrying a transfer: {e}");
+                                }
                                 assert!(attempt < 20, "a transfer failed 20 times: {e}");
                                 tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                             }
