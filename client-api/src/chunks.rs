@@ -99,13 +99,13 @@ impl Client {
         let mut tried: Vec<Vec<String>> = vec![Vec::new(); n];
         let mut inflight = FuturesUnordered::new();
         let send = |shard: Shard, vault: PeerId, attempt: u32| {
-            let node = self.node().clone();
+            let client = self.clone();
             async move {
                 if attempt > 1 {
                     tokio::time::sleep(BACKOFF * 2u32.pow(attempt - 2)).await;
                 }
                 let index = usize::from(shard.header.index);
-                let result = node.request(vault, Request::PutShard(shard)).await;
+                let result = client.send_shard(vault, shard).await;
                 (index, vault, attempt, result)
             }
         };
@@ -118,6 +118,7 @@ impl Client {
         while let Some((i, vault, attempt, result)) = inflight.next().await {
             let next = match result {
                 Ok(Response::Stored) => continue,
+                Ok(Response::Owed(_)) => continue, // billed by send_shard
                 Ok(other) => {
                     tried[i].push(format!("{vault}: unexpected answer {other:?}"));
                     spare.find(|p| !used.contains(p)).map(|p| (p, 1))

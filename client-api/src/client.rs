@@ -25,11 +25,25 @@ pub struct ClientConfig {
     pub download_batch: usize,
     /// Chunks fetched ahead of decryption (default 4).
     pub prefetch: usize,
+    /// The wallet that pays for storage, where vaults ask to be paid (see [`crate::payments`]).
+    pub wallet: Option<Arc<crate::Wallet>>,
+    /// A local testnet's faucet, drawn from when the wallet is short (never on a real network).
+    pub faucet: Option<Arc<crate::Wallet>>,
+    /// The most a put may cost, in units; a put estimated above it stores nothing.
+    pub max_cost: Option<u64>,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { coding: Coding::default(), max_bytes_in_flight: 32 << 20, download_batch: 4, prefetch: 4 }
+        ClientConfig {
+            coding: Coding::default(),
+            max_bytes_in_flight: 32 << 20,
+            download_batch: 4,
+            prefetch: 4,
+            wallet: None,
+            faucet: None,
+            max_cost: None,
+        }
     }
 }
 
@@ -42,6 +56,8 @@ pub struct Client {
     groups: Arc<std::sync::Mutex<HashMap<Address, (Instant, Vec<PeerId>)>>>,
     /// Vault key bindings and certificates verified already (each costs a pairing).
     pub(crate) verified: Arc<std::sync::Mutex<kura_node::ledger::BindingCache>>,
+    /// Storage quotes, bills and payments (see [`crate::payments`]).
+    pub(crate) payments: Arc<crate::payments::Payments>,
 }
 
 /// How long a looked-up close group is reused: a payment asks one group three times in a
@@ -71,7 +87,7 @@ impl Client {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(Client { node, config: Arc::new(config), groups: Default::default(), verified: Default::default() })
+        Ok(Client { node, config: Arc::new(config), groups: Default::default(), verified: Default::default(), payments: Default::default() })
     }
 
     /// The client's settings.

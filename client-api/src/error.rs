@@ -123,6 +123,22 @@ pub enum ClientError {
         /// What the others said.
         detail: String,
     },
+    /// The wallet cannot pay what storing costs.
+    #[error("storing costs up to {} but the wallet holds {}", kura_node::ledger::format_amount(i128::from(*cost)), kura_node::ledger::format_amount(*balance))]
+    InsufficientFunds {
+        /// Units storing costs at most.
+        cost: u64,
+        /// Units the wallet holds.
+        balance: i128,
+    },
+    /// Storing would cost more than the most the user allowed.
+    #[error("storing costs up to {}, more than --max-cost {}", kura_node::ledger::format_amount(i128::from(*cost)), kura_node::ledger::format_amount(i128::from(*max)))]
+    TooExpensive {
+        /// Units storing costs at most.
+        cost: u64,
+        /// The most allowed.
+        max: u64,
+    },
     /// A wallet's state could not be read or kept, or its replicas disagree.
     #[error("wallet: {0}")]
     Wallet(String),

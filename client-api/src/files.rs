@@ -112,6 +112,17 @@ impl Client {
     ) -> Result<Address, ClientError> {
         let meta = fs::metadata(path).map_err(io_err(path))?;
         let layer = (visibility == Visibility::Private).then(|| key.convergence());
+        if self.config.wallet.is_some() {
+            // Priced and funded before a byte is stored.
+            let size = if meta.is_dir() { tree_size(path)? } else { meta.len() };
+            let estimate = self.estimate(size).await?;
+            if let Some(max) = self.config.max_cost {
+                if estimate.cost > max {
+                    return Err(ClientError::TooExpensive { cost: estimate.cost, max });
+                }
+            }
+            self.ensure_funds(estimate.cost).await?;
+        }
         let record = if meta.is_dir() {
             progress.set_length(tree_size(path)?);
             self.put_dir(path, layer.as_ref(), progress).await?
@@ -121,6 +132,7 @@ impl Client {
         };
         let sealed = record.seal(visibility, key)?;
         let address = self.put_chunk(Bytes::from(sealed), self.config.coding).await?;
+        self.settle().await?;
         progress.finish();
         Ok(address)
     }
@@ -188,6 +200,10 @@ impl Client {
                         uploads.spawn(async move {
                             let stored = client.put_chunk(content, coding).await;
                             drop(permit);
+                            let stored = match stored {
+                                Ok(a) => client.settle_if_long().await.map(|()| a),
+                                Err(e) => Err(e),
+                            };
                             stored.map(|address| ChunkRef { content: Address(name.0), address })
                         });
                     }

@@ -21,6 +21,7 @@ mod chunks;
 mod client;
 mod error;
 mod files;
+pub mod payments;
 pub mod keys;
 pub mod messages;
 pub mod peers;

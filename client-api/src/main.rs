@@ -34,6 +34,9 @@ enum Command {
         /// the pointer's address as the last line: an address that never changes.
         #[arg(long, value_name = "NAME")]
         pointer: Option<String>,
+        /// Store nothing if storing would cost more than this, in KURA (e.g. 0.5).
+        #[arg(long, value_name = "AMOUNT")]
+        max_cost: Option<String>,
     },
     /// Mutable pointers: an address you own that you can point at any other address.
     #[command(subcommand)]
@@ -232,7 +235,14 @@ async fn main_inner() -> Result<()> {
     };
     let cli = Cli { command, ..cli };
     let bootstrap = peers::resolve(cli.peers.as_deref())?;
-    let client = Client::connect(bootstrap).await.context("joining the network")?;
+    let mut config = kura_client::ClientConfig::default();
+    if let Command::Put { max_cost, .. } = &cli.command {
+        // Storage is paid from the home's wallet; on a local testnet its faucet tops it up.
+        config.wallet = Some(std::sync::Arc::new(kura_client::Wallet::of_home(&UserKey::home())?));
+        config.faucet = testnet_dir().map(|d| kura_client::Wallet::faucet(&d)).transpose()?.flatten().map(std::sync::Arc::new);
+        config.max_cost = max_cost.as_deref().map(kura_node::ledger::parse_amount).transpose().map_err(anyhow::Error::msg)?;
+    }
+    let client = Client::connect_with(bootstrap, config).await.context("joining the network")?;
     let result = run(&client, cli.command).await;
     client.close().await;
     result
@@ -240,12 +250,36 @@ async fn main_inner() -> Result<()> {
 
 async fn run(client: &Client, command: Command) -> Result<()> {
     match command {
-        Command::Put { path, public, pointer } => {
+        Command::Put { path, public, pointer, .. } => {
+            use kura_node::ledger::format_amount;
             let key = UserKey::load_or_create(&UserKey::home())?;
             let visibility = if public { Visibility::Public } else { Visibility::Private };
+            let size = tree_bytes(&path)?;
+            let estimate = client.estimate(size).await?;
+            if estimate.cost > 0 {
+                eprintln!(
+                    "storing {} will cost at most {} ({} per MiB stored, the highest of {} vaults' quotes)",
+                    format!("{:.1} MiB", size as f64 / 1048576.0),
+                    format_amount(estimate.cost.into()),
+                    format_amount(estimate.price_per_mib.into()),
+                    estimate.quotes
+                );
+                if let Some(max) = client.config().max_cost {
+                    if estimate.cost > max {
+                        anyhow::bail!(kura_client::ClientError::TooExpensive { cost: estimate.cost, max });
+                    }
+                }
+                let drawn = client.ensure_funds(estimate.cost).await?;
+                if drawn > 0 {
+                    eprintln!("the wallet was short: drew {} from the local testnet's faucet", format_amount(drawn.into()));
+                }
+            }
             let bar = progress_bar();
             let address = client.put_path(&path, visibility, &key, &bar).await?;
             bar.finish_and_clear();
+            if client.storage_paid() > 0 {
+                eprintln!("paid {} for storage", format_amount(client.storage_paid().into()));
+            }
             println!("{address}");
             if let Some(name) = pointer {
                 let p = client.publish_pointer(&key, &name, address).await.context("moving the pointer")?;
@@ -388,6 +422,19 @@ async fn wallet(client: &Client, command: WalletCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Bytes of a file, or of every file under a directory.
+fn tree_bytes(path: &std::path::Path) -> Result<u64> {
+    let meta = std::fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_dir() {
+        return Ok(meta.len());
+    }
+    let mut total = 0;
+    for entry in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
+        total += tree_bytes(&entry?.path())?;
+    }
+    Ok(total)
 }
 
 /// The local testnet joined: the folder of the peers file given ($KURA_PEERS), if it is a

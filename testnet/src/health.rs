@@ -222,6 +222,7 @@ mod tests {
             bad_shards_served: 0,
             account: kura_node::Address([0; 32]),
             earned: 0,
+            balance: None,
             transfers_signed: 0,
             workers: vec![],
             version: String::new(),

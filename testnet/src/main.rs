@@ -38,6 +38,10 @@ enum Command {
         /// survives).
         #[arg(long)]
         no_repair: bool,
+        /// Vaults store for free (by default they ask to be paid, as on a real network, and
+        /// `kura put` draws from the testnet's faucet).
+        #[arg(long)]
+        free_storage: bool,
     },
     /// Print one row per vault; exit non-zero when the network is not healthy.
     Status {
@@ -105,9 +109,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let net = Testnet::new(dir.clone());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match cli.command {
-        Command::Up { nodes, capacity, timeout, no_repair } => {
+        Command::Up { nodes, capacity, timeout, no_repair, free_storage } => {
             let start = Instant::now();
-            let args = if no_repair { vec!["--no-repair".to_string()] } else { Vec::new() };
+            let mut args = if no_repair { vec!["--no-repair".to_string()] } else { Vec::new() };
+            if !free_storage {
+                args.push("--paid-storage".to_string());
+            }
             net.up_with(nodes, capacity.as_u64(), args)?;
             let code = wait(&rt, &net, timeout, start)?;
             println!("data and logs: {}/vault-<i>/ (log: {}/vault-<i>/log)", dir.display(), dir.display());
@@ -245,7 +252,14 @@ fn print_status(net: &Testnet, report: &HealthReport) -> Result<()> {
                 })
                 .collect();
             let kinds: Vec<String> = s.records_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
-            println!("       records: {}  workers: {}", if kinds.is_empty() { "none".into() } else { kinds.join(", ") }, workers.join("; "));
+            let balance = s.balance.map_or("?".to_string(), kura_node::ledger::format_amount);
+            println!(
+                "       records: {}  workers: {}  earned: {}  balance: {balance}  (account {})",
+                if kinds.is_empty() { "none".into() } else { kinds.join(", ") },
+                workers.join("; "),
+                kura_node::ledger::format_amount(i128::from(s.earned)),
+                s.account
+            );
         }
     }
     if report.healthy() {

@@ -349,3 +349,107 @@ fn random_transfers_through_churn_conserve_the_supply() {
         client.close().await;
     });
 }
+
+#[test]
+fn storage_is_paid_exactly_once_and_unpaid_shards_are_refused_or_dropped() {
+    use std::sync::Arc;
+    let net = Net::up_with(10, 1 << 30, &["--paid-storage", "--payment-grace", "6"]);
+    let rt = rt();
+    let dirs = tempfile::tempdir().unwrap();
+    let file = dirs.path().join("file");
+    let content: Vec<u8> = (0..3 << 20).map(|_| rand::random::<u8>()).collect();
+    std::fs::write(&file, &content).unwrap();
+    let key = kura_client::UserKey::generate();
+    let bar = indicatif::ProgressBar::hidden();
+    rt.block_on(async {
+        let peers = kura_client::peers::read_peers_file(&net.peers_file()).unwrap();
+        // Without a wallet: every vault refuses the shards.
+        let plain = net.connect().await;
+        let err = plain.put_path(&file, kura_client::Visibility::Private, &key, &bar).await.unwrap_err();
+        assert!(err.to_string().contains("stores only paid shards"), "{err}");
+
+        let wallet = Arc::new(wallet_in(&dirs.path().join("payer")));
+        let faucet = net.faucet();
+        let config = kura_client::ClientConfig {
+            wallet: Some(wallet.clone()),
+            faucet: Some(Arc::new(net.faucet())),
+            ..Default::default()
+        };
+        // Above --max-cost: nothing is stored, nothing paid.
+        let stingy = kura_client::Client::connect_with(peers.clone(), kura_client::ClientConfig { max_cost: Some(10), ..config.clone() })
+            .await
+            .unwrap();
+        assert!(matches!(
+            stingy.put_path(&file, kura_client::Visibility::Private, &key, &bar).await,
+            Err(ClientError::TooExpensive { max: 10, .. })
+        ));
+        assert_eq!(stingy.storage_paid(), 0);
+
+        let client = kura_client::Client::connect_with(peers, config).await.unwrap();
+        let vaults = common::running_ids(&net);
+        let mut accounts = HashMap::new();
+        for v in &vaults {
+            let s = client.vault_status(*v).await.unwrap();
+            accounts.insert(*v, (s.account, s.earned));
+        }
+        let mut before = HashMap::new();
+        for (a, _) in accounts.values() {
+            before.insert(*a, client.balance(*a).await.unwrap().balance);
+        }
+        let estimate = client.estimate(content.len() as u64).await.unwrap();
+        let address = client.put_path(&file, kura_client::Visibility::Private, &key, &bar).await.unwrap();
+        let paid = client.storage_paid();
+        assert!(paid > 0 && paid <= estimate.cost, "paid {paid}, estimated at most {}", estimate.cost);
+        // The payer holds what the faucet gave it, less exactly what was paid.
+        let drawn = i128::from(GENESIS_SUPPLY) - client.balance(faucet.address()).await.unwrap().balance;
+        assert_eq!(client.balance(wallet.address()).await.unwrap().balance, drawn - i128::from(paid));
+        // The holders' balances rose by exactly that, each by what it says it earned.
+        let mut gained = 0i128;
+        for v in &vaults {
+            let (account, earned_before) = accounts[v];
+            let delta = client.balance(account).await.unwrap().balance - before[&account];
+            let earned = client.vault_status(*v).await.unwrap().earned - earned_before;
+            assert_eq!(delta, i128::from(earned), "vault {v}: ledger and status agree");
+            gained += delta;
+        }
+        assert_eq!(gained, i128::from(paid));
+        let out = dirs.path().join("back");
+        client.get_path(address, &out, &key, &bar).await.unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), content);
+
+        // Stored again: its chunks are held and paid for already, so only the new root record
+        // (sealed afresh) is owed.
+        client.put_path(&file, kura_client::Visibility::Private, &key, &bar).await.unwrap();
+        let again = client.storage_paid() - paid;
+        assert!(again < paid / 10, "paid {again} again for {paid} worth of stored chunks");
+
+        // A shard stored with a quote and never paid is dropped after the grace period; a
+        // payment whose memo does not name it is refused.
+        let shards = kura_node::erasure::Coding::default().encode(b"never paid for").unwrap();
+        let chunk = shards[0].header.address();
+        let group = client.closest_vaults(chunk, 8).await.unwrap();
+        let holder = group[0];
+        let quote = client.quote_of(holder).await.unwrap();
+        let owed = client.node().request(holder, Request::StoreShard { shard: shards[0].clone(), quote: quote.clone() }).await;
+        assert!(matches!(owed, Ok(Response::Owed(n)) if n > 0), "{owed:?}");
+        let cheat = client.pay(&wallet, vec![Output { to: quote.account, amount: 1, memo: [7; 32] }]).await.unwrap();
+        let refused = client.node().request(holder, Request::Paid { certificate: cheat, shards: vec![shards[0].key()] }).await;
+        assert!(matches!(refusal(&refused), Some(LedgerError::Underpaid { paid: 0, .. })), "{refused:?}");
+        let held = |client: &kura_client::Client| {
+            let client = client.clone();
+            async move {
+                match client.node().request(holder, Request::ShardIndices { chunk }).await {
+                    Ok(Response::Indices(i)) => i,
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        assert_eq!(held(&client).await, vec![0]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !held(&client).await.is_empty() {
+            assert!(Instant::now() < deadline, "an unpaid shard was kept past its grace period");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        client.close().await;
+    });
+}

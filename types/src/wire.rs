@@ -90,6 +90,25 @@ pub enum Request {
         /// The last id of the previous page.
         after: Option<[u8; 32]>,
     },
+    /// Ask a vault for its storage price ([`Response::Quote`]).
+    Quote,
+    /// Store a shard that will be paid for at `quote` (the vault's own). Answered
+    /// [`Response::Owed`] with what it costs, or [`Response::Stored`] when the shard was held
+    /// and paid for already.
+    StoreShard {
+        /// The shard.
+        shard: Shard,
+        /// The vault's quote.
+        quote: crate::ledger::Quote,
+    },
+    /// Pay for shards stored with [`Request::StoreShard`]: `certificate` has an output to the
+    /// vault's account whose memo is [`crate::ledger::shards_memo`] of `shards`.
+    Paid {
+        /// The certified transfer.
+        certificate: crate::ledger::Certificate,
+        /// The shards it pays this vault for.
+        shards: Vec<RecordKey>,
+    },
     /// Ask a replica for the transfers it holds at an account, in id order, after `after` (a
     /// page of at most [`HISTORY_PAGE`]).
     History {
@@ -146,6 +165,12 @@ pub enum Response {
         /// Whether a later page holds more.
         more: bool,
     },
+    /// Reply to [`Request::Quote`].
+    Quote(crate::ledger::Quote),
+    /// Reply to [`Request::StoreShard`]: stored, and this many units are owed for it.
+    Owed(u64),
+    /// Reply to [`Request::Paid`]: the units accepted.
+    PaidFor(u64),
     /// Reply to [`Request::History`].
     Entries {
         /// The page.
@@ -219,6 +244,8 @@ pub struct VaultStatus {
     pub account: Address,
     /// Units it was paid for storing shards since it started.
     pub earned: u64,
+    /// Its account's balance, as its replicas agree on it (`None` if they could not be asked).
+    pub balance: Option<i128>,
     /// Transfers it signed as a replica of their paying account.
     pub transfers_signed: u64,
     /// Its background workers.
@@ -415,6 +442,7 @@ mod tests {
             bad_shards_served: 0,
             account: Address::random(),
             earned: 0,
+            balance: Some(-3),
             transfers_signed: 0,
             workers: vec![WorkerStatus { name: "repair".into(), state: "idle".into(), counters: vec![("rebuilt".into(), 2)] }],
             version: "0.1.0".into(),

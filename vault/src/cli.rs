@@ -100,6 +100,13 @@ struct RunArgs {
     /// Units the genesis account starts with (10⁹ units are one KURA).
     #[arg(long, value_name = "UNITS")]
     genesis_supply: Option<u64>,
+    /// Store clients' shards only when paid for. [production preset: on; local: off]
+    #[arg(long)]
+    paid_storage: bool,
+    /// Seconds a client has to pay for the shards it stored before they are dropped.
+    /// [production preset: 600; local: 60]
+    #[arg(long, value_name = "SECS")]
+    payment_grace: Option<u64>,
     /// Worker threads (a local testnet runs many vaults on few cores, and gives each one).
     /// [presets: 2]
     #[arg(long, value_name = "N")]
@@ -164,6 +171,12 @@ impl RunArgs {
         }
         if let Some(v) = self.genesis_supply {
             c.genesis_supply = v;
+        }
+        if self.paid_storage {
+            c.paid_storage = true;
+        }
+        if let Some(v) = self.payment_grace {
+            c.payment_grace_secs = v;
         }
         c.genesis()?;
         if c.root.as_os_str().is_empty() {

@@ -115,6 +115,25 @@ pub struct VaultConfig {
     /// Units the genesis account starts with.
     #[serde(default)]
     pub genesis_supply: u64,
+    /// Store clients' shards only when paid for (a quote, then a certified payment within the
+    /// grace period). Off on a local testnet unless asked for.
+    #[serde(default)]
+    pub paid_storage: bool,
+    /// Units per MiB this vault asks when empty (ten times as much when full).
+    #[serde(default = "default_storage_price")]
+    pub storage_price: u64,
+    /// Seconds a client has to pay for shards it stored before they are dropped.
+    #[serde(default = "default_payment_grace")]
+    pub payment_grace_secs: u64,
+}
+
+fn default_storage_price() -> u64 {
+    // 0.001 KURA per MiB when empty.
+    kura_node::ledger::UNITS_PER_TOKEN / 1000
+}
+
+fn default_payment_grace() -> u64 {
+    600
 }
 
 /// Which record store backs a vault.
@@ -173,6 +192,9 @@ impl VaultConfig {
             message_purge_secs: 5,
             genesis_key: None,
             genesis_supply: 0,
+            paid_storage: false,
+            storage_price: default_storage_price(),
+            payment_grace_secs: 60,
         }
     }
 
@@ -191,6 +213,8 @@ impl VaultConfig {
             id_difficulty: 16,
             ids_per_ip_per_bucket: 2,
             message_purge_secs: 60,
+            paid_storage: true,
+            payment_grace_secs: default_payment_grace(),
             ..VaultConfig::local(root)
         }
     }

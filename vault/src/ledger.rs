@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use kura_node::ledger::{
-    AccountView, Binding, BindingCache, Entry, LedgerError, ReplicaSignature, SignedTransfer, Summary, WalletKey, QUORUM,
+    AccountView, Binding, BindingCache, Entry, LedgerError, Quote, ReplicaSignature, SignedTransfer, Summary, WalletKey, QUORUM,
 };
 use kura_node::wire::{RemoteError, Request, Response, HISTORY_PAGE, PAGE};
 use kura_node::{Address, NodeError, PeerId, Record, RecordError, RecordKey, RecordKind};
@@ -29,6 +29,20 @@ pub const BLS_KEY_FILE: &str = "ledger.key";
 /// Group members that must hold an entry whose signers this vault cannot place: one more
 /// than the dishonest members a quorum tolerates.
 const VOUCHERS: usize = kura_node::REPLICAS as usize - QUORUM + 1;
+
+/// Shards one client may have stored at one vault and not yet paid for.
+pub const MAX_UNPAID_PER_CLIENT: usize = 4096;
+
+/// Payment ids remembered (so a replayed payment is not counted as earned twice).
+const MEMORY: usize = 1 << 16;
+
+/// A shard stored and not yet paid for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pending {
+    cost: u64,
+    client: PeerId,
+    deadline: u64,
+}
 
 /// Accounts caught up on at once.
 const MAX_CATCHING_UP: usize = 16;
@@ -50,6 +64,14 @@ pub(crate) struct Ledger {
     stripes: Vec<tokio::sync::Mutex<()>>,
     /// Accounts being caught up on (bounded: a flood of refused transfers starts few).
     catching_up: Mutex<HashSet<Address>>,
+    /// The vault's identity, which signs its quotes.
+    keypair: kura_node::Keypair,
+    /// Shards stored by clients and not yet paid for.
+    pending: Mutex<HashMap<RecordKey, Pending>>,
+    /// Payments taken lately.
+    payments_seen: Mutex<HashSet<[u8; 32]>>,
+    /// This vault's balance as its account's replicas last agreed on it.
+    pub(crate) balance: Mutex<Option<i128>>,
     /// Counters.
     pub(crate) stats: LedgerStats,
 }
@@ -67,6 +89,8 @@ pub(crate) struct LedgerStats {
     pub double_spends: AtomicU64,
     /// Units earned for storing shards.
     pub earned: AtomicU64,
+    /// Shards dropped because they were not paid for in time.
+    pub unpaid_dropped: AtomicU64,
 }
 
 impl Ledger {
@@ -81,6 +105,10 @@ impl Ledger {
             summaries: Mutex::default(),
             promises: Mutex::default(),
             dir,
+            keypair: keypair.clone(),
+            pending: Mutex::default(),
+            payments_seen: Mutex::default(),
+            balance: Mutex::default(),
             catching_up: Mutex::default(),
             stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
             stats: LedgerStats::default(),
@@ -226,21 +254,7 @@ impl Vault {
     /// Checks a certified transfer before it is stored: the certificate, who signed it, and
     /// that it is no second transfer at a nonce. Called with the account's address locked.
     pub(crate) async fn admit_entry(&self, entry: &Entry) -> Result<(), RemoteError> {
-        let vault = self.clone();
-        let cert = entry.certificate.clone();
-        tokio::task::spawn_blocking(move || cert.verify(&mut lock(&vault.ledger().cache)))
-            .await
-            .map_err(internal)?
-            .map_err(refused)?;
-        let from = entry.certificate.transfer.transfer.from_address();
-        let me = self.node().peer_id();
-        let window = 2 * usize::from(kura_node::REPLICAS) + self.config().spare_candidates;
-        let near: HashSet<PeerId> = self.node().local_closest(from, window).await.map_err(internal)?.into_iter().collect();
-        let strangers: Vec<PeerId> =
-            entry.certificate.signer_peers().into_iter().filter(|p| *p != me && !near.contains(p)).collect();
-        if !strangers.is_empty() && self.vouchers(entry).await < VOUCHERS {
-            return Err(refused(LedgerError::UnknownSigners(strangers)));
-        }
+        self.check_certificate(&entry.certificate, Some(entry)).await?;
         let mut summary = self.summary(entry.account).await?;
         if let Err(e) = summary.apply(entry) {
             if let LedgerError::DoubleSpend(nonce) = e {
@@ -250,6 +264,160 @@ impl Vault {
             return Err(refused(e));
         }
         Ok(())
+    }
+
+    /// Checks a certificate: its signatures, and that its signers are among the vaults closest
+    /// to the payer as this vault sees them, or else (for an `entry` whose signers have gone)
+    /// that enough members of the entry's account group hold it.
+    async fn check_certificate(&self, cert: &kura_node::ledger::Certificate, entry: Option<&Entry>) -> Result<u64, RemoteError> {
+        let vault = self.clone();
+        let owned = cert.clone();
+        let total = tokio::task::spawn_blocking(move || owned.verify(&mut lock(&vault.ledger().cache)))
+            .await
+            .map_err(internal)?
+            .map_err(refused)?;
+        let from = cert.transfer.transfer.from_address();
+        let me = self.node().peer_id();
+        let window = 2 * usize::from(kura_node::REPLICAS) + self.config().spare_candidates;
+        let near: HashSet<PeerId> = self.node().local_closest(from, window).await.map_err(internal)?.into_iter().collect();
+        let strangers: Vec<PeerId> = cert.signer_peers().into_iter().filter(|p| *p != me && !near.contains(p)).collect();
+        if !strangers.is_empty() {
+            let vouched = match entry {
+                Some(e) => self.vouchers(e).await >= VOUCHERS,
+                None => false,
+            };
+            if !vouched {
+                return Err(refused(LedgerError::UnknownSigners(strangers)));
+            }
+        }
+        Ok(total)
+    }
+
+    /// A signed quote of this vault's current price.
+    pub(crate) fn quote(&self) -> Response {
+        let usage = self.store().usage();
+        let price = match self.config().paid_storage {
+            true => kura_node::ledger::price_per_mib(self.config().storage_price, usage.bytes, usage.capacity),
+            false => 0,
+        };
+        let expires = kura_node::message::unix_now().as_secs() + kura_node::ledger::QUOTE_SECS;
+        Response::Quote(Quote::sign(&self.ledger().keypair, self.ledger().account(), price, expires))
+    }
+
+    /// Stores a client's shard at its quote; it is owed for until paid, and dropped if not
+    /// paid within the grace period.
+    pub(crate) async fn store_quoted(&self, shard: kura_node::Shard, quote: Quote, client: PeerId) -> Result<Response, RemoteError> {
+        if !self.config().paid_storage {
+            return self.put_shard(shard).await.map(|()| Response::Stored);
+        }
+        let now = kura_node::message::unix_now().as_secs();
+        quote.verify(now).map_err(refused)?;
+        if quote.vault != self.node().peer_id() || quote.account != self.ledger().account() {
+            return Err(refused(LedgerError::BadQuote("the quote is another vault's".into())));
+        }
+        let key = shard.key();
+        let cost = quote.cost(shard.data.len());
+        let held = self.store().keys_at(RecordKind::Shard, &key.address).contains(&key);
+        {
+            let pending = lock(&self.ledger().pending);
+            if !pending.contains_key(&key) && pending.values().filter(|p| p.client == client).count() >= MAX_UNPAID_PER_CLIENT {
+                return Err(refused(LedgerError::BadQuote(format!(
+                    "{MAX_UNPAID_PER_CLIENT} shards stored here are waiting for your payment: pay for them first"
+                ))));
+            }
+        }
+        self.put_shard(shard).await?;
+        let mut pending = lock(&self.ledger().pending);
+        if held && !pending.contains_key(&key) {
+            return Ok(Response::Stored); // held and paid for already
+        }
+        let deadline = now + self.config().payment_grace_secs;
+        let owed = pending.entry(key).or_insert(Pending { cost, client, deadline });
+        Ok(Response::Owed(owed.cost))
+    }
+
+    /// Takes a payment for shards owed for.
+    pub(crate) async fn paid(&self, cert: kura_node::ledger::Certificate, shards: Vec<RecordKey>) -> Result<Response, RemoteError> {
+        if shards.len() > MAX_UNPAID_PER_CLIENT {
+            return Err(RemoteError::Invalid(format!("at most {MAX_UNPAID_PER_CLIENT} shards per payment")));
+        }
+        let me = self.ledger().account();
+        let memo = kura_node::ledger::shards_memo(&shards);
+        let Some(output) = cert.transfer.transfer.outputs.iter().find(|o| o.to == me && o.memo == memo).cloned() else {
+            return Err(refused(LedgerError::Underpaid { paid: 0, owed: self.owed(&shards) }));
+        };
+        self.check_certificate(&cert, None).await?;
+        let owed = self.owed(&shards);
+        if output.amount < owed {
+            return Err(refused(LedgerError::Underpaid { paid: output.amount, owed }));
+        }
+        {
+            let mut pending = lock(&self.ledger().pending);
+            for k in &shards {
+                pending.remove(k);
+            }
+        }
+        let first = {
+            let mut seen = lock(&self.ledger().payments_seen);
+            if seen.len() >= MEMORY {
+                seen.clear();
+            }
+            seen.insert(cert.id())
+        };
+        if first {
+            self.ledger().stats.earned.fetch_add(output.amount, Ordering::Relaxed);
+        }
+        Ok(Response::PaidFor(output.amount))
+    }
+
+    fn owed(&self, shards: &[RecordKey]) -> u64 {
+        let pending = lock(&self.ledger().pending);
+        shards.iter().filter_map(|k| pending.get(k)).fold(0u64, |a, p| a.saturating_add(p.cost))
+    }
+
+    /// Deletes the shards left unpaid past their grace period; returns how many.
+    pub(crate) async fn drop_unpaid(&self) -> usize {
+        let now = kura_node::message::unix_now().as_secs();
+        let due: Vec<RecordKey> = {
+            let mut pending = lock(&self.ledger().pending);
+            let due: Vec<RecordKey> = pending.iter().filter(|(_, p)| p.deadline < now).map(|(k, _)| *k).collect();
+            for k in &due {
+                pending.remove(k);
+            }
+            due
+        };
+        for &key in &due {
+            self.delete_record(key).await;
+        }
+        if !due.is_empty() {
+            tracing::info!(dropped = due.len(), "shards left unpaid past the grace period dropped");
+        }
+        self.ledger().stats.unpaid_dropped.fetch_add(due.len() as u64, Ordering::Relaxed);
+        due.len()
+    }
+
+    /// This vault's balance, as its account's replicas agree on it (asked now, 2 s at most).
+    pub(crate) async fn own_balance(&self) -> Option<i128> {
+        let account = self.ledger().account();
+        let ask = async {
+            let group = self.node().closest_vaults(account, usize::from(kura_node::REPLICAS)).await.ok()?;
+            let me = self.node().peer_id();
+            let mut votes: HashMap<i128, usize> = HashMap::new();
+            let answers = futures::future::join_all(group.iter().map(|&p| async move {
+                match p == me {
+                    true => self.account_view(account).await.map_err(|e| NodeError::Lookup { target: account, reason: e.to_string() }),
+                    false => self.ask(p, Request::Account(account)).await,
+                }
+            }))
+            .await;
+            for a in answers {
+                if let Ok(Response::Account(v)) = a {
+                    *votes.entry(v.balance).or_default() += 1;
+                }
+            }
+            votes.into_iter().filter(|(_, n)| *n >= VOUCHERS).max_by_key(|(_, n)| *n).map(|(b, _)| b)
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(2), ask).await.ok().flatten()
     }
 
     /// How many other members of the entry's account group hold this very entry.
@@ -461,6 +629,64 @@ pub fn plan_entries(
         }
     }
     actions
+}
+
+/// Drops shards left unpaid past their grace period, and reads the vault's own balance now
+/// and then (for status).
+pub(crate) struct LedgerWorker {
+    vault: Vault,
+    next: tokio::time::Instant,
+    next_balance: tokio::time::Instant,
+}
+
+/// How often unpaid shards are looked for.
+const UNPAID_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often the vault reads its own balance.
+const BALANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
+
+impl LedgerWorker {
+    /// A worker for `vault`.
+    pub(crate) fn new(vault: Vault) -> Self {
+        let now = tokio::time::Instant::now();
+        LedgerWorker { vault, next: now + UNPAID_EVERY, next_balance: now + UNPAID_EVERY }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::worker::Worker for LedgerWorker {
+    fn name(&self) -> &'static str {
+        "ledger"
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        let s = &self.vault.ledger().stats;
+        vec![
+            ("signed".into(), s.signed.load(Ordering::Relaxed)),
+            ("refused".into(), s.refused.load(Ordering::Relaxed)),
+            ("applied".into(), s.applied.load(Ordering::Relaxed)),
+            ("unpaid_dropped".into(), s.unpaid_dropped.load(Ordering::Relaxed)),
+        ]
+    }
+
+    async fn work(&mut self) -> Result<crate::worker::WorkState, NodeError> {
+        let now = tokio::time::Instant::now();
+        if now >= self.next {
+            self.next = now + UNPAID_EVERY;
+            self.vault.drop_unpaid().await;
+        }
+        if now >= self.next_balance {
+            self.next_balance = now + BALANCE_EVERY;
+            let b = self.vault.own_balance().await;
+            if b.is_some() {
+                *lock(&self.vault.ledger().balance) = b;
+            }
+        }
+        Ok(crate::worker::WorkState::Idle)
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::time::sleep_until(self.next.min(self.next_balance)).await;
+    }
 }
 
 #[cfg(test)]

@@ -210,6 +210,7 @@ impl Vault {
         }
         let purge = Duration::from_secs(vault.shared.config.message_purge_secs.max(1));
         tasks.push(workers.spawn(crate::inbox::InboxWorker::new(vault.clone(), purge)));
+        tasks.push(workers.spawn(crate::ledger::LedgerWorker::new(vault.clone())));
         *vault.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         Ok(vault)
     }
@@ -343,8 +344,9 @@ impl Vault {
                     false => None,
                 };
                 let Ok(_answering) = answering.acquire_owned().await else { return };
+                let req_from_vault = req.from_vault;
                 let (peer, request, responder) = req.into_parts();
-                let response = vault.handle(request).await;
+                let response = vault.handle(request, peer, req_from_vault).await;
                 debug!(%peer, "answered request");
                 responder.respond(response);
                 drop(admit);
@@ -352,8 +354,13 @@ impl Vault {
         }
     }
 
-    async fn handle(&self, request: Request) -> Response {
+    async fn handle(&self, request: Request, peer: PeerId, from_vault: bool) -> Response {
         let result = match request {
+            // Clients store through quotes where storage is paid; vaults place shards for
+            // repair and handover.
+            Request::PutShard(_) if self.shared.config.paid_storage && !from_vault => {
+                Err(RemoteError::Refused(kura_node::RecordError::Ledger(kura_node::ledger::LedgerError::Unpaid)))
+            }
             Request::Ping => Ok(Response::Pong),
             Request::Status => self.status().await.map(Response::Status).map_err(internal),
             Request::FindClosest { target, n } => {
@@ -369,6 +376,9 @@ impl Vault {
             Request::Audit { chunk, index, challenge } => self.prove(chunk, index, challenge).await.map(Response::Proof),
             Request::Inbox(request) => self.inbox_request(request).await,
             Request::Sign(signed) => self.sign_transfer(signed).await,
+            Request::Quote => Ok(self.quote()),
+            Request::StoreShard { shard, quote } => self.store_quoted(shard, quote, peer).await,
+            Request::Paid { certificate, shards } => self.paid(certificate, shards).await,
             Request::Account(account) => self.account_view(account).await,
             Request::EntryIds { account, after } => Ok(self.entry_ids(account, after)),
             Request::History { account, after } => self.history(account, after).await,
@@ -405,7 +415,7 @@ impl Vault {
         Ok(Storing(&self.shared, address))
     }
 
-    async fn put_shard(&self, shard: Shard) -> Result<(), RemoteError> {
+    pub(crate) async fn put_shard(&self, shard: Shard) -> Result<(), RemoteError> {
         let (record, key) = Self::validated(Record::Shard(shard)).await?;
         let chunk = key.address;
         let n = record.strategy().group_size();
@@ -683,6 +693,7 @@ impl Vault {
             bad_shards_served: self.shared.repair.bad_shards.load(Ordering::Relaxed),
             account: self.ledger().account(),
             earned: self.ledger().stats.earned.load(Ordering::Relaxed),
+            balance: *self.ledger().balance.lock().unwrap_or_else(|e| e.into_inner()),
             transfers_signed: self.ledger().stats.signed.load(Ordering::Relaxed),
             workers: self.shared.workers.statuses(),
             version: env!("CARGO_PKG_VERSION").to_string(),
