@@ -70,7 +70,8 @@ impl Testnet {
     }
 
     /// [`Testnet::up`], giving every vault (also those added or restarted later) the extra
-    /// `kura-vault run` flags `vault_args`.
+    /// `kura-vault run` flags `vault_args` (`--paid-storage` makes vaults ask to be paid; they
+    /// store for free otherwise).
     pub fn up_with(&self, nodes: usize, capacity: u64, vault_args: Vec<String>) -> Result<(), TestnetError> {
         if nodes == 0 {
             return Err(TestnetError::Usage("--nodes must be at least 1".into()));
@@ -92,6 +93,10 @@ impl Testnet {
         let bin = process::vault_binary(&self.layout.dir)?;
         let mut vault_args = vault_args;
         vault_args.extend(self.mint_genesis()?);
+        // Storage is free on a testnet unless asked for (`kura-testnet up` asks).
+        if !vault_args.iter().any(|a| a == "--paid-storage") {
+            vault_args.push("--free-storage".into());
+        }
         let mut state = TestnetState { vault_args, ..TestnetState::default() };
         // The first vault founds the network; the rest join through it all at once.
         let seed = self.start(&bin, &state.vault_args, 0, 0, capacity, None, vec![])?;

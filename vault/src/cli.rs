@@ -101,8 +101,11 @@ struct RunArgs {
     #[arg(long, value_name = "UNITS")]
     genesis_supply: Option<u64>,
     /// Store clients' shards only when paid for. [production preset: on; local: off]
-    #[arg(long)]
+    #[arg(long, conflicts_with = "free_storage")]
     paid_storage: bool,
+    /// Store clients' shards for free (a test network).
+    #[arg(long)]
+    free_storage: bool,
     /// Seconds a client has to pay for the shards it stored before they are dropped.
     /// [production preset: 600; local: 60]
     #[arg(long, value_name = "SECS")]
@@ -174,6 +177,9 @@ impl RunArgs {
         }
         if self.paid_storage {
             c.paid_storage = true;
+        }
+        if self.free_storage {
+            c.paid_storage = false;
         }
         if let Some(v) = self.payment_grace {
             c.payment_grace_secs = v;
