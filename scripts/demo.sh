@@ -19,10 +19,13 @@ echo "== starting $nodes vaults"
 "$bin/kura-testnet" --dir "$dir/net" up --nodes "$nodes"
 export KURA_PEERS="$dir/net/peers" KURA_HOME="$dir/home"
 
-echo "== storing a private 64 MiB file"
+echo "== storing a private 64 MiB file (vaults ask to be paid; the wallet draws from the testnet's faucet)"
 head -c $((64 << 20)) /dev/urandom > "$dir/file"
 address="$("$bin/kura" put "$dir/file" | tail -n 1)"
 echo "address: $address"
+echo "== what the vaults earned for it"
+"$bin/kura-testnet" --dir "$dir/net" status --probes 5 | grep -o 'earned: [^(]*' | head -n 8 || true
+echo "your wallet now holds: $("$bin/kura" wallet balance 2>/dev/null)"
 "$bin/kura" get "$address" "$dir/file.back"
 cmp "$dir/file" "$dir/file.back" && echo "fetched back byte-identical"
 

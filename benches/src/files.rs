@@ -164,3 +164,52 @@ pub fn run(size_mib: usize, rss_mib: usize, nodes: usize) -> Result<()> {
     println!("| get | {:.1} | {:.1} |", get_rss as f64 / MIB, rss_mib as f64 / get_secs);
     Ok(())
 }
+
+/// A private put of `size_mib` on `nodes` vaults that store free, then on `nodes` vaults that
+/// ask to be paid (the wallet funded from the testnet's faucet first, so the put pays and
+/// does not draw).
+pub fn paid(size_mib: usize, nodes: usize) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let src = crate::tempdir()?.join("file");
+    write_random(&src, size_mib)?;
+    let mut rows = Vec::new();
+    for paid in [false, true] {
+        let args = if paid { vec!["--paid-storage".to_string()] } else { Vec::new() };
+        let (net, down) = crate::healthy_testnet_with(&rt, nodes, 8 << 30, args)?;
+        let peers = kura_client::peers::read_peers_file(&net.layout().peers_file())?;
+        let row = rt.block_on(async {
+            let mut config = kura_client::ClientConfig::default();
+            if paid {
+                let wallet = kura_client::Wallet::open(&down.1.join("wallet"), kura_node::ledger::WalletKey::random())?;
+                config.wallet = Some(std::sync::Arc::new(wallet));
+            }
+            let client = Client::connect_with(peers, config).await?;
+            if let (true, Some(w)) = (paid, &client.config().wallet) {
+                let faucet = kura_client::Wallet::faucet(&net.layout().dir)?.ok_or_else(|| anyhow!("no faucet"))?;
+                let units = 1_000 * kura_node::ledger::UNITS_PER_TOKEN;
+                client.pay(&faucet, vec![kura_node::ledger::Output { to: w.address(), amount: units, memo: [0; 32] }]).await?;
+            }
+            let key = UserKey::load_or_create(&down.1.join("home"))?;
+            let t = Instant::now();
+            client.put_path(&src, Visibility::Private, &key, &ProgressBar::hidden()).await?;
+            let secs = t.elapsed().as_secs_f64();
+            let cost = client.storage_paid();
+            client.close().await;
+            Ok::<_, anyhow::Error>((paid, size_mib as f64 / secs, cost))
+        })?;
+        rows.push(row);
+    }
+    println!("{size_mib} MiB random file, {nodes} vaults, private put (one run each, free first):");
+    println!("| storage | put (MiB/s) | paid | relative |");
+    println!("|---|---|---|---|");
+    let free = rows[0].1;
+    for (paid, mibs, cost) in rows {
+        println!(
+            "| {} | {mibs:.1} | {} | {:.0}% |",
+            if paid { "paid" } else { "free" },
+            kura_node::ledger::format_amount(i128::from(cost)),
+            100.0 * mibs / free
+        );
+    }
+    Ok(())
+}

@@ -67,6 +67,15 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         nodes: usize,
     },
+    /// A put to vaults that ask to be paid against the same put to vaults that store free.
+    Paid {
+        /// MiB of the file.
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        /// Vaults.
+        #[arg(long, default_value_t = 10)]
+        nodes: usize,
+    },
     /// Reed-Solomon crates compared.
     Erasure,
     /// Storage audit proof size and cost.
@@ -150,6 +159,7 @@ fn main() -> Result<()> {
         Command::Network { nodes, lookups, idle } => network::run(nodes, lookups, idle),
         Command::Death { nodes, files } => network::death(nodes, files),
         Command::Files { size, rss_size, nodes } => files::run(size, rss_size, nodes),
+        Command::Paid { size, nodes } => files::paid(size, nodes),
         Command::Erasure => erasure::run(),
         Command::Audit => audit::run(),
         Command::Repair { nodes, files, file_mib } => repair::run(nodes, files, file_mib),
@@ -170,10 +180,15 @@ pub fn tempdir() -> Result<PathBuf> {
 /// Starts `nodes` vaults of `capacity` bytes in a fresh directory and waits until the network
 /// is healthy. The returned guard stops it and removes the directory.
 pub fn healthy_testnet(rt: &tokio::runtime::Runtime, nodes: usize, capacity: u64) -> Result<(Testnet, Down)> {
+    healthy_testnet_with(rt, nodes, capacity, Vec::new())
+}
+
+/// [`healthy_testnet`] with extra `kura-vault run` flags.
+pub fn healthy_testnet_with(rt: &tokio::runtime::Runtime, nodes: usize, capacity: u64, args: Vec<String>) -> Result<(Testnet, Down)> {
     let tmp = tempdir()?;
     let net = Testnet::new(tmp.join("net"));
     let down = Down(net.clone(), tmp);
-    net.up(nodes, capacity)?;
+    net.up_with(nodes, capacity, args)?;
     let report = rt.block_on(net.wait_healthy(std::time::Duration::from_secs(120), kura_testnet::HealthConfig::default()))?;
     if !report.healthy() {
         anyhow::bail!("{nodes} vaults not healthy after 120 s: {:?}", report.problems());

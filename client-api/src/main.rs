@@ -236,11 +236,14 @@ async fn main_inner() -> Result<()> {
     let cli = Cli { command, ..cli };
     let bootstrap = peers::resolve(cli.peers.as_deref())?;
     let mut config = kura_client::ClientConfig::default();
-    if let Command::Put { max_cost, .. } = &cli.command {
-        // Storage is paid from the home's wallet; on a local testnet its faucet tops it up.
+    if matches!(&cli.command, Command::Put { .. } | Command::Msg(MsgCommand::Send { .. })) {
+        // Storage (files, attachments) is paid from the home's wallet; on a local testnet its
+        // faucet tops it up.
         config.wallet = Some(std::sync::Arc::new(kura_client::Wallet::of_home(&UserKey::home())?));
         config.faucet = testnet_dir().map(|d| kura_client::Wallet::faucet(&d)).transpose()?.flatten().map(std::sync::Arc::new);
-        config.max_cost = max_cost.as_deref().map(kura_node::ledger::parse_amount).transpose().map_err(anyhow::Error::msg)?;
+    }
+    if let Command::Put { max_cost: Some(max), .. } = &cli.command {
+        config.max_cost = Some(kura_node::ledger::parse_amount(max).map_err(anyhow::Error::msg)?);
     }
     let client = Client::connect_with(bootstrap, config).await.context("joining the network")?;
     let result = run(&client, cli.command).await;

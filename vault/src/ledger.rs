@@ -72,6 +72,8 @@ pub(crate) struct Ledger {
     payments_seen: Mutex<HashSet<[u8; 32]>>,
     /// This vault's balance as its account's replicas last agreed on it.
     pub(crate) balance: Mutex<Option<i128>>,
+    /// Whether a read of the balance is under way.
+    refreshing: std::sync::atomic::AtomicBool,
     /// Counters.
     pub(crate) stats: LedgerStats,
 }
@@ -109,6 +111,7 @@ impl Ledger {
             pending: Mutex::default(),
             payments_seen: Mutex::default(),
             balance: Mutex::default(),
+            refreshing: Default::default(),
             catching_up: Mutex::default(),
             stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
             stats: LedgerStats::default(),
@@ -366,6 +369,18 @@ impl Vault {
         };
         if first {
             self.ledger().stats.earned.fetch_add(output.amount, Ordering::Relaxed);
+            // The balance shown in status follows soon after (the certificate reaches this
+            // vault's account group as the payer confirms it).
+            if !self.ledger().refreshing.swap(true, Ordering::Relaxed) {
+                let vault = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    if let Some(b) = vault.own_balance().await {
+                        *lock(&vault.ledger().balance) = Some(b);
+                    }
+                    vault.ledger().refreshing.store(false, Ordering::Relaxed);
+                });
+            }
         }
         Ok(Response::PaidFor(output.amount))
     }
