@@ -23,7 +23,8 @@ echo "== storing a private 64 MiB file (vaults ask to be paid; the wallet draws 
 head -c $((64 << 20)) /dev/urandom > "$dir/file"
 address="$("$bin/kura" put "$dir/file" | tail -n 1)"
 echo "address: $address"
-echo "== what the vaults earned for it"
+echo "== what the vaults earned for it (their balances follow within a few seconds)"
+sleep 3
 "$bin/kura-testnet" --dir "$dir/net" status --probes 5 | grep -o 'earned: [^(]*' | head -n 8 || true
 echo "your wallet now holds: $("$bin/kura" wallet balance 2>/dev/null)"
 "$bin/kura" get "$address" "$dir/file.back"
