@@ -133,19 +133,21 @@ impl Wallet {
             },
         }
     }
+}
 
-    fn lock(&self) -> Result<std::fs::File, ClientError> {
-        let path = self.dir.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| ClientError::Io { path: path.clone(), source: e })?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| ClientError::Wallet(format!("locking {}: {e}", path.display())))?;
-        Ok(file)
-    }
+/// Waits for, and holds while the file lives, the lock of the wallet folder `dir` (one
+/// process at a time pays from it).
+fn lock_dir(dir: &Path) -> Result<std::fs::File, ClientError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ClientError::Io { path: path.clone(), source: e })?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| ClientError::Wallet(format!("locking {}: {e}", path.display())))?;
+    Ok(file)
 }
 
 fn account_of(signed: &SignedTransfer) -> Address {
@@ -164,7 +166,10 @@ impl Client {
     /// account's replicas stored it. A payment left half done by an earlier call is finished
     /// first.
     pub async fn pay(&self, wallet: &Wallet, outputs: Vec<Output>) -> Result<Certificate, ClientError> {
-        let _lock = tokio::task::block_in_place(|| wallet.lock())?;
+        let dir = wallet.dir.clone();
+        let _lock = tokio::task::spawn_blocking(move || lock_dir(&dir))
+            .await
+            .map_err(|e| ClientError::Wallet(format!("locking the wallet: {e}")))??;
         if let Some(pending) = wallet.pending()? {
             self.finish(wallet, pending).await?;
         }
@@ -277,7 +282,7 @@ impl Client {
         }
         // One pairing for all; only if that fails, one per share to find the bad ones.
         let cert = Certificate::aggregate(signed.clone(), shares.clone()).map_err(|e| fail(vec![e.to_string()]))?;
-        let verified = self.verify_certificate(&cert);
+        let verified = self.verify_certificate(&cert).await;
         if verified.is_ok() {
             return Ok(cert);
         }
@@ -292,14 +297,17 @@ impl Client {
             return Err(fail(vec![format!("only {} of the signatures verify", good.len())]));
         }
         let cert = Certificate::aggregate(signed.clone(), good).map_err(|e| fail(vec![e.to_string()]))?;
-        self.verify_certificate(&cert).map_err(|e| fail(vec![e.to_string()]))?;
+        self.verify_certificate(&cert).await.map_err(|e| fail(vec![e.to_string()]))?;
         Ok(cert)
     }
 
     /// Verifies a certificate with this client's cache of verified keys, off the async
-    /// threads' hot path.
-    fn verify_certificate(&self, cert: &Certificate) -> Result<u64, LedgerError> {
-        tokio::task::block_in_place(|| cert.verify(&mut self.verified.lock().unwrap_or_else(|e| e.into_inner())))
+    /// threads (a pairing is a millisecond or two).
+    async fn verify_certificate(&self, cert: &Certificate) -> Result<u64, LedgerError> {
+        let (cert, cache) = (cert.clone(), self.verified.clone());
+        tokio::task::spawn_blocking(move || cert.verify(&mut cache.lock().unwrap_or_else(|e| e.into_inner())))
+            .await
+            .map_err(|e| LedgerError::Malformed(format!("verifying: {e}")))?
     }
 
     /// Stores a certificate at the paying account and at every account it pays; each needs a
@@ -379,7 +387,7 @@ impl Client {
                         after = entries.last().map(|e| e.certificate.id());
                         for e in entries {
                             let id = e.certificate.id();
-                            if e.account == account && !found.contains_key(&id) && e.check_shape().is_ok() && self.verify_certificate(&e.certificate).is_ok() {
+                            if e.account == account && !found.contains_key(&id) && e.check_shape().is_ok() && self.verify_certificate(&e.certificate).await.is_ok() {
                                 found.insert(id, e);
                             }
                         }

@@ -465,7 +465,12 @@ impl Vault {
 
     /// What this vault holds of an account.
     pub(crate) async fn account_view(&self, account: Address) -> Result<Response, RemoteError> {
-        let s = self.summary(account).await?;
+        // In turn with stores at the account: a summary built from disk while an entry is being
+        // written could miss it and be kept.
+        let s = {
+            let _turn = self.ledger().turn(&account).await;
+            self.summary(account).await?
+        };
         Ok(Response::Account(AccountView {
             account,
             balance: s.balance(),
