@@ -93,8 +93,14 @@ impl Client {
         };
         let key = shard.key();
         let account = quote.account;
+        let quoted = quote.cost(shard.data.len());
         let answer = self.node().request(vault, Request::StoreShard { shard, quote }).await?;
         if let Response::Owed(amount) = answer {
+            if amount > quoted {
+                // A vault asking more than its own quote is not paid, and not used.
+                warn!(%vault, amount, quoted, "a vault asked more than it quoted");
+                return Err(NodeError::UnexpectedResponse { peer: vault, request: "StoreShard" });
+            }
             let mut bill = lock(&self.payments.bill);
             let due = bill.entry(vault).or_insert(Due { account, shards: Vec::new(), amount: 0 });
             if !due.shards.contains(&key) {

@@ -44,6 +44,15 @@ pub(crate) struct Pending {
     deadline: u64,
 }
 
+/// Promises kept in memory (each also on disk).
+const PROMISES_KEPT: usize = 1 << 16;
+
+/// How long after storing a transfer a vault compares the account with its group.
+const COMPARE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Accounts waiting to be compared at once.
+const MAX_SCHEDULED: usize = 4096;
+
 /// Accounts caught up on at once.
 const MAX_CATCHING_UP: usize = 16;
 
@@ -62,6 +71,8 @@ pub(crate) struct Ledger {
     /// Locks that make signing and storing at one account take turns (an account hashes to
     /// one of them): a payee credited by many payers at once queues, it does not refuse.
     stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Accounts whose group is to be compared soon (see [`Vault::entry_stored`]).
+    scheduled: Mutex<HashSet<Address>>,
     /// Accounts being caught up on (bounded: a flood of refused transfers starts few).
     catching_up: Mutex<HashSet<Address>>,
     /// The vault's identity, which signs its quotes.
@@ -113,6 +124,7 @@ impl Ledger {
             balance: Mutex::default(),
             refreshing: Default::default(),
             catching_up: Mutex::default(),
+            scheduled: Mutex::default(),
             stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
             stats: LedgerStats::default(),
         }
@@ -130,6 +142,17 @@ impl Ledger {
     /// Holds the account's turn until dropped.
     pub(crate) async fn turn(&self, account: &Address) -> tokio::sync::MutexGuard<'_, ()> {
         self.stripes[usize::from(account.0[0])].lock().await
+    }
+
+    /// Keeps a promise in memory (bounded: when full, memory starts again; the promises stay on
+    /// disk and are read back when needed).
+    fn remember_promise(&self, account: Address, promise: SignedTransfer) {
+        let mut promises = lock(&self.promises);
+        // A memory-only vault has no other copy: it keeps them all.
+        if self.dir.is_some() && promises.len() >= PROMISES_KEPT && !promises.contains_key(&account) {
+            promises.clear();
+        }
+        promises.insert(account, promise);
     }
 
     fn forget(&self, account: &Address) {
@@ -172,14 +195,22 @@ impl Vault {
         Ok(summary)
     }
 
-    fn promise(&self, account: &Address) -> Option<SignedTransfer> {
+    /// The last transfer this vault signed for `account`. A promise that cannot be read is an
+    /// error, never "none": signing on would risk a second transfer at its nonce.
+    fn promise(&self, account: &Address) -> Result<Option<SignedTransfer>, RemoteError> {
         if let Some(p) = lock(&self.ledger().promises).get(account) {
-            return Some(p.clone());
+            return Ok(Some(p.clone()));
         }
-        let bytes = std::fs::read(self.ledger().promise_path(account)?).ok()?;
-        let promise: SignedTransfer = postcard::from_bytes(&bytes).ok()?;
-        lock(&self.ledger().promises).insert(*account, promise.clone());
-        Some(promise)
+        let Some(path) = self.ledger().promise_path(account) else { return Ok(None) };
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(internal(format!("reading the promise {}: {e}", path.display()))),
+        };
+        let promise: SignedTransfer = postcard::from_bytes(&bytes)
+            .map_err(|e| internal(format!("the promise {} does not decode: {e}", path.display())))?;
+        self.ledger().remember_promise(*account, promise.clone());
+        Ok(Some(promise))
     }
 
     /// Writes the promise durably: temporary file, fsync, rename, folder fsync.
@@ -203,7 +234,7 @@ impl Vault {
             .map_err(internal)?
             .map_err(|e| internal(format!("writing a promise: {e}")))?;
         }
-        lock(&self.ledger().promises).insert(account, signed.clone());
+        self.ledger().remember_promise(account, signed.clone());
         Ok(())
     }
 
@@ -225,7 +256,7 @@ impl Vault {
         self.responsible(account, usize::from(kura_node::REPLICAS)).await?;
         let _turn = self.ledger().turn(&account).await;
         let summary = self.summary(account).await?;
-        let promise = self.promise(&account);
+        let promise = self.promise(&account)?;
         if let Err(e) = summary.may_sign(promise.as_ref(), &signed, total) {
             if matches!(e, LedgerError::Behind | LedgerError::WrongNonce { .. } | LedgerError::InsufficientFunds { .. })
                 && (e == LedgerError::Behind || summary.nonce() < signed.transfer.nonce)
@@ -448,11 +479,29 @@ impl Vault {
             .count()
     }
 
-    /// Counts a stored entry in its account's summary.
+    /// Counts a stored entry in its account's summary, and has the account's group compared
+    /// a little later: a member that missed this transfer (its payer stopped at a quorum)
+    /// gets it then, not at the next full sweep.
     pub(crate) fn entry_stored(&self, entry: &Entry) {
         self.ledger().stats.applied.fetch_add(1, Ordering::Relaxed);
         if let Some(s) = lock(&self.ledger().summaries).get_mut(&entry.account) {
             let _ = s.apply(entry);
+        }
+        let account = entry.account;
+        let due = {
+            let mut scheduled = lock(&self.ledger().scheduled);
+            scheduled.len() < MAX_SCHEDULED && scheduled.insert(account)
+        };
+        if due {
+            let vault = self.clone();
+            tokio::spawn(async move {
+                // One comparison per account per period, however many transfers it saw.
+                tokio::time::sleep(COMPARE_AFTER).await;
+                lock(&vault.ledger().scheduled).remove(&account);
+                if let Err(e) = vault.repair_account(account).await {
+                    debug!(%account, error = %e, "comparing an account with its group failed");
+                }
+            });
         }
     }
 
@@ -477,7 +526,7 @@ impl Vault {
             nonce: s.nonce(),
             entries: s.entries,
             behind: s.has_gap(),
-            pending: self.promise(&account).filter(|p| p.transfer.nonce > s.nonce()),
+            pending: self.promise(&account)?.filter(|p| p.transfer.nonce > s.nonce()),
         }))
     }
 
