@@ -304,23 +304,24 @@ impl Vault {
     /// to the payer as this vault sees them, or else (for an `entry` whose signers have gone)
     /// that enough members of the entry's account group hold it.
     async fn check_certificate(&self, cert: &kura_node::ledger::Certificate, entry: Option<&Entry>) -> Result<u64, RemoteError> {
+        // Who signed is checked first: it costs no pairing, so a stranger's certificate is
+        // refused before it costs one.
+        let from = cert.transfer.transfer.from_address();
+        let me = self.node().peer_id();
+        let window = 2 * usize::from(kura_node::REPLICAS) + self.config().spare_candidates;
+        let near: HashSet<PeerId> = self.node().local_closest(from, window).await.map_err(internal)?.into_iter().collect();
+        let strangers: Vec<PeerId> = cert.signer_peers().into_iter().filter(|p| *p != me && !near.contains(p)).collect();
+        if !strangers.is_empty() && entry.is_none() {
+            return Err(refused(LedgerError::UnknownSigners(strangers)));
+        }
         let vault = self.clone();
         let owned = cert.clone();
         let total = tokio::task::spawn_blocking(move || owned.verify(&mut lock(&vault.ledger().cache)))
             .await
             .map_err(internal)?
             .map_err(refused)?;
-        let from = cert.transfer.transfer.from_address();
-        let me = self.node().peer_id();
-        let window = 2 * usize::from(kura_node::REPLICAS) + self.config().spare_candidates;
-        let near: HashSet<PeerId> = self.node().local_closest(from, window).await.map_err(internal)?.into_iter().collect();
-        let strangers: Vec<PeerId> = cert.signer_peers().into_iter().filter(|p| *p != me && !near.contains(p)).collect();
-        if !strangers.is_empty() {
-            let vouched = match entry {
-                Some(e) => self.vouchers(e).await >= VOUCHERS,
-                None => false,
-            };
-            if !vouched {
+        if let (false, Some(e)) = (strangers.is_empty(), entry) {
+            if self.vouchers(e).await < VOUCHERS {
                 return Err(refused(LedgerError::UnknownSigners(strangers)));
             }
         }
@@ -733,6 +734,7 @@ impl crate::worker::Worker for LedgerWorker {
             ("signed".into(), s.signed.load(Ordering::Relaxed)),
             ("refused".into(), s.refused.load(Ordering::Relaxed)),
             ("applied".into(), s.applied.load(Ordering::Relaxed)),
+            ("double_spends_refused".into(), s.double_spends.load(Ordering::Relaxed)),
             ("unpaid_dropped".into(), s.unpaid_dropped.load(Ordering::Relaxed)),
         ]
     }
