@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use kura_client::{Client, Wallet};
-use kura_node::ledger::{BindingCache, Certificate, Output, WalletKey, QUORUM};
+use kura_node::ledger::{verify_batch, BindingCache, Certificate, Output, WalletKey, QUORUM};
 
 use crate::healthy_testnet;
 
@@ -55,6 +55,14 @@ pub fn run(nodes: usize, payers: usize, each: usize) -> Result<()> {
     let cold = per_op(50, || {
         std::hint::black_box(cert.verify(&mut BindingCache::default()).is_ok());
     });
+    // Owners' signatures checked together, as a busy vault's verifier thread does.
+    let many: Vec<_> = (0..16)
+        .map(|i| WalletKey::random().sign(1, vec![Output { to, amount: i + 1, memo: [0; 32] }]).prepare().map(|p| p.1))
+        .collect::<Result<_, _>>()?;
+    let batched = |n: usize| per_op(20, || {
+        std::hint::black_box(verify_batch(&many[..n]));
+    }) / n as f64;
+    let (b2, b4, b16) = (batched(2), batched(4), batched(16));
     println!("One core, blst backend ({QUORUM}-signer certificates):");
     println!("| operation | ms |");
     println!("|---|---|");
@@ -62,6 +70,7 @@ pub fn run(nodes: usize, payers: usize, each: usize) -> Result<()> {
     println!("| owner's signature verified | {owner_verify:.2} |");
     println!("| certificate verified, signers' bindings not yet known ({QUORUM} proofs of possession) | {cold:.2} |");
     println!("| certificate verified, bindings known (as at a vault) | {cert_warm:.2} |");
+    println!("| one signature of a batch of 2 / 4 / 16 | {b2:.2} / {b4:.2} / {b16:.2} |");
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (net, _down) = healthy_testnet(&rt, nodes, 1 << 30)?;

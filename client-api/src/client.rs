@@ -56,6 +56,9 @@ pub struct Client {
     groups: Arc<std::sync::Mutex<HashMap<Address, (Instant, Vec<PeerId>)>>>,
     /// Vault key bindings and certificates verified already (each costs a pairing).
     pub(crate) verified: Arc<std::sync::Mutex<kura_node::ledger::BindingCache>>,
+    /// The thread that checks certificates, many at a time when many payments run at once;
+    /// started on first use (`None` if it could not start: checks then run one by one).
+    pub(crate) verifier: Arc<std::sync::OnceLock<Option<kura_node::verifier::Verifier>>>,
     /// Storage quotes, bills and payments (see [`crate::payments`]).
     pub(crate) payments: Arc<crate::payments::Payments>,
 }
@@ -87,7 +90,14 @@ impl Client {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(Client { node, config: Arc::new(config), groups: Default::default(), verified: Default::default(), payments: Default::default() })
+        Ok(Client {
+            node,
+            config: Arc::new(config),
+            groups: Default::default(),
+            verified: Default::default(),
+            verifier: Default::default(),
+            payments: Default::default(),
+        })
     }
 
     /// The client's settings.

@@ -189,7 +189,8 @@ impl Client {
                 }
             };
             let signed = wallet.key.sign(nonce + 1, outputs.clone());
-            signed.verify().map_err(ClientError::Ledger)?;
+            // Our own signature holds; only the shape can be wrong.
+            signed.transfer.total().map_err(ClientError::Ledger)?;
             wallet.set_pending(Some(&signed))?;
             match self.certify(&signed).await {
                 Ok(cert) => {
@@ -304,10 +305,21 @@ impl Client {
     /// Verifies a certificate with this client's cache of verified keys, off the async
     /// threads (a pairing is a millisecond or two).
     async fn verify_certificate(&self, cert: &Certificate) -> Result<u64, LedgerError> {
-        let (cert, cache) = (cert.clone(), self.verified.clone());
-        tokio::task::spawn_blocking(move || cert.verify(&mut cache.lock().unwrap_or_else(|e| e.into_inner())))
+        let (owned, cache) = (cert.clone(), self.verified.clone());
+        let prepared = tokio::task::spawn_blocking(move || owned.prepare(&mut cache.lock().unwrap_or_else(|e| e.into_inner())))
             .await
-            .map_err(|e| LedgerError::Malformed(format!("verifying: {e}")))?
+            .map_err(|e| LedgerError::Malformed(format!("verifying: {e}")))??;
+        if let Some(check) = prepared.check {
+            let holds = match self.verifier.get_or_init(|| kura_node::verifier::Verifier::start().ok()) {
+                Some(v) => v.holds(check).await,
+                None => tokio::task::spawn_blocking(move || check.holds()).await.unwrap_or(false),
+            };
+            if !holds {
+                return Err(LedgerError::BadCertificate);
+            }
+            self.verified.lock().unwrap_or_else(|e| e.into_inner()).remember(prepared.digest);
+        }
+        Ok(prepared.total)
     }
 
     /// Stores a certificate at the paying account and at every account it pays; each needs a

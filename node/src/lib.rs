@@ -29,6 +29,7 @@ mod node;
 pub mod penalty;
 pub mod puzzle;
 mod unreachable;
+pub mod verifier;
 
 // The storage types live in `kura-types` (no runtime, no transport); they are re-exported
 // here so that users of the network layer need one dependency.

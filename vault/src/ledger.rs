@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use kura_node::verifier::Verifier;
 use kura_node::ledger::{
     AccountView, Binding, BindingCache, Entry, LedgerError, Quote, ReplicaSignature, SignedTransfer, Summary, WalletKey, QUORUM,
 };
@@ -62,6 +63,8 @@ pub(crate) struct Ledger {
     binding: Binding,
     genesis: Option<(Address, u64)>,
     cache: Mutex<BindingCache>,
+    /// Checks owners' signatures and certificates, many at a time under load.
+    verifier: Verifier,
     /// Summaries of the accounts whose entries this vault holds, built on first use.
     summaries: Mutex<HashMap<Address, Summary>>,
     /// The last transfer signed for each account (also on disk under `promises`).
@@ -108,13 +111,14 @@ pub(crate) struct LedgerStats {
 
 impl Ledger {
     /// The ledger state of a vault with BLS key `key`, bound to `keypair`'s peer id.
-    pub(crate) fn new(key: WalletKey, keypair: &kura_node::Keypair, genesis: Option<(Address, u64)>, dir: Option<PathBuf>) -> Ledger {
+    pub(crate) fn new(key: WalletKey, keypair: &kura_node::Keypair, genesis: Option<(Address, u64)>, dir: Option<PathBuf>, verifier: Verifier) -> Ledger {
         let binding = key.bind(keypair);
         Ledger {
             key,
             binding,
             genesis,
             cache: Mutex::default(),
+            verifier,
             summaries: Mutex::default(),
             promises: Mutex::default(),
             dir,
@@ -250,8 +254,11 @@ impl Vault {
     }
 
     async fn try_sign(&self, signed: SignedTransfer) -> Result<Response, RemoteError> {
-        let check = signed.clone();
-        let total = tokio::task::spawn_blocking(move || check.verify()).await.map_err(internal)?.map_err(refused)?;
+        let owned = signed.clone();
+        let (total, check) = tokio::task::spawn_blocking(move || owned.prepare()).await.map_err(internal)?.map_err(refused)?;
+        if !self.ledger().verifier.holds(check).await {
+            return Err(refused(LedgerError::BadOwnerSignature));
+        }
         let account = signed.transfer.from_address();
         self.responsible(account, usize::from(kura_node::REPLICAS)).await?;
         let _turn = self.ledger().turn(&account).await;
@@ -285,10 +292,16 @@ impl Vault {
         Ok(Response::Signed(ReplicaSignature { binding: self.ledger().binding.clone(), signature }))
     }
 
-    /// Checks a certified transfer before it is stored: the certificate, who signed it, and
-    /// that it is no second transfer at a nonce. Called with the account's address locked.
+    /// Checks a certified transfer's certificate and who signed it, before it is stored.
+    /// Called before the account's turn is taken: a payee credited by many payers at once
+    /// would otherwise check their certificates one after another.
+    pub(crate) async fn check_entry(&self, entry: &Entry) -> Result<(), RemoteError> {
+        self.check_certificate(&entry.certificate, Some(entry)).await.map(|_| ())
+    }
+
+    /// Checks that a certified transfer ([`Vault::check_entry`]) is no second transfer at a
+    /// nonce. Called with the account's turn taken.
     pub(crate) async fn admit_entry(&self, entry: &Entry) -> Result<(), RemoteError> {
-        self.check_certificate(&entry.certificate, Some(entry)).await?;
         let mut summary = self.summary(entry.account).await?;
         if let Err(e) = summary.apply(entry) {
             if let LedgerError::DoubleSpend(nonce) = e {
@@ -316,10 +329,17 @@ impl Vault {
         }
         let vault = self.clone();
         let owned = cert.clone();
-        let total = tokio::task::spawn_blocking(move || owned.verify(&mut lock(&vault.ledger().cache)))
+        let prepared = tokio::task::spawn_blocking(move || owned.prepare(&mut lock(&vault.ledger().cache)))
             .await
             .map_err(internal)?
             .map_err(refused)?;
+        if let Some(check) = prepared.check {
+            if !self.ledger().verifier.holds_once(prepared.digest, check).await {
+                return Err(refused(LedgerError::BadCertificate));
+            }
+            lock(&self.ledger().cache).remember(prepared.digest);
+        }
+        let total = prepared.total;
         if let (false, Some(e)) = (strangers.is_empty(), entry) {
             if self.vouchers(e).await < VOUCHERS {
                 return Err(refused(LedgerError::UnknownSigners(strangers)));

@@ -136,6 +136,8 @@ impl Vault {
             &keypair,
             config.genesis()?,
             (config.storage == Storage::Disk).then(|| config.root.join("ledger")),
+            kura_node::verifier::Verifier::start()
+                .map_err(|source| VaultError::Io { path: config.root.clone(), source })?,
         );
         let mut node_config = kura_node::NodeConfig::vault(keypair)
             .with_listen(config.listen.clone())
@@ -471,7 +473,10 @@ impl Vault {
             _ => Some(self.lock_address(key.address)?),
         };
         let _turn = match &record {
-            Record::Transfer(_) => Some(self.ledger().turn(&key.address).await),
+            Record::Transfer(entry) => {
+                self.check_entry(entry).await?;
+                Some(self.ledger().turn(&key.address).await)
+            }
             _ => None,
         };
         if let Some(held) = self.read_record(key).await.map_err(internal)? {
