@@ -255,51 +255,66 @@ impl Client {
         let mut shares = Vec::new();
         let mut reasons = Vec::new();
         let mut conflict = None;
-        while let Some((vault, attempt, answer)) = asks.next().await {
-            match answer {
-                Ok(Response::Signed(share)) if share.binding.peer == vault => shares.push((share.binding, share.signature)),
-                Err(e) if transient(&e) && attempt < ATTEMPTS_PER_VAULT => asks.push(ask(vault, attempt + 1)),
-                Err(e) => {
-                    if ledger_error(&e).is_none() {
-                        self.forget_group(&from);
-                    }
-                    if let Some(LedgerError::Conflict { promised, .. }) = ledger_error(&e) {
-                        if promised.transfer.from == signed.transfer.from && promised.verify().is_ok() {
-                            conflict = Some((**promised).clone());
+        let mut checked = false;
+        loop {
+            // A quorum is enough: the slowest replicas of the group are not waited for (they
+            // were asked, and sign all the same).
+            while shares.len() < QUORUM {
+                let Some((vault, attempt, answer)) = asks.next().await else { break };
+                match answer {
+                    Ok(Response::Signed(share)) if share.binding.peer == vault => shares.push((share.binding, share.signature)),
+                    Err(e) if transient(&e) && attempt < ATTEMPTS_PER_VAULT => asks.push(ask(vault, attempt + 1)),
+                    Err(e) => {
+                        if ledger_error(&e).is_none() {
+                            self.forget_group(&from);
                         }
+                        if let Some(LedgerError::Conflict { promised, .. }) = ledger_error(&e) {
+                            if promised.transfer.from == signed.transfer.from && promised.verify().is_ok() {
+                                conflict = Some((**promised).clone());
+                            }
+                        }
+                        reasons.push(match ledger_error(&e) {
+                            Some(l) => l.to_string(),
+                            None => format!("{vault}: {e}"),
+                        });
                     }
-                    reasons.push(match ledger_error(&e) {
-                        Some(l) => l.to_string(),
-                        None => format!("{vault}: {e}"),
-                    });
+                    Ok(other) => reasons.push(format!("{vault}: unexpected answer {other:?}")),
                 }
-                Ok(other) => reasons.push(format!("{vault}: unexpected answer {other:?}")),
+            }
+            let signed_count = shares.len();
+            if signed_count < QUORUM {
+                let reasons = match checked {
+                    true => vec![format!("only {signed_count} of the signatures verify")],
+                    false => reasons,
+                };
+                return Err(Uncertified { signed: signed_count, conflict, reasons });
+            }
+            let fail = |reasons| Uncertified { signed: signed_count, conflict: None, reasons };
+            // One pairing for all; only if that fails, one per share to find the bad ones,
+            // and the rest of the group's answers are waited for.
+            let cert = Certificate::aggregate(signed.clone(), shares.clone()).map_err(|e| fail(vec![e.to_string()]))?;
+            let error = match self.verify_certificate(&cert).await {
+                Ok(_) => return Ok(cert),
+                Err(e) => e,
+            };
+            checked = true;
+            let before = shares.len();
+            shares = tokio::task::spawn_blocking(move || {
+                shares
+                    .into_iter()
+                    .filter(|(b, s)| {
+                        b.verify().is_ok()
+                            && kura_node::ledger::ReplicaSignature { binding: b.clone(), signature: s.clone() }.verify(&id)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| fail(vec![format!("checking shares: {e}")]))?;
+            if shares.len() == before {
+                // Every share holds, yet their sum does not: nothing more to learn.
+                return Err(fail(vec![error.to_string()]));
             }
         }
-        let signed_count = shares.len();
-        let fail = |reasons| Uncertified { signed: signed_count, conflict: None, reasons };
-        if shares.len() < QUORUM {
-            return Err(Uncertified { signed: signed_count, conflict, reasons });
-        }
-        // One pairing for all; only if that fails, one per share to find the bad ones.
-        let cert = Certificate::aggregate(signed.clone(), shares.clone()).map_err(|e| fail(vec![e.to_string()]))?;
-        let verified = self.verify_certificate(&cert).await;
-        if verified.is_ok() {
-            return Ok(cert);
-        }
-        let good: Vec<_> = shares
-            .into_iter()
-            .filter(|(b, s)| {
-                b.verify().is_ok()
-                    && kura_node::ledger::ReplicaSignature { binding: b.clone(), signature: s.clone() }.verify(&id)
-            })
-            .collect();
-        if good.len() < QUORUM {
-            return Err(fail(vec![format!("only {} of the signatures verify", good.len())]));
-        }
-        let cert = Certificate::aggregate(signed.clone(), good).map_err(|e| fail(vec![e.to_string()]))?;
-        self.verify_certificate(&cert).await.map_err(|e| fail(vec![e.to_string()]))?;
-        Ok(cert)
     }
 
     /// Verifies a certificate with this client's cache of verified keys, off the async

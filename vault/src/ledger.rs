@@ -45,6 +45,60 @@ pub(crate) struct Pending {
     deadline: u64,
 }
 
+/// Most shards waiting for payment at once, from all clients together.
+const MAX_UNPAID: usize = 1 << 18;
+
+/// Shards stored by clients and not yet paid for, counted per client.
+#[derive(Default)]
+pub(crate) struct Unpaid {
+    shards: HashMap<RecordKey, Pending>,
+    per_client: HashMap<PeerId, usize>,
+}
+
+impl Unpaid {
+    /// Whether `client` may leave shard `key` unpaid here: a resend always may; a new one only
+    /// within the client's bound and the vault's.
+    fn admits(&self, key: &RecordKey, client: &PeerId) -> Result<(), RemoteError> {
+        if self.shards.contains_key(key) {
+            return Ok(());
+        }
+        if self.per_client.get(client).copied().unwrap_or(0) >= MAX_UNPAID_PER_CLIENT {
+            return Err(refused(LedgerError::BadQuote(format!(
+                "{MAX_UNPAID_PER_CLIENT} shards stored here are waiting for your payment: pay for them first"
+            ))));
+        }
+        if self.shards.len() >= MAX_UNPAID {
+            return Err(RemoteError::Busy);
+        }
+        Ok(())
+    }
+
+    /// Owes for `key` (once), and returns what is owed for it.
+    fn owe(&mut self, key: RecordKey, pending: Pending) -> u64 {
+        if let Some(p) = self.shards.get(&key) {
+            return p.cost;
+        }
+        *self.per_client.entry(pending.client).or_default() += 1;
+        let cost = pending.cost;
+        self.shards.insert(key, pending);
+        cost
+    }
+
+    fn remove(&mut self, key: &RecordKey) {
+        if let Some(p) = self.shards.remove(key) {
+            if let Some(n) = self.per_client.get_mut(&p.client) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_client.remove(&p.client);
+                }
+            }
+        }
+    }
+}
+
+/// Account summaries kept in memory (each can be built again from the entries on disk).
+const SUMMARIES_KEPT: usize = 1 << 16;
+
 /// Promises kept in memory (each also on disk).
 const PROMISES_KEPT: usize = 1 << 16;
 
@@ -81,7 +135,7 @@ pub(crate) struct Ledger {
     /// The vault's identity, which signs its quotes.
     keypair: kura_node::Keypair,
     /// Shards stored by clients and not yet paid for.
-    pending: Mutex<HashMap<RecordKey, Pending>>,
+    pending: Mutex<Unpaid>,
     /// Payments taken lately.
     payments_seen: Mutex<HashSet<[u8; 32]>>,
     /// This vault's balance as its account's replicas last agreed on it.
@@ -164,6 +218,13 @@ impl Ledger {
     }
 }
 
+/// Adds `account` to `set` unless it is there already or `set` holds `max`; says whether it
+/// was added (the caller then starts the work `set` tracks, and removes it when done).
+fn claim(set: &Mutex<HashSet<Address>>, max: usize, account: Address) -> bool {
+    let mut set = lock(set);
+    set.len() < max && set.insert(account)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -194,7 +255,14 @@ impl Vault {
             }
         }
         if summary.entries > 0 || genesis > 0 {
-            lock(&self.ledger().summaries).insert(account, summary.clone());
+            let mut summaries = lock(&self.ledger().summaries);
+            // A cache: a summary left out is built again from disk when next needed.
+            if summaries.len() >= SUMMARIES_KEPT {
+                if let Some(other) = summaries.keys().next().copied() {
+                    summaries.remove(&other);
+                }
+            }
+            summaries.insert(account, summary.clone());
         }
         Ok(summary)
     }
@@ -269,11 +337,7 @@ impl Vault {
                 && (e == LedgerError::Behind || summary.nonce() < signed.transfer.nonce)
             {
                 // Perhaps this vault missed transfers: look, in the background.
-                let started = {
-                    let mut c = lock(&self.ledger().catching_up);
-                    c.len() < MAX_CATCHING_UP && c.insert(account)
-                };
-                if started {
+                if claim(&self.ledger().catching_up, MAX_CATCHING_UP, account) {
                     let vault = self.clone();
                     tokio::spawn(async move {
                         if let Err(e) = vault.repair_account(account).await {
@@ -373,22 +437,14 @@ impl Vault {
         let key = shard.key();
         let cost = quote.cost(shard.data.len());
         let held = self.store().keys_at(RecordKind::Shard, &key.address).contains(&key);
-        {
-            let pending = lock(&self.ledger().pending);
-            if !pending.contains_key(&key) && pending.values().filter(|p| p.client == client).count() >= MAX_UNPAID_PER_CLIENT {
-                return Err(refused(LedgerError::BadQuote(format!(
-                    "{MAX_UNPAID_PER_CLIENT} shards stored here are waiting for your payment: pay for them first"
-                ))));
-            }
-        }
+        lock(&self.ledger().pending).admits(&key, &client)?;
         self.put_shard(shard).await?;
         let mut pending = lock(&self.ledger().pending);
-        if held && !pending.contains_key(&key) {
+        if held && !pending.shards.contains_key(&key) {
             return Ok(Response::Stored); // held and paid for already
         }
         let deadline = now + self.config().payment_grace_secs;
-        let owed = pending.entry(key).or_insert(Pending { cost, client, deadline });
-        Ok(Response::Owed(owed.cost))
+        Ok(Response::Owed(pending.owe(key, Pending { cost, client, deadline })))
     }
 
     /// Takes a payment for shards owed for.
@@ -439,7 +495,7 @@ impl Vault {
 
     fn owed(&self, shards: &[RecordKey]) -> u64 {
         let pending = lock(&self.ledger().pending);
-        shards.iter().filter_map(|k| pending.get(k)).fold(0u64, |a, p| a.saturating_add(p.cost))
+        shards.iter().filter_map(|k| pending.shards.get(k)).fold(0u64, |a, p| a.saturating_add(p.cost))
     }
 
     /// Deletes the shards left unpaid past their grace period; returns how many.
@@ -447,7 +503,7 @@ impl Vault {
         let now = kura_node::message::unix_now().as_secs();
         let due: Vec<RecordKey> = {
             let mut pending = lock(&self.ledger().pending);
-            let due: Vec<RecordKey> = pending.iter().filter(|(_, p)| p.deadline < now).map(|(k, _)| *k).collect();
+            let due: Vec<RecordKey> = pending.shards.iter().filter(|(_, p)| p.deadline < now).map(|(k, _)| *k).collect();
             for k in &due {
                 pending.remove(k);
             }
@@ -509,11 +565,7 @@ impl Vault {
             let _ = s.apply(entry);
         }
         let account = entry.account;
-        let due = {
-            let mut scheduled = lock(&self.ledger().scheduled);
-            scheduled.len() < MAX_SCHEDULED && scheduled.insert(account)
-        };
-        if due {
+        if claim(&self.ledger().scheduled, MAX_SCHEDULED, account) {
             let vault = self.clone();
             tokio::spawn(async move {
                 // One comparison per account per period, however many transfers it saw.
@@ -786,6 +838,34 @@ mod tests {
 
     fn peers(n: usize) -> Vec<PeerId> {
         (0..n).map(|_| PeerId::random()).collect()
+    }
+
+    #[test]
+    fn unpaid_shards_are_bounded_per_client_and_counted_once() {
+        let (greedy, other) = (PeerId::random(), PeerId::random());
+        let key = |i: usize| RecordKey::shard(Address::random(), i as u8);
+        let owe = |client| Pending { cost: 3, client, deadline: 0 };
+        let mut unpaid = Unpaid::default();
+        let keys: Vec<RecordKey> = (0..MAX_UNPAID_PER_CLIENT).map(key).collect();
+        for k in &keys {
+            unpaid.admits(k, &greedy).unwrap();
+            assert_eq!(unpaid.owe(*k, owe(greedy)), 3);
+        }
+        // A resend is owed once; a new shard past the bound is refused; others still may.
+        assert!(unpaid.admits(&keys[0], &greedy).is_ok());
+        assert_eq!(unpaid.owe(keys[0], owe(greedy)), 3);
+        assert_eq!(unpaid.per_client[&greedy], MAX_UNPAID_PER_CLIENT);
+        assert!(matches!(unpaid.admits(&key(0), &greedy), Err(RemoteError::Refused(_))));
+        assert!(unpaid.admits(&key(0), &other).is_ok());
+        // Paying for one makes room for one.
+        unpaid.remove(&keys[7]);
+        unpaid.remove(&keys[7]);
+        assert_eq!(unpaid.per_client[&greedy], MAX_UNPAID_PER_CLIENT - 1);
+        assert!(unpaid.admits(&key(0), &greedy).is_ok());
+        for k in &keys {
+            unpaid.remove(k);
+        }
+        assert!(unpaid.per_client.is_empty() && unpaid.shards.is_empty());
     }
 
     #[test]
