@@ -324,11 +324,13 @@ impl Vault {
     async fn try_sign(&self, signed: SignedTransfer) -> Result<Response, RemoteError> {
         let owned = signed.clone();
         let (total, check) = tokio::task::spawn_blocking(move || owned.prepare()).await.map_err(internal)?.map_err(refused)?;
+        let account = signed.transfer.from_address();
+        // Whose replica this is costs no pairing: a transfer of another group's account is
+        // refused before its signature is checked.
+        self.responsible(account, usize::from(kura_node::REPLICAS)).await?;
         if !self.ledger().verifier.holds(check).await {
             return Err(refused(LedgerError::BadOwnerSignature));
         }
-        let account = signed.transfer.from_address();
-        self.responsible(account, usize::from(kura_node::REPLICAS)).await?;
         let _turn = self.ledger().turn(&account).await;
         let summary = self.summary(account).await?;
         let promise = self.promise(&account)?;
