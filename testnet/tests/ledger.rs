@@ -1,7 +1,8 @@
 //! The reward ledger on real vault processes (10-vault testnets): payments move exact
 //! amounts; forged, zero, overflowing and unfunded transfers, certificates with too few or
 //! wrong signers, and replayed certificates are refused by every vault and change nothing;
-//! two conflicting transfers at one nonce are never both certified (50 rounds); and 1,000
+//! two conflicting transfers at one nonce are never both certified (50 rounds); a replica
+//! that answers with a bad share does not stop a payment; and 1,000
 //! random transfers among 20 accounts while 3 vaults stop and 3 join conserve the supply,
 //! every account's replicas agreeing on its balance.
 
@@ -189,6 +190,79 @@ fn payments_move_exact_amounts_and_bad_transfers_change_nothing() {
         expect(697 - 600 - 7, 301 + 600 + 7, genesis - 1000 + 2).await;
         client.close().await;
     });
+}
+
+/// A replica that answers every request to sign at once with a share that does not verify
+/// (its key is bound and proven; the signature is of another transfer), and claims to store
+/// whatever it is sent. Its share is among the first a client gets, so the client's first
+/// aggregate fails: it must find the bad share and wait for the rest of the group.
+#[test]
+fn a_replica_with_a_bad_share_does_not_stop_a_payment() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let net = Net::up(10, 1 << 30);
+    let rt = rt();
+    let dirs = tempfile::tempdir().unwrap();
+    let peers = kura_client::peers::read_peers_file(&net.peers_file()).unwrap();
+    let liar_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let keypair = kura_node::puzzle::generate(kura_testnet::process::TESTNET_ID_DIFFICULTY);
+    let binding = WalletKey::random().bind(&keypair);
+    let liar_key = WalletKey::random();
+    let (liar, mut inbound) =
+        liar_rt.block_on(kura_node::spawn(kura_node::NodeConfig::vault(keypair).with_bootstrap(peers))).unwrap();
+    let lies = Arc::new(AtomicU64::new(0));
+    {
+        let (lies, liar) = (lies.clone(), liar.clone());
+        liar_rt.spawn(async move {
+            while let Some(req) = inbound.recv().await {
+                let (_, request, responder) = req.into_parts();
+                let response = match request {
+                    Request::Ping => Response::Pong,
+                    Request::Sign(_) => {
+                        lies.fetch_add(1, Ordering::Relaxed);
+                        let signature = liar_key.sign_replica(&[7; 32]);
+                        Response::Signed(kura_node::ledger::ReplicaSignature { binding: binding.clone(), signature })
+                    }
+                    Request::PutRecord(_) => Response::Stored,
+                    Request::FindClosest { target, n } => match liar.closest_vaults(target, usize::from(n)).await {
+                        Ok(found) => Response::Closest(found),
+                        Err(e) => Response::Error(RemoteError::Internal(e.to_string())),
+                    },
+                    _ => Response::Error(RemoteError::Invalid("not served".into())),
+                };
+                responder.respond(response);
+            }
+        });
+    }
+    rt.block_on(async {
+        let client = net.connect().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !client.closest_vaults(Address::random(), 20).await.unwrap().contains(&liar.peer_id()) {
+            assert!(Instant::now() < deadline, "the liar never joined");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // A payer whose group has the liar in it.
+        let payer = loop {
+            let w = wallet_in(&dirs.path().join(format!("payer-{}", rand::random::<u32>())));
+            if client.closest_vaults(w.address(), usize::from(REPLICAS)).await.unwrap().contains(&liar.peer_id()) {
+                break w;
+            }
+        };
+        let payee = WalletKey::random().address();
+        client.pay(&net.faucet(), vec![pay(payer.address(), 100)]).await.unwrap();
+        let before = lies.load(Ordering::Relaxed);
+        for i in 1..=5 {
+            client.pay(&payer, vec![pay(payee, i)]).await.expect("the payment routes around the bad share");
+        }
+        let asked = lies.load(Ordering::Relaxed) - before;
+        assert!(asked >= 5, "the liar was asked to sign {asked} times, not each time");
+        assert_eq!(client.balance(payer.address()).await.unwrap().balance, 100 - 15);
+        assert_eq!(client.balance(payee).await.unwrap().balance, 15);
+        let (agreeing, view) = agreement(&client, payer.address()).await;
+        assert!(agreeing >= QUORUM, "only {agreeing} replicas agree on {view:?}");
+        client.close().await;
+    });
+    liar_rt.block_on(liar.shutdown());
 }
 
 #[test]
