@@ -474,6 +474,11 @@ impl Vault {
         };
         let _turn = match &record {
             Record::Transfer(entry) => {
+                // A replay is answered before the certificate is checked: for an old transfer
+                // whose signers have gone, checking asks the account's group.
+                if self.read_record(key).await.map_err(internal)?.is_some() {
+                    return Err(already_applied(&key));
+                }
                 self.check_entry(entry).await?;
                 Some(self.ledger().turn(&key.address).await)
             }
@@ -482,9 +487,7 @@ impl Vault {
         if let Some(held) = self.read_record(key).await.map_err(internal)? {
             if key.kind == RecordKind::Transfer {
                 // Its key is the transfer's id: this very certificate is applied already.
-                return Err(RemoteError::Refused(kura_node::RecordError::Ledger(
-                    kura_node::ledger::LedgerError::AlreadyApplied(hex::encode(&key.id[..8])),
-                )));
+                return Err(already_applied(&key));
             }
             // A message's key is its id, which covers all but the work: one held under the key
             // is this message (perhaps with another nonce).
@@ -798,4 +801,9 @@ mod tests {
         assert_eq!(vault.prove(chunk, 2, challenge()).await, Err(RemoteError::NotHeld { chunk, index: 2 }));
         vault.shutdown().await;
     }
+}
+
+/// The refusal of a certified transfer this vault holds already (its key is the transfer's id).
+fn already_applied(key: &RecordKey) -> RemoteError {
+    RemoteError::Refused(kura_node::RecordError::Ledger(kura_node::ledger::LedgerError::AlreadyApplied(hex::encode(&key.id[..8]))))
 }
