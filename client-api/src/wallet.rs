@@ -219,7 +219,7 @@ impl Client {
 
     /// Certifies and stores a transfer already signed (pending from an earlier payment).
     async fn finish(&self, wallet: &Wallet, signed: SignedTransfer) -> Result<(), ClientError> {
-        if signed.transfer.from != wallet.key.public_key() || signed.verify().is_err() {
+        if signed.transfer.from != wallet.key.public_key() || !self.owner_signed(&signed).await {
             wallet.set_pending(None)?;
             return Ok(());
         }
@@ -269,7 +269,7 @@ impl Client {
                             self.forget_group(&from);
                         }
                         if let Some(LedgerError::Conflict { promised, .. }) = ledger_error(&e) {
-                            if promised.transfer.from == signed.transfer.from && promised.verify().is_ok() {
+                            if promised.transfer.from == signed.transfer.from && self.owner_signed(promised).await {
                                 conflict = Some((**promised).clone());
                             }
                         }
@@ -317,6 +317,24 @@ impl Client {
         }
     }
 
+    /// Whether `signed` is well formed and carries its owner's signature (checked off the
+    /// async threads).
+    async fn owner_signed(&self, signed: &SignedTransfer) -> bool {
+        match signed.prepare() {
+            Ok((_, check)) => self.holds(check).await,
+            Err(_) => false,
+        }
+    }
+
+    /// Whether a signature holds, checked on this client's verifier thread (started on first
+    /// use; if it cannot start, on a blocking thread).
+    async fn holds(&self, check: kura_node::ledger::SigCheck) -> bool {
+        match self.verifier.get_or_init(|| kura_node::verifier::Verifier::start().ok()) {
+            Some(v) => v.holds(check).await,
+            None => tokio::task::spawn_blocking(move || check.holds()).await.unwrap_or(false),
+        }
+    }
+
     /// Verifies a certificate with this client's cache of verified keys, off the async
     /// threads (a pairing is a millisecond or two).
     async fn verify_certificate(&self, cert: &Certificate) -> Result<u64, LedgerError> {
@@ -325,11 +343,7 @@ impl Client {
             .await
             .map_err(|e| LedgerError::Malformed(format!("verifying: {e}")))??;
         if let Some(check) = prepared.check {
-            let holds = match self.verifier.get_or_init(|| kura_node::verifier::Verifier::start().ok()) {
-                Some(v) => v.holds(check).await,
-                None => tokio::task::spawn_blocking(move || check.holds()).await.unwrap_or(false),
-            };
-            if !holds {
+            if !self.holds(check).await {
                 return Err(LedgerError::BadCertificate);
             }
             self.verified.lock().unwrap_or_else(|e| e.into_inner()).remember(prepared.digest);
@@ -381,7 +395,8 @@ impl Client {
                 answered += 1;
                 *votes.entry((view.balance, view.nonce)).or_default() += 1;
                 if let Some(p) = view.pending {
-                    if account_of(&p) == account && p.verify().is_ok() {
+                    // Replicas report one pending transfer alike: it is checked once.
+                    if pending.as_ref() != Some(&p) && account_of(&p) == account && self.owner_signed(&p).await {
                         pending = Some(p);
                     }
                 }

@@ -85,34 +85,40 @@ impl Verifier {
     /// however many callers ask at the same moment: a vault in both the payer's and the
     /// payee's group is sent one certificate twice at once.
     pub async fn holds_once(&self, key: [u8; 32], check: SigCheck) -> bool {
-        let wait = {
+        enum Turn {
+            Lead,
+            Wait(oneshot::Receiver<bool>),
+            Alone,
+        }
+        let turn = {
             let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
             let room = waiting.len() < MAX_KEYED;
             match waiting.get_mut(&key) {
                 Some(waiters) => {
                     let (tx, rx) = oneshot::channel();
                     waiters.push(tx);
-                    Some(rx)
+                    Turn::Wait(rx)
                 }
                 None if room => {
                     waiting.insert(key, Vec::new());
-                    None
+                    Turn::Lead
                 }
-                // Too many under way to share: this one is checked on its own.
-                None => Some(oneshot::channel().1),
+                None => Turn::Alone,
             }
         };
-        match wait {
-            Some(rx) => match rx.await {
-                Ok(ok) => ok,
-                Err(_) => self.holds(check).await,
-            },
-            None => {
+        match turn {
+            Turn::Lead => {
                 let mut leader = Leader { waiting: self.waiting.clone(), key, answer: None };
                 let ok = self.holds(check).await;
                 leader.answer = Some(ok);
                 ok
             }
+            // A leader dropped before it answered: check for ourselves.
+            Turn::Wait(rx) => match rx.await {
+                Ok(ok) => ok,
+                Err(_) => self.holds(check).await,
+            },
+            Turn::Alone => self.holds(check).await,
         }
     }
 
