@@ -9,16 +9,18 @@
 //! payment cut off halfway is finished by the next one, never replaced. One process at a time
 //! pays from a wallet folder (a lock file).
 //!
-//! Reads ask the whole group and believe what at least `f + 1` replicas agree on, so one
-//! lying vault cannot show a balance.
+//! Reads ask the whole committee. A balance is believed when a quorum of the committee
+//! agrees on it and the certificates one of them holds add up to it; otherwise the client adds
+//! up the certificates the replicas hold itself, counting only those whose signers are a
+//! quorum of the payer's committee or that [`VOUCHERS`] replicas hold, so three lying replicas
+//! can neither show a balance nor hide one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
-use kura_node::ledger::{
-    Certificate, Entry, LedgerError, Output, SignedTransfer, WalletKey, QUORUM,
-};
+use kura_node::committee::{quorum_of, VOUCHERS};
+use kura_node::ledger::{Certificate, Entry, LedgerError, Output, SignedTransfer, Summary, WalletKey, QUORUM};
 use kura_node::record::REPLICAS;
 use kura_node::wire::{RemoteError, Request, Response};
 use kura_node::{Address, NodeError, PeerId, Record, RecordError};
@@ -27,8 +29,8 @@ use crate::chunks::{transient, ATTEMPTS_PER_VAULT, BACKOFF};
 use crate::client::Client;
 use crate::error::ClientError;
 
-/// Replicas that must agree before a client believes what they say of an account: one more
-/// than the dishonest replicas a quorum tolerates.
+/// One more than the dishonest replicas a quorum tolerates: replicas that agree on what they
+/// hold include an honest one.
 pub const AGREEING: usize = REPLICAS as usize - QUORUM + 1;
 
 const PENDING_FILE: &str = "pending-transfer";
@@ -293,7 +295,8 @@ impl Client {
             // One pairing for all; only if that fails, one per share to find the bad ones,
             // and the rest of the group's answers are waited for.
             let cert = Certificate::aggregate(signed.clone(), shares.clone()).map_err(|e| fail(vec![e.to_string()]))?;
-            let error = match self.verify_certificate(&cert).await {
+            // The owner's signature is our own: only the replicas' shares need checking.
+            let error = match self.verify_certificate_with(&cert, false).await {
                 Ok(_) => return Ok(cert),
                 Err(e) => e,
             };
@@ -338,16 +341,27 @@ impl Client {
     /// Verifies a certificate with this client's cache of verified keys, off the async
     /// threads (a pairing is a millisecond or two).
     async fn verify_certificate(&self, cert: &Certificate) -> Result<u64, LedgerError> {
+        self.verify_certificate_with(cert, true).await
+    }
+
+    /// [`Client::verify_certificate`], checking the owner's signature only if `owner`.
+    async fn verify_certificate_with(&self, cert: &Certificate, owner: bool) -> Result<u64, LedgerError> {
         let (owned, cache) = (cert.clone(), self.verified.clone());
         let prepared = tokio::task::spawn_blocking(move || owned.prepare(&mut cache.lock().unwrap_or_else(|e| e.into_inner())))
             .await
             .map_err(|e| LedgerError::Malformed(format!("verifying: {e}")))??;
-        if let Some(check) = prepared.check {
-            if !self.holds(check).await {
-                return Err(LedgerError::BadCertificate);
-            }
-            self.verified.lock().unwrap_or_else(|e| e.into_inner()).remember(prepared.digest);
+        let (owner, aggregate) = match (prepared.owner.filter(|_| owner), prepared.aggregate) {
+            (Some(o), Some(a)) => tokio::join!(self.holds(o), self.holds(a)),
+            (None, Some(a)) => (true, self.holds(a).await),
+            _ => (true, true),
+        };
+        if !owner {
+            return Err(LedgerError::BadOwnerSignature);
         }
+        if !aggregate {
+            return Err(LedgerError::BadCertificate);
+        }
+        self.verified.lock().unwrap_or_else(|e| e.into_inner()).remember(prepared.digest);
         Ok(prepared.total)
     }
 
@@ -379,21 +393,24 @@ impl Client {
         Ok(())
     }
 
-    /// What the replicas of `account` agree on: the state at least [`AGREEING`] of them
-    /// report (the most advanced such, when replicas catching up lag behind).
+    /// The account's state: what a quorum of its committee agrees on, once the certificates
+    /// one of them holds add up to it; else what the certificates its replicas hold add up
+    /// to, counting only those this client can place (see the module's docs).
     pub async fn balance(&self, account: Address) -> Result<Balance, ClientError> {
         let group = self.group(account, usize::from(REPLICAS)).await?;
-        let asks = group.iter().map(|&v| self.ask_retrying(v, Request::Account(account)));
-        let mut votes: HashMap<(i128, u64), usize> = HashMap::new();
-        let mut answered = 0;
+        let asks = group.iter().map(|&v| async move { (v, self.ask_retrying(v, Request::Account(account)).await) });
+        let mut votes: HashMap<(i128, u64), Vec<PeerId>> = HashMap::new();
+        let mut geneses: HashMap<u64, usize> = HashMap::new();
+        let mut answered = Vec::new();
         let mut pending = None;
-        for answer in futures::future::join_all(asks).await {
+        for (vault, answer) in futures::future::join_all(asks).await {
             if answer.is_err() {
                 self.forget_group(&account);
             }
             if let Ok(Response::Account(view)) = answer {
-                answered += 1;
-                *votes.entry((view.balance, view.nonce)).or_default() += 1;
+                answered.push(vault);
+                votes.entry((view.balance, view.nonce)).or_default().push(vault);
+                *geneses.entry(view.genesis).or_default() += 1;
                 if let Some(p) = view.pending {
                     // Replicas report one pending transfer alike: it is checked once.
                     if pending.as_ref() != Some(&p) && account_of(&p) == account && self.owner_signed(&p).await {
@@ -402,18 +419,69 @@ impl Client {
                 }
             }
         }
-        let needed = AGREEING.min(group.len());
-        votes
-            .into_iter()
-            .filter(|(_, n)| *n >= needed)
-            .max_by_key(|((_, nonce), n)| (*nonce, *n))
-            .map(|((balance, nonce), agreeing)| Balance { balance, nonce, agreeing, pending })
-            .ok_or_else(|| {
-                ClientError::Wallet(format!(
-                    "the replicas of account {account} do not agree on its balance ({answered} of {} answered); try again",
-                    group.len()
-                ))
-            })
+        if answered.is_empty() {
+            return Err(ClientError::Wallet(format!("no replica of account {account} answered ({} asked); try again", group.len())));
+        }
+        let genesis = geneses.into_iter().max_by_key(|(g, n)| (*n, std::cmp::Reverse(*g))).map_or(0, |(g, _)| g);
+        let needed = QUORUM.min(group.len());
+        let agreed = votes.iter().filter(|(_, v)| v.len() >= needed).max_by_key(|((_, nonce), v)| (*nonce, v.len()));
+        if let Some((&(balance, nonce), voters)) = agreed {
+            let behind = self.summed(account, &voters[..1], genesis, false).await?;
+            if (behind.balance(), behind.nonce()) == (balance, nonce) {
+                return Ok(Balance { balance, nonce, agreeing: voters.len(), pending });
+            }
+        }
+        let summed = self.summed(account, &answered, genesis, true).await?;
+        let (balance, nonce) = (summed.balance(), summed.nonce());
+        let agreeing = votes.get(&(balance, nonce)).map_or(0, Vec::len);
+        Ok(Balance { balance, nonce, agreeing, pending })
+    }
+
+    /// What the certificates that `vaults` hold at `account` add up to, each verified (and
+    /// counted as the ledger's rules say: a debit once per nonce, a credit once per payer and
+    /// nonce). With `strict`, a certificate counts only if its signers are a quorum of the
+    /// payer's committee as this client finds it, or if [`VOUCHERS`] of `vaults` hold it.
+    async fn summed(&self, account: Address, vaults: &[PeerId], genesis: u64, strict: bool) -> Result<Summary, ClientError> {
+        let mut found: BTreeMap<[u8; 32], (Entry, usize)> = BTreeMap::new();
+        for &vault in vaults {
+            for e in self.held_at(vault, account).await {
+                found.entry(e.certificate.id()).or_insert((e, 0)).1 += 1;
+            }
+        }
+        let mut summary = Summary::new(genesis);
+        for (entry, holders) in found.into_values() {
+            if self.verify_certificate(&entry.certificate).await.is_err() {
+                continue;
+            }
+            if strict && holders < VOUCHERS.min(vaults.len()) {
+                let payer = entry.certificate.transfer.transfer.from_address();
+                let members = self.group(payer, usize::from(REPLICAS)).await?;
+                if !quorum_of(&entry.certificate.signer_peers(), &members) {
+                    continue;
+                }
+            }
+            let _ = summary.apply(&entry);
+        }
+        Ok(summary)
+    }
+
+    /// Every entry `vault` holds at `account` that is about it (all pages; none if it does not
+    /// answer).
+    async fn held_at(&self, vault: PeerId, account: Address) -> Vec<Entry> {
+        let mut held = Vec::new();
+        let mut after = None;
+        loop {
+            match self.ask_retrying(vault, Request::History { account, after }).await {
+                Ok(Response::Entries { entries, more }) => {
+                    after = entries.last().map(|e| e.certificate.id());
+                    held.extend(entries.into_iter().filter(|e| e.account == account && e.check_shape().is_ok()));
+                    if !more || after.is_none() {
+                        return held;
+                    }
+                }
+                _ => return held,
+            }
+        }
     }
 
     /// Every transfer into or out of `account` that the replicas hold and whose certificate
@@ -422,22 +490,10 @@ impl Client {
         let group = self.group(account, usize::from(REPLICAS)).await?;
         let mut found: BTreeMap<[u8; 32], Entry> = BTreeMap::new();
         for vault in group.into_iter().take(AGREEING) {
-            let mut after = None;
-            loop {
-                match self.ask_retrying(vault, Request::History { account, after }).await {
-                    Ok(Response::Entries { entries, more }) => {
-                        after = entries.last().map(|e| e.certificate.id());
-                        for e in entries {
-                            let id = e.certificate.id();
-                            if e.account == account && !found.contains_key(&id) && e.check_shape().is_ok() && self.verify_certificate(&e.certificate).await.is_ok() {
-                                found.insert(id, e);
-                            }
-                        }
-                        if !more || after.is_none() {
-                            break;
-                        }
-                    }
-                    _ => break,
+            for e in self.held_at(vault, account).await {
+                let id = e.certificate.id();
+                if !found.contains_key(&id) && self.verify_certificate(&e.certificate).await.is_ok() {
+                    found.insert(id, e);
                 }
             }
         }

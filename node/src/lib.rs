@@ -21,6 +21,7 @@
 mod address;
 pub mod budget;
 mod codec;
+pub mod committee;
 mod config;
 mod error;
 pub mod identity;

@@ -224,6 +224,7 @@ mod tests {
             earned: 0,
             balance: None,
             transfers_signed: 0,
+            ledger_evidence: 0,
             workers: vec![],
             version: String::new(),
         })

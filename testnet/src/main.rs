@@ -260,6 +260,9 @@ fn print_status(net: &Testnet, report: &HealthReport) -> Result<()> {
                 kura_node::ledger::format_amount(i128::from(s.earned)),
                 s.account
             );
+            if s.ledger_evidence > 0 {
+                println!("       ledger evidence: {} (double spends or unowned certificates; see evidence/ in its folder)", s.ledger_evidence);
+            }
         }
     }
     if report.healthy() {

@@ -21,7 +21,7 @@
 //! attack). Checking a proof of possession costs a pairing, so verified bindings are
 //! remembered ([`BindingCache`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use bls_signatures::Serialize as _;
@@ -508,15 +508,25 @@ impl BindingCache {
     }
 }
 
-/// A certificate checked in all but its aggregate signature ([`Certificate::prepare`]).
+/// A certificate checked in all but its signatures ([`Certificate::prepare`]).
 #[derive(Debug)]
 pub struct PreparedCertificate {
     /// The transfer's total.
     pub total: u64,
-    /// The certificate's digest, for [`BindingCache::remember`] once `check` holds.
+    /// The certificate's digest, for [`BindingCache::remember`] once both checks hold.
     pub digest: [u8; 32],
-    /// The aggregate signature still to verify; `None` if the cache knows it holds.
-    pub check: Option<SigCheck>,
+    /// The owner's signature of the transfer, still to verify; `None` if the cache knows the
+    /// certificate holds.
+    pub owner: Option<SigCheck>,
+    /// The signers' aggregate signature, still to verify; `None` if the cache knows it holds.
+    pub aggregate: Option<SigCheck>,
+}
+
+impl PreparedCertificate {
+    /// Both checks left, owner's first (empty when the cache knows the certificate).
+    pub fn checks(&self) -> Vec<SigCheck> {
+        self.owner.iter().chain(self.aggregate.iter()).cloned().collect()
+    }
 }
 
 /// A transfer certified by a quorum of its account's replicas.
@@ -562,26 +572,33 @@ impl Certificate {
         self.signers.iter().map(|b| b.peer).collect()
     }
 
-    /// Checks everything a certificate proves on its own: the transfer's shape, a quorum of
-    /// distinct signers with bound keys, and their aggregate signature (one pairing, plus one
-    /// per binding not in `cache`). Whether the signers are the account's replicas depends on
-    /// who checks: see the vault. The owner's signature is not checked again: the replicas
-    /// that signed checked it.
+    /// Checks everything a certificate proves on its own: the transfer's shape, its owner's
+    /// signature, a quorum of distinct signers with bound keys, and their aggregate signature
+    /// (two pairings, plus one per binding not in `cache`). The owner's signature is checked
+    /// here too, not left to the replicas that signed: a certificate is evidence of what the
+    /// owner asked only if the owner's signature is in it. Whether the signers are the
+    /// account's committee depends on who checks (`kura_node::committee`).
     pub fn verify(&self, cache: &mut BindingCache) -> Result<u64, LedgerError> {
         let prepared = self.prepare(cache)?;
-        if let Some(check) = prepared.check {
-            if !check.holds() {
+        if let Some(owner) = &prepared.owner {
+            if !owner.holds() {
+                return Err(LedgerError::BadOwnerSignature);
+            }
+        }
+        if let Some(aggregate) = &prepared.aggregate {
+            if !aggregate.holds() {
                 return Err(LedgerError::BadCertificate);
             }
-            cache.remember(prepared.digest);
         }
+        cache.remember(prepared.digest);
         Ok(prepared.total)
     }
 
-    /// Everything [`Certificate::verify`] checks but the aggregate signature, which it returns
-    /// to verify (alone, or batched with others: [`verify_batch`]).
+    /// Everything [`Certificate::verify`] checks but the owner's and the aggregate
+    /// signatures, which it returns to verify (alone, or batched with others:
+    /// [`verify_batch`]).
     pub fn prepare(&self, cache: &mut BindingCache) -> Result<PreparedCertificate, LedgerError> {
-        let total = self.transfer.transfer.total()?;
+        let (total, owner) = self.transfer.prepare()?;
         let n = self.signers.len();
         if !(QUORUM..=usize::from(REPLICAS)).contains(&n) {
             return Err(LedgerError::TooFewSigners { got: n, need: QUORUM });
@@ -593,7 +610,7 @@ impl Certificate {
         }
         let digest = *blake3::hash(&postcard::to_stdvec(self).unwrap_or_default()).as_bytes();
         if cache.verified.contains(&digest) {
-            return Ok(PreparedCertificate { total, digest, check: None });
+            return Ok(PreparedCertificate { total, digest, owner: None, aggregate: None });
         }
         let mut keys = Vec::with_capacity(n);
         for b in &self.signers {
@@ -605,8 +622,8 @@ impl Certificate {
             .map_err(|_| LedgerError::BadCertificate)?
             .to_public_key();
         let sig = decode_signature(&self.signature)?;
-        let check = SigCheck { key: sum.into(), sig: sig.into(), msg: replica_message(&self.id()) };
-        Ok(PreparedCertificate { total, digest, check: Some(check) })
+        let aggregate = SigCheck { key: sum.into(), sig: sig.into(), msg: replica_message(&self.id()) };
+        Ok(PreparedCertificate { total, digest, owner: Some(owner), aggregate: Some(aggregate) })
     }
 }
 
@@ -661,7 +678,13 @@ impl Entry {
 }
 
 /// What an account's entries held by one replica add up to.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Each debit counts once per nonce and each credit once per `(payer, nonce)`. Where two
+/// certified transfers share a `(payer, nonce)` (a double spend: never while fewer than
+/// `2q − n` of the payer's committee sign twice), both are kept as evidence and the summary
+/// stays conservative whatever order it sees them in: the payer is debited the larger of the
+/// two, and the payee is credited neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     /// The genesis supply, for the genesis account; zero for every other.
     pub genesis: u64,
@@ -669,8 +692,14 @@ pub struct Summary {
     pub credits: u128,
     /// Units debited.
     pub debits: u128,
-    /// The transfer id at each debited nonce.
+    /// The transfer id at each debited nonce (the first seen, where two contest it).
     pub debited: BTreeMap<u64, [u8; 32]>,
+    /// The amount debited at each nonce (the larger, where two contest it).
+    debit_amounts: BTreeMap<u64, u64>,
+    /// Each credit counted, by its payer and nonce: the transfer's id and what it paid here.
+    credited: HashMap<(Address, u64), ([u8; 32], u64)>,
+    /// Payer nonces at which two certified transfers were seen here (never credited).
+    pub contested: BTreeSet<(Address, u64)>,
     /// Entries counted.
     pub entries: u64,
 }
@@ -681,24 +710,99 @@ impl Summary {
         Summary { genesis, ..Summary::default() }
     }
 
-    /// Adds an entry (checked) for this account. A second certified transfer at a debited
-    /// nonce is refused: it is a double spend.
+    /// Adds an entry for this account, whatever its order among the others (rebuilding from
+    /// disk). [`LedgerError::AlreadyApplied`] changes nothing; [`LedgerError::DoubleSpend`]
+    /// means the entry contests another at its nonce, and is counted as the type's docs say.
     pub fn apply(&mut self, entry: &Entry) -> Result<(), LedgerError> {
         let t = &entry.certificate.transfer.transfer;
+        let id = t.id();
+        let total = t.total()?;
         if entry.is_debit() {
-            let id = t.id();
-            match self.debited.get(&t.nonce) {
-                Some(held) if *held == id => return Err(LedgerError::AlreadyApplied(hex::encode(&id[..8]))),
-                Some(_) => return Err(LedgerError::DoubleSpend(t.nonce)),
-                None => {}
+            let held = self.debited.get(&t.nonce).copied();
+            match held {
+                Some(h) if h == id => return Err(LedgerError::AlreadyApplied(hex::encode(&id[..8]))),
+                Some(_) => {
+                    let before = self.debit_amounts.get(&t.nonce).copied().unwrap_or(0);
+                    if total > before {
+                        self.debits += u128::from(total - before);
+                        self.debit_amounts.insert(t.nonce, total);
+                    }
+                    self.contested.insert((entry.account, t.nonce));
+                    self.entries += 1;
+                    return Err(LedgerError::DoubleSpend(t.nonce));
+                }
+                None => {
+                    self.debits += u128::from(total);
+                    self.debited.insert(t.nonce, id);
+                    self.debit_amounts.insert(t.nonce, total);
+                }
             }
-            self.debits += u128::from(t.total()?);
-            self.debited.insert(t.nonce, id);
         } else {
-            self.credits += u128::from(t.paid_to(&entry.account));
+            let pair = (t.from_address(), t.nonce);
+            let amount = t.paid_to(&entry.account);
+            if self.contested.contains(&pair) {
+                self.entries += 1;
+                return Err(LedgerError::DoubleSpend(t.nonce));
+            }
+            match self.credited.get(&pair).copied() {
+                Some((h, _)) if h == id => return Err(LedgerError::AlreadyApplied(hex::encode(&id[..8]))),
+                Some((_, earlier)) => {
+                    // Neither is credited: the earlier one is taken back.
+                    self.credits -= u128::from(earlier);
+                    self.credited.remove(&pair);
+                    self.contested.insert(pair);
+                    self.entries += 1;
+                    return Err(LedgerError::DoubleSpend(t.nonce));
+                }
+                None => {
+                    self.credits += u128::from(amount);
+                    self.credited.insert(pair, (id, amount));
+                }
+            }
         }
         self.entries += 1;
         Ok(())
+    }
+
+    /// Whether a replica holding this summary may admit `entry` (its certificate already
+    /// checked) as a new entry: a debit only at the account's next nonce (or one that fills
+    /// a gap) and only if the balance covers it; a credit only once per `(payer, nonce)`.
+    /// [`LedgerError::DoubleSpend`] is evidence (the caller keeps both); [`LedgerError::Behind`]
+    /// and [`LedgerError::InsufficientFunds`] may mean this replica missed entries.
+    pub fn admits(&self, entry: &Entry) -> Result<(), LedgerError> {
+        let t = &entry.certificate.transfer.transfer;
+        let id = t.id();
+        let total = t.total()?;
+        if entry.is_debit() {
+            match self.debited.get(&t.nonce) {
+                Some(h) if *h == id => return Err(LedgerError::AlreadyApplied(hex::encode(&id[..8]))),
+                Some(_) => return Err(LedgerError::DoubleSpend(t.nonce)),
+                None if t.nonce > self.nonce() + 1 => return Err(LedgerError::Behind),
+                None => {}
+            }
+            if self.balance() < i128::from(total) {
+                return Err(LedgerError::InsufficientFunds { balance: self.balance(), needed: total });
+            }
+            return Ok(());
+        }
+        let pair = (t.from_address(), t.nonce);
+        if self.contested.contains(&pair) {
+            return Err(LedgerError::DoubleSpend(t.nonce));
+        }
+        match self.credited.get(&pair) {
+            Some((h, _)) if *h == id => Err(LedgerError::AlreadyApplied(hex::encode(&id[..8]))),
+            Some(_) => Err(LedgerError::DoubleSpend(t.nonce)),
+            None => Ok(()),
+        }
+    }
+
+    /// The transfer this summary counts at `(payer, nonce)`, if any: a debit's id for this
+    /// account's own nonces, a credit's for another payer's.
+    pub fn counted(&self, payer: &Address, nonce: u64, own: bool) -> Option<[u8; 32]> {
+        match own {
+            true => self.debited.get(&nonce).copied(),
+            false => self.credited.get(&(*payer, nonce)).map(|(id, _)| *id),
+        }
     }
 
     /// The balance: genesis and credits less debits. Negative only at a replica that holds a
@@ -765,6 +869,9 @@ pub struct AccountView {
     pub account: Address,
     /// Its balance here.
     pub balance: i128,
+    /// What it started with: the genesis supply for the genesis account, else zero (a client
+    /// that sums the account's certificates itself adds it).
+    pub genesis: u64,
     /// The highest nonce debited.
     pub nonce: u64,
     /// Entries held.
@@ -990,7 +1097,7 @@ mod tests {
         let reps = replicas(6);
         let cert = certify(&signed[0], &reps);
         let prepared = cert.prepare(&mut BindingCache::default()).unwrap();
-        checks.push(prepared.check.unwrap());
+        checks.push(prepared.aggregate.unwrap());
         assert_eq!(verify_batch(&checks), vec![true; 10]);
         // One forged signature: only it fails.
         let mut forged = signed[4].clone();
@@ -1048,10 +1155,8 @@ mod tests {
         let credit = certify(&funder.sign(1, vec![pay(owner.address(), 10)]), &reps);
         s.apply(&Entry { account: owner.address(), certificate: credit.clone() }).unwrap();
         assert_eq!(s.balance(), 10);
-        assert!(matches!(
-            s.apply(&Entry { account: owner.address(), certificate: credit }),
-            Ok(()) // credits are keyed by id in the store; the summary counts what it is given
-        ));
+        assert!(matches!(s.apply(&Entry { account: owner.address(), certificate: credit }), Err(LedgerError::AlreadyApplied(_))));
+        assert_eq!(s.balance(), 10, "a credit counts once");
         let s = {
             let mut s = Summary::new(0);
             s.credits = 10;
@@ -1087,6 +1192,64 @@ mod tests {
         let t2 = owner.sign(2, vec![pay(a, 1)]);
         assert!(matches!(s.may_sign(Some(&t2), &owner.sign(2, vec![pay(b, 1)]), 1), Err(LedgerError::Conflict { nonce: 2, .. })));
         assert!(matches!(s.may_sign(Some(&t2), &owner.sign(3, vec![pay(b, 1)]), 1), Err(LedgerError::Conflict { nonce: 2, .. })));
+    }
+
+    #[test]
+    fn a_replica_admits_debits_in_order_and_covered_and_credits_once_per_payer_nonce() {
+        let reps = replicas(6);
+        let (funder, owner, other) = (WalletKey::random(), WalletKey::random(), WalletKey::random());
+        let entry = |account: Address, c: &Certificate| Entry { account, certificate: c.clone() };
+        let credit = certify(&funder.sign(1, vec![pay(owner.address(), 10)]), &reps);
+        let mut s = Summary::new(0);
+        // A debit before the credit that pays for it is an overdraft here.
+        let d1 = certify(&owner.sign(1, vec![pay(other.address(), 7)]), &reps);
+        assert_eq!(s.admits(&entry(owner.address(), &d1)), Err(LedgerError::InsufficientFunds { balance: 0, needed: 7 }));
+        s.apply(&entry(owner.address(), &credit)).unwrap();
+        // A debit past the next nonce: this replica is behind.
+        let d2 = certify(&owner.sign(2, vec![pay(other.address(), 1)]), &reps);
+        assert_eq!(s.admits(&entry(owner.address(), &d2)), Err(LedgerError::Behind));
+        s.admits(&entry(owner.address(), &d1)).unwrap();
+        s.apply(&entry(owner.address(), &d1)).unwrap();
+        assert_eq!(s.admits(&entry(owner.address(), &d1)), Err(LedgerError::AlreadyApplied(hex::encode(&d1.id()[..8]))));
+        let d1x = certify(&owner.sign(1, vec![pay(other.address(), 9)]), &reps);
+        assert_eq!(s.admits(&entry(owner.address(), &d1x)), Err(LedgerError::DoubleSpend(1)));
+        // Kept as evidence, the larger debit counts, in either order.
+        let mut a = s.clone();
+        assert_eq!(a.apply(&entry(owner.address(), &d1x)), Err(LedgerError::DoubleSpend(1)));
+        let mut b = Summary::new(0);
+        for c in [&credit, &d1x, &d1] {
+            let _ = b.apply(&entry(owner.address(), c));
+        }
+        assert_eq!((a.balance(), b.balance()), (1, 1));
+        assert!(a.contested.contains(&(owner.address(), 1)));
+
+        // The payee: credited once per (payer, nonce); two certificates there credit neither,
+        // whichever came first.
+        let mut p = Summary::new(0);
+        p.apply(&entry(other.address(), &d1)).unwrap();
+        assert_eq!(p.balance(), 7);
+        assert_eq!(p.admits(&entry(other.address(), &d1x)), Err(LedgerError::DoubleSpend(1)));
+        assert_eq!(p.apply(&entry(other.address(), &d1x)), Err(LedgerError::DoubleSpend(1)));
+        assert_eq!(p.balance(), 0, "neither is credited");
+        let mut q = Summary::new(0);
+        for c in [&d1x, &d1] {
+            let _ = q.apply(&entry(other.address(), c));
+        }
+        assert_eq!(q.balance(), 0);
+        assert_eq!(q.admits(&entry(other.address(), &d1)), Err(LedgerError::DoubleSpend(1)));
+    }
+
+    #[test]
+    fn a_certificate_checks_its_owners_signature() {
+        let reps = replicas(6);
+        let (owner, thief) = (WalletKey::random(), WalletKey::random());
+        let mut forged = thief.sign(1, vec![pay(Address::random(), 5)]);
+        forged.transfer.from = owner.public_key();
+        // Every replica signature is real: only the owner never signed.
+        let cert = certify(&forged, &reps);
+        assert_eq!(cert.verify(&mut BindingCache::default()), Err(LedgerError::BadOwnerSignature));
+        let good = certify(&owner.sign(1, vec![pay(Address::random(), 5)]), &reps);
+        assert_eq!(good.verify(&mut BindingCache::default()), Ok(5));
     }
 
     #[test]

@@ -248,6 +248,10 @@ pub struct VaultStatus {
     pub balance: Option<i128>,
     /// Transfers it signed as a replica of their paying account.
     pub transfers_signed: u64,
+    /// Ledger evidence it found since it started: two certified transfers at one nonce, or a
+    /// committee's certificate of a transfer its owner never signed (see `evidence/` in its
+    /// root).
+    pub ledger_evidence: u64,
     /// Its background workers.
     pub workers: Vec<WorkerStatus>,
     /// The software version it runs.
@@ -442,6 +446,7 @@ mod tests {
             bad_shards_served: 0,
             account: Address::random(),
             earned: 0,
+            ledger_evidence: 0,
             balance: Some(-3),
             transfers_signed: 0,
             workers: vec![WorkerStatus { name: "repair".into(), state: "idle".into(), counters: vec![("rebuilt".into(), 2)] }],

@@ -1,35 +1,38 @@
-//! The vault as a replica of the reward ledger (rules in `kura_types::ledger`).
+//! The vault as a replica of the reward ledger (rules in `kura_types::ledger`, the committee
+//! rule in `kura_node::committee`).
 //!
-//! A vault in an account's close group signs transfers out of it, one per nonce: the promise
+//! A vault signs transfers out of an account only while it is in the account's committee
+//! (the 8 vaults closest to it, as this vault sees the network), one per nonce: the promise
 //! is written to disk (fsynced) before the signature leaves, so a restart never makes it sign
-//! a second transfer at a nonce. It admits a certified transfer only when the certificate
-//! verifies and its signers are among the vaults closest to the paying account as this vault
-//! sees them (or, for an old transfer whose signers have left, when `f + 1` members of the
-//! account's group hold it, so that at least one honest vault vouches for it). An account's
-//! group keeps its entries in step with [`Vault::repair_account`]: each member lists the ids
-//! it holds, and missing entries are fetched and pushed, each checked on arrival.
+//! a second transfer at a nonce. Every certified transfer it admits, whichever way it comes
+//! (a client's store, a group member's push, catch-up), passes every check: the owner's
+//! signature, the signers' aggregate signature, a quorum of the payer's committee as this
+//! vault sees it (looked up when its routing table does not settle it), and the account's
+//! state here (a debit only at the next nonce and covered by the balance; a credit once per
+//! payer and nonce). An old transfer whose signers have left the committee must in addition
+//! be held by [`VOUCHERS`] members of the account's group, and its signers must be vault ids
+//! (with work). Two certificates at one nonce, and a committee's certificate of a transfer
+//! its owner never signed, are kept as evidence and their signers penalized.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use kura_node::verifier::Verifier;
+use kura_node::committee::{committee, outsiders, quorum_of, VOUCHERS};
 use kura_node::ledger::{
-    AccountView, Binding, BindingCache, Entry, LedgerError, Quote, ReplicaSignature, SignedTransfer, Summary, WalletKey, QUORUM,
+    AccountView, Binding, BindingCache, Certificate, Entry, LedgerError, Quote, ReplicaSignature, SignedTransfer, Summary, WalletKey, QUORUM,
 };
+use kura_node::verifier::Verifier;
 use kura_node::wire::{RemoteError, Request, Response, HISTORY_PAGE, PAGE};
 use kura_node::{Address, NodeError, PeerId, Record, RecordError, RecordKey, RecordKind};
 use tracing::{debug, error};
 
+use crate::evidence::{culprits, Evidence, Exhibit, Offence};
 use crate::server::Vault;
 
 /// File of the vault's BLS key (its replica and earnings key) in its root.
 pub const BLS_KEY_FILE: &str = "ledger.key";
-
-/// Group members that must hold an entry whose signers this vault cannot place: one more
-/// than the dishonest members a quorum tolerates.
-const VOUCHERS: usize = kura_node::REPLICAS as usize - QUORUM + 1;
 
 /// Shards one client may have stored at one vault and not yet paid for.
 pub const MAX_UNPAID_PER_CLIENT: usize = 4096;
@@ -111,6 +114,23 @@ const MAX_SCHEDULED: usize = 4096;
 /// Accounts caught up on at once.
 const MAX_CATCHING_UP: usize = 16;
 
+/// How long a committee found by lookup is reused.
+const LOOKUP_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Committees found by lookup remembered at once.
+const LOOKUPS_KEPT: usize = 4096;
+
+/// Committee lookups under way at once: a flood of certificates from strangers, each naming
+/// another payer, waits for these instead of starting a lookup each.
+const MAX_LOOKUPS: usize = 8;
+
+/// Transfers whose owner's signature this vault checked when it signed them, remembered so
+/// that their certificate's check does not pay that pairing again.
+const OWNER_CHECKED_KEPT: usize = 1 << 16;
+
+/// Entries fetched from the group in one catch-up round (the rest come in the next).
+const FETCH_PER_ROUND: usize = 1024;
+
 /// A replica's ledger state.
 pub(crate) struct Ledger {
     key: WalletKey,
@@ -144,6 +164,14 @@ pub(crate) struct Ledger {
     refreshing: std::sync::atomic::AtomicBool,
     /// Counters.
     pub(crate) stats: LedgerStats,
+    /// Double spends and unowned certificates found.
+    pub(crate) evidence: Evidence,
+    /// Payers' committees found by lookup, and when.
+    looked_up: Mutex<HashMap<Address, (std::time::Instant, Vec<PeerId>)>>,
+    /// Bounds the committee lookups under way.
+    lookups: tokio::sync::Semaphore,
+    /// Ids of transfers whose owner's signature this vault checked when signing.
+    owner_checked: Mutex<HashSet<[u8; 32]>>,
 }
 
 /// Ledger counters.
@@ -167,6 +195,7 @@ impl Ledger {
     /// The ledger state of a vault with BLS key `key`, bound to `keypair`'s peer id.
     pub(crate) fn new(key: WalletKey, keypair: &kura_node::Keypair, genesis: Option<(Address, u64)>, dir: Option<PathBuf>, verifier: Verifier) -> Ledger {
         let binding = key.bind(keypair);
+        let evidence = Evidence::new(dir.as_ref().and_then(|d| d.parent()).map(|root| root.join("evidence")));
         Ledger {
             key,
             binding,
@@ -185,6 +214,10 @@ impl Ledger {
             scheduled: Mutex::default(),
             stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
             stats: LedgerStats::default(),
+            evidence,
+            looked_up: Mutex::default(),
+            lookups: tokio::sync::Semaphore::new(MAX_LOOKUPS),
+            owner_checked: Mutex::default(),
         }
     }
 
@@ -218,6 +251,32 @@ impl Ledger {
     }
 }
 
+/// What [`Vault::admit_entry`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// A new entry: store it.
+    Fresh,
+    /// It contests another certified transfer at this nonce: store it as evidence (the summary
+    /// counts it conservatively) and refuse.
+    Contested(u64),
+}
+
+/// Writes a file so that it survives a crash whole or not at all: temporary file, fsync,
+/// rename, folder fsync.
+pub(crate) fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+    std::fs::create_dir_all(&dir)?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(&dir)?.sync_all()
+}
+
 /// Adds `account` to `set` unless it is there already or `set` holds `max`; says whether it
 /// was added (the caller then starts the work `set` tracks, and removes it when done).
 fn claim(set: &Mutex<HashSet<Address>>, max: usize, account: Address) -> bool {
@@ -249,8 +308,9 @@ impl Vault {
         let mut summary = Summary::new(genesis);
         for r in records {
             if let Record::Transfer(e) = r {
+                // Contested entries are kept as evidence and counted as the summary's rules say.
                 if let Err(err) = summary.apply(&e) {
-                    error!(%account, error = %err, "two certified transfers share a nonce");
+                    debug!(%account, error = %err, "an entry that contests another");
                 }
             }
         }
@@ -285,29 +345,29 @@ impl Vault {
         Ok(Some(promise))
     }
 
-    /// Writes the promise durably: temporary file, fsync, rename, folder fsync.
+    /// Writes the promise durably ([`write_durably`]) before the signature leaves.
     async fn keep_promise(&self, account: Address, signed: &SignedTransfer) -> Result<(), RemoteError> {
         if let Some(path) = self.ledger().promise_path(&account) {
             let bytes = postcard::to_stdvec(signed).map_err(internal)?;
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-                std::fs::create_dir_all(&dir)?;
-                let tmp = path.with_extension("tmp");
-                {
-                    use std::io::Write;
-                    let mut f = std::fs::File::create(&tmp)?;
-                    f.write_all(&bytes)?;
-                    f.sync_all()?;
-                }
-                std::fs::rename(&tmp, &path)?;
-                std::fs::File::open(&dir)?.sync_all()
-            })
-            .await
-            .map_err(internal)?
-            .map_err(|e| internal(format!("writing a promise: {e}")))?;
+            tokio::task::spawn_blocking(move || write_durably(&path, &bytes))
+                .await
+                .map_err(internal)?
+                .map_err(|e| internal(format!("writing a promise: {e}")))?;
         }
         self.ledger().remember_promise(account, signed.clone());
         Ok(())
+    }
+
+    /// The account's committee as this vault sees it, if this vault is in it; else
+    /// [`RemoteError::NotResponsible`]. Nothing wider than the committee signs for an account
+    /// or holds its entries.
+    pub(crate) async fn committee_member(&self, account: Address) -> Result<Vec<PeerId>, RemoteError> {
+        let view = self.node().local_closest(account, usize::from(kura_node::REPLICAS)).await.map_err(internal)?;
+        let members = committee(&account, view);
+        match members.contains(&self.node().peer_id()) {
+            true => Ok(members),
+            false => Err(RemoteError::NotResponsible(account)),
+        }
     }
 
     /// Signs a transfer out of an account this vault is a replica of, if the rules allow.
@@ -325,11 +385,19 @@ impl Vault {
         let owned = signed.clone();
         let (total, check) = tokio::task::spawn_blocking(move || owned.prepare()).await.map_err(internal)?.map_err(refused)?;
         let account = signed.transfer.from_address();
-        // Whose replica this is costs no pairing: a transfer of another group's account is
+        // Whose replica this is costs no pairing: a transfer of another committee's account is
         // refused before its signature is checked.
-        self.responsible(account, usize::from(kura_node::REPLICAS)).await?;
+        self.committee_member(account).await?;
+        let id = signed.transfer.id();
         if !self.ledger().verifier.holds(check).await {
             return Err(refused(LedgerError::BadOwnerSignature));
+        }
+        {
+            let mut checked = lock(&self.ledger().owner_checked);
+            if checked.len() >= OWNER_CHECKED_KEPT {
+                checked.clear();
+            }
+            checked.insert(id);
         }
         let _turn = self.ledger().turn(&account).await;
         let summary = self.summary(account).await?;
@@ -339,15 +407,7 @@ impl Vault {
                 && (e == LedgerError::Behind || summary.nonce() < signed.transfer.nonce)
             {
                 // Perhaps this vault missed transfers: look, in the background.
-                if claim(&self.ledger().catching_up, MAX_CATCHING_UP, account) {
-                    let vault = self.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = vault.repair_account(account).await {
-                            debug!(%account, error = %e, "catching up failed");
-                        }
-                        lock(&vault.ledger().catching_up).remove(&account);
-                    });
-                }
+                self.catch_up(account);
             }
             return Err(refused(e));
         }
@@ -365,33 +425,119 @@ impl Vault {
         self.check_certificate(&entry.certificate, Some(entry)).await.map(|_| ())
     }
 
-    /// Checks that a certified transfer ([`Vault::check_entry`]) is no second transfer at a
-    /// nonce. Called with the account's turn taken.
-    pub(crate) async fn admit_entry(&self, entry: &Entry) -> Result<(), RemoteError> {
-        let mut summary = self.summary(entry.account).await?;
-        if let Err(e) = summary.apply(entry) {
-            if let LedgerError::DoubleSpend(nonce) = e {
-                self.ledger().stats.double_spends.fetch_add(1, Ordering::Relaxed);
-                error!(account = %entry.account, nonce, "a second certified transfer at one nonce refused");
+    /// Whether the account's state here admits a checked entry ([`Summary::admits`]). Called
+    /// with the account's turn taken. A second certified transfer at one nonce is evidence:
+    /// it is kept (and stored, so that the summary stays conservative however it is rebuilt),
+    /// its double signers penalized, and the sender told. A replica that finds itself behind
+    /// catches up.
+    pub(crate) async fn admit_entry(&self, entry: &Entry) -> Result<Admission, RemoteError> {
+        let summary = self.summary(entry.account).await?;
+        let t = &entry.certificate.transfer.transfer;
+        match summary.admits(entry) {
+            Ok(()) => Ok(Admission::Fresh),
+            Err(LedgerError::DoubleSpend(nonce)) => {
+                let other = match summary.counted(&t.from_address(), nonce, entry.is_debit()) {
+                    Some(id) => match self.read_record(RecordKey { kind: RecordKind::Transfer, address: entry.account, id }).await {
+                        Ok(Some(Record::Transfer(e))) => Some(e.certificate),
+                        _ => None,
+                    },
+                    None => None,
+                };
+                if let Some(other) = other {
+                    let exhibit = Exhibit {
+                        offence: Offence::DoubleSpend { account: t.from_address(), nonce },
+                        certificates: vec![other, entry.certificate.clone()],
+                    };
+                    self.report(&exhibit).await;
+                }
+                Ok(Admission::Contested(nonce))
             }
-            return Err(refused(e));
+            Err(e @ (LedgerError::Behind | LedgerError::InsufficientFunds { .. })) => {
+                self.catch_up(entry.account);
+                Err(refused(e))
+            }
+            Err(e) => Err(refused(e)),
         }
-        Ok(())
     }
 
-    /// Checks a certificate: its signatures, and that its signers are among the vaults closest
-    /// to the payer as this vault sees them, or else (for an `entry` whose signers have gone)
-    /// that enough members of the entry's account group hold it.
-    async fn check_certificate(&self, cert: &kura_node::ledger::Certificate, entry: Option<&Entry>) -> Result<u64, RemoteError> {
-        // Who signed is checked first: it costs no pairing, so a stranger's certificate is
-        // refused before it costs one.
+    /// Keeps a piece of evidence and penalizes the signers it proves guilty (once).
+    async fn report(&self, exhibit: &Exhibit) {
+        if !self.ledger().evidence.keep(exhibit).await {
+            return;
+        }
+        let guilty = culprits(exhibit);
+        if matches!(exhibit.offence, Offence::DoubleSpend { .. }) {
+            self.ledger().stats.double_spends.fetch_add(1, Ordering::Relaxed);
+        }
+        error!(offence = ?exhibit.offence, guilty = ?guilty, "ledger evidence kept; its signers penalized");
+        for peer in guilty {
+            if peer != self.node().peer_id() {
+                let _ = self.node().penalize(peer, format!("signed against the ledger's rules: {:?}", exhibit.offence)).await;
+            }
+        }
+    }
+
+    /// Compares the account with its group in the background (bounded: a flood of refused
+    /// entries starts few).
+    fn catch_up(&self, account: Address) {
+        if claim(&self.ledger().catching_up, MAX_CATCHING_UP, account) {
+            let vault = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = vault.repair_account(account).await {
+                    debug!(%account, error = %e, "catching up failed");
+                }
+                lock(&vault.ledger().catching_up).remove(&account);
+            });
+        }
+    }
+
+    /// The payer's committee as this vault sees it: from its routing table when that makes
+    /// `signers` a quorum of it, else found by lookup (a payee far from the payer on a large
+    /// network has no table entries near it; a table can also lag churn). Lookups are reused
+    /// for a while and bounded in number, so certificates naming many payers cost little.
+    async fn payer_committee(&self, payer: Address, signers: &[PeerId]) -> Result<Vec<PeerId>, RemoteError> {
+        let n = usize::from(kura_node::REPLICAS);
+        let local = committee(&payer, self.node().local_closest(payer, n).await.map_err(internal)?);
+        if quorum_of(signers, &local) {
+            return Ok(local);
+        }
+        if let Some((at, found)) = lock(&self.ledger().looked_up).get(&payer) {
+            if at.elapsed() < LOOKUP_FRESH {
+                return Ok(found.clone());
+            }
+        }
+        let _permit = self.ledger().lookups.acquire().await.map_err(internal)?;
+        let found = committee(&payer, self.node().closest_vaults(payer, n).await.map_err(internal)?);
+        let mut kept = lock(&self.ledger().looked_up);
+        if kept.len() >= LOOKUPS_KEPT {
+            kept.retain(|_, (at, _)| at.elapsed() < LOOKUP_FRESH);
+            if kept.len() >= LOOKUPS_KEPT {
+                kept.clear();
+            }
+        }
+        kept.insert(payer, (std::time::Instant::now(), found.clone()));
+        Ok(found)
+    }
+
+    /// Checks a certificate: its signers are vault ids and a quorum of the payer's committee
+    /// as this vault sees it, its owner signed the transfer, its signers' aggregate signature
+    /// holds. An `entry` whose signers have left the committee (history, met in catch-up) is
+    /// taken only if [`VOUCHERS`] members of its account's group hold this very entry.
+    async fn check_certificate(&self, cert: &Certificate, entry: Option<&Entry>) -> Result<u64, RemoteError> {
+        // The free checks first, so that a stranger's certificate is refused before it costs
+        // a pairing: its shape, and that its signers are vault ids (they carry work).
+        cert.transfer.transfer.total().map_err(refused)?;
+        let signers = cert.signer_peers();
+        let difficulty = self.config().id_difficulty;
+        let no_vaults: Vec<PeerId> = signers.iter().filter(|p| !kura_node::puzzle::meets(p, difficulty)).copied().collect();
+        if !no_vaults.is_empty() {
+            return Err(refused(LedgerError::UnknownSigners(no_vaults)));
+        }
         let from = cert.transfer.transfer.from_address();
-        let me = self.node().peer_id();
-        let window = 2 * usize::from(kura_node::REPLICAS) + self.config().spare_candidates;
-        let near: HashSet<PeerId> = self.node().local_closest(from, window).await.map_err(internal)?.into_iter().collect();
-        let strangers: Vec<PeerId> = cert.signer_peers().into_iter().filter(|p| *p != me && !near.contains(p)).collect();
-        if !strangers.is_empty() && entry.is_none() {
-            return Err(refused(LedgerError::UnknownSigners(strangers)));
+        let members = self.payer_committee(from, &signers).await?;
+        let current = quorum_of(&signers, &members);
+        if !current && entry.is_none() {
+            return Err(refused(LedgerError::UnknownSigners(outsiders(&signers, &members))));
         }
         let vault = self.clone();
         let owned = cert.clone();
@@ -399,19 +545,38 @@ impl Vault {
             .await
             .map_err(internal)?
             .map_err(refused)?;
-        if let Some(check) = prepared.check {
-            if !self.ledger().verifier.holds_once(prepared.digest, check).await {
-                return Err(refused(LedgerError::BadCertificate));
+        let id = cert.id();
+        let verifier = &self.ledger().verifier;
+        let owner = async {
+            match prepared.owner.clone() {
+                Some(check) if !lock(&self.ledger().owner_checked).contains(&id) => verifier.holds_once(id, check).await,
+                _ => true,
             }
-            lock(&self.ledger().cache).remember(prepared.digest);
+        };
+        let aggregate = async {
+            match prepared.aggregate.clone() {
+                Some(check) => verifier.holds_once(prepared.digest, check).await,
+                None => true,
+            }
+        };
+        let (owner, aggregate) = tokio::join!(owner, aggregate);
+        if !aggregate {
+            return Err(refused(LedgerError::BadCertificate));
         }
-        let total = prepared.total;
-        if let (false, Some(e)) = (strangers.is_empty(), entry) {
+        if !owner {
+            if current {
+                // The payer's committee certified what its owner never signed.
+                self.report(&Exhibit { offence: Offence::Unowned, certificates: vec![cert.clone()] }).await;
+            }
+            return Err(refused(LedgerError::BadOwnerSignature));
+        }
+        lock(&self.ledger().cache).remember(prepared.digest);
+        if let (false, Some(e)) = (current, entry) {
             if self.vouchers(e).await < VOUCHERS {
-                return Err(refused(LedgerError::UnknownSigners(strangers)));
+                return Err(refused(LedgerError::UnknownSigners(outsiders(&signers, &members))));
             }
         }
-        Ok(total)
+        Ok(prepared.total)
     }
 
     /// A signed quote of this vault's current price.
@@ -540,7 +705,8 @@ impl Vault {
                     *votes.entry(v.balance).or_default() += 1;
                 }
             }
-            votes.into_iter().filter(|(_, n)| *n >= VOUCHERS).max_by_key(|(_, n)| *n).map(|(b, _)| b)
+            let needed = QUORUM.min(group.len());
+            votes.into_iter().filter(|(_, n)| *n >= needed).max_by_key(|(_, n)| *n).map(|(b, _)| b)
         };
         tokio::time::timeout(std::time::Duration::from_secs(2), ask).await.ok().flatten()
     }
@@ -598,6 +764,7 @@ impl Vault {
         Ok(Response::Account(AccountView {
             account,
             balance: s.balance(),
+            genesis: s.genesis,
             nonce: s.nonce(),
             entries: s.entries,
             behind: s.has_gap(),
@@ -670,15 +837,17 @@ impl Vault {
         let mut held: HashMap<PeerId, HashSet<[u8; 32]>> = asked.into_iter().filter_map(|(p, ids)| Some((p, ids?))).collect();
         held.insert(me, self.ids_after(&account, None).into_iter().map(|k| k.id).collect());
         let group: Vec<PeerId> = candidates.iter().filter(|p| held.contains_key(p)).take(n).copied().collect();
+        let mut fetched = Vec::new();
         for action in plan_entries(me, &account, &group, &held) {
             match action {
                 EntryAction::Fetch { id, from } => {
+                    if fetched.len() >= FETCH_PER_ROUND {
+                        continue;
+                    }
                     let key = RecordKey { kind: RecordKind::Transfer, address: account, id };
                     if let Ok(Response::Record(Some(record))) = self.ask(from, Request::GetRecord(key)).await {
                         if record.validate_for(&key).is_ok() {
-                            if let Err(e) = self.put_record(record).await {
-                                debug!(%key, error = %e, "a fetched transfer was refused");
-                            }
+                            fetched.push(record);
                         }
                     }
                 }
@@ -699,6 +868,18 @@ impl Vault {
                     self.release(key).await;
                     self.repair_stats().handed_over.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+        }
+        // Each is admitted as a fresh store is, so order matters: credits before the debits
+        // they pay for, debits by nonce.
+        fetched.sort_by_key(|r| match r {
+            Record::Transfer(e) => (e.is_debit(), e.certificate.transfer.transfer.nonce),
+            _ => (true, u64::MAX),
+        });
+        for record in fetched {
+            let key = record.key();
+            if let Err(e) = self.put_record(record).await {
+                debug!(%key, error = %e, "a fetched transfer was refused");
             }
         }
         Ok(())
@@ -809,6 +990,7 @@ impl crate::worker::Worker for LedgerWorker {
             ("refused".into(), s.refused.load(Ordering::Relaxed)),
             ("applied".into(), s.applied.load(Ordering::Relaxed)),
             ("double_spends_refused".into(), s.double_spends.load(Ordering::Relaxed)),
+            ("evidence".into(), self.vault.ledger().evidence.found()),
             ("unpaid_dropped".into(), s.unpaid_dropped.load(Ordering::Relaxed)),
         ]
     }

@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod cli;
+pub mod evidence;
 mod config;
 mod error;
 pub mod inbox;

@@ -464,7 +464,11 @@ impl Vault {
         if let Record::Message(m) = &record {
             self.admit_message(m, &key)?;
         }
-        self.responsible(key.address, record.strategy().group_size()).await?;
+        match &record {
+            // An account's entries are held by its committee, nothing wider.
+            Record::Transfer(_) => drop(self.committee_member(key.address).await?),
+            _ => drop(self.responsible(key.address, record.strategy().group_size()).await?),
+        }
         // Versions of one pointer are written one at a time; the messages of an inbox are
         // each a record of their own, so two senders never make each other wait.
         let _storing = match &record {
@@ -502,9 +506,10 @@ impl Vault {
                 return Err(RemoteError::Stale { key, held: version });
             }
         }
-        if let Record::Transfer(entry) = &record {
-            self.admit_entry(entry).await?;
-        }
+        let admission = match &record {
+            Record::Transfer(entry) => Some(self.admit_entry(entry).await?),
+            _ => None,
+        };
         self.write_record(key, &record).await?;
         match &record {
             // Its sender stores it on the whole group; repair spreads it when the group changes.
@@ -515,6 +520,10 @@ impl Vault {
             _ => {
                 let _ = self.shared.updated.try_send(key);
             }
+        }
+        if let Some(crate::ledger::Admission::Contested(nonce)) = admission {
+            // Kept as evidence; the sender learns it was not taken as a transfer.
+            return Err(RemoteError::Refused(kura_node::RecordError::Ledger(kura_node::ledger::LedgerError::DoubleSpend(nonce))));
         }
         Ok(())
     }
@@ -703,6 +712,7 @@ impl Vault {
             earned: self.ledger().stats.earned.load(Ordering::Relaxed),
             balance: *self.ledger().balance.lock().unwrap_or_else(|e| e.into_inner()),
             transfers_signed: self.ledger().stats.signed.load(Ordering::Relaxed),
+            ledger_evidence: self.ledger().evidence.found(),
             workers: self.shared.workers.statuses(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         })

@@ -1,0 +1,323 @@
+//! Ledger safety against a client alone and against lying group members, on real vault
+//! processes with honest code (issue 17):
+//! - the double spend through vaults ranked 9–16 of an account (a 16-vault testnet): entries
+//!   pushed there are refused, and at most one transfer at the nonce is certified or admitted
+//!   anywhere;
+//! - certificates from keys that are no vault, with a forged owner signature (naming the
+//!   genesis account), overdrawing, or crediting one (payer, nonce) a second time are refused
+//!   by every vault, whether stored fresh or met in catch-up after three members of the
+//!   account's group (lying nodes) hold and return them;
+//! - three replicas lying about a balance do not change what the client shows.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kura_node::ledger::{AccountView, Binding, Certificate, Entry, LedgerError, Output, SignedTransfer, WalletKey, QUORUM};
+use kura_node::wire::{RemoteError, Request, Response};
+use kura_node::{Address, NodeError, NodeHandle, PeerId, Record, RecordError, REPLICAS};
+use kura_testnet::process::TESTNET_ID_DIFFICULTY;
+use kura_testnet::GENESIS_SUPPLY;
+
+mod common;
+use common::{rt, Net};
+
+const KURA: u64 = kura_node::ledger::UNITS_PER_TOKEN;
+
+fn pay(to: Address, amount: u64) -> Output {
+    Output { to, amount, memo: [0; 32] }
+}
+
+fn refusal(answer: &Result<Response, NodeError>) -> Option<LedgerError> {
+    match answer {
+        Err(NodeError::Remote { error: RemoteError::Refused(RecordError::Ledger(e)), .. }) => Some(e.clone()),
+        _ => None,
+    }
+}
+
+/// Asks each of `vaults` to sign; returns the shares of those that did.
+async fn shares(client: &kura_client::Client, vaults: &[PeerId], signed: &SignedTransfer) -> Vec<(Binding, Vec<u8>)> {
+    let asks = vaults.iter().map(|&v| client.node().request(v, Request::Sign(signed.clone())));
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter_map(|a| match a {
+            Ok(Response::Signed(s)) => Some((s.binding, s.signature)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sends `record` to each of `vaults`; returns their answers.
+async fn put_at(client: &kura_client::Client, vaults: &[PeerId], record: &Record) -> Vec<(PeerId, Result<Response, NodeError>)> {
+    let puts = vaults.iter().map(|&v| async move { (v, client.node().request(v, Request::PutRecord(record.clone())).await) });
+    futures::future::join_all(puts).await
+}
+
+/// One vault's view of an account, asked directly.
+async fn view_at(client: &kura_client::Client, vault: PeerId, account: Address) -> Option<AccountView> {
+    match client.node().request(vault, Request::Account(account)).await {
+        Ok(Response::Account(v)) => Some(v),
+        _ => None,
+    }
+}
+
+/// A key and binding of an id with work that is no vault of the network.
+fn stranger() -> (WalletKey, Binding) {
+    let key = WalletKey::random();
+    let binding = key.bind(&kura_node::puzzle::generate(TESTNET_ID_DIFFICULTY));
+    (key, binding)
+}
+
+fn certify(signed: &SignedTransfer, by: &[(WalletKey, Binding)]) -> Certificate {
+    let id = signed.transfer.id();
+    Certificate::aggregate(signed.clone(), by.iter().map(|(k, b)| (b.clone(), k.sign_replica(&id))).collect()).unwrap()
+}
+
+#[test]
+fn a_client_alone_cannot_double_spend_through_vaults_outside_the_committee() {
+    let net = Net::up(16, 1 << 30);
+    let rt = rt();
+    let dirs = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let client = net.connect().await;
+        let payer = kura_client::Wallet::open(&dirs.path().join("payer"), WalletKey::random()).unwrap();
+        let funding = client.pay(&net.faucet(), vec![pay(payer.address(), 10 * KURA)]).await.unwrap();
+        let ranked = client.closest_vaults(payer.address(), 16).await.unwrap();
+        assert_eq!(ranked.len(), 16);
+        let (committee, outside) = ranked.split_at(usize::from(REPLICAS));
+
+        // The payer's credit pushed to the vaults ranked 9–16: none of them holds it.
+        let credit = Record::Transfer(Entry { account: payer.address(), certificate: funding.clone() });
+        for (vault, answer) in put_at(&client, outside, &credit).await {
+            assert!(
+                matches!(answer, Err(NodeError::Remote { error: RemoteError::NotResponsible(_), .. })),
+                "rank 9–16 vault {vault} took the payer's entry: {answer:?}"
+            );
+        }
+        // Ranks 1–8 asked to sign one transfer of the whole balance, ranks 9–16 another at the
+        // same nonce.
+        let (x, y) = (WalletKey::random().address(), WalletKey::random().address());
+        let t1 = payer.key().sign(1, vec![pay(x, 10 * KURA)]);
+        let t2 = payer.key().sign(1, vec![pay(y, 10 * KURA)]);
+        let (s1, s2) = tokio::join!(shares(&client, committee, &t1), shares(&client, outside, &t2));
+        assert!(s1.len() >= QUORUM, "the committee signs the first: {} shares", s1.len());
+        assert!(s2.is_empty(), "vaults outside the committee signed {} shares", s2.len());
+        // The outsiders' shares could not make a certificate anyway; the committee's, once
+        // promised, sign nothing else at the nonce.
+        let asks = committee.iter().map(|&v| client.node().request(v, Request::Sign(t2.clone())));
+        for answer in futures::future::join_all(asks).await {
+            assert!(matches!(refusal(&answer), Some(LedgerError::Conflict { nonce: 1, .. })), "{answer:?}");
+        }
+        let c1 = Certificate::aggregate(t1.clone(), s1).unwrap();
+        client.confirm(&c1).await.unwrap();
+
+        // Every vault of the network: nobody credits y, and x's credit is the payer's whole
+        // balance and nothing more.
+        let ids = common::running_ids(&net);
+        for &v in &ids {
+            for (account, most) in [(x, 10 * KURA), (y, 0)] {
+                if let Some(view) = view_at(&client, v, account).await {
+                    assert!(view.balance <= i128::from(most), "vault {v} credits {} to {account}", view.balance);
+                }
+            }
+        }
+        let (bx, by, bp) = (
+            client.balance(x).await.unwrap().balance,
+            client.balance(y).await.unwrap().balance,
+            client.balance(payer.address()).await.unwrap().balance,
+        );
+        assert_eq!((bx, by, bp), (i128::from(10 * KURA), 0, 0));
+        assert_eq!(bx + by, i128::from(10 * KURA), "the payees hold what the payer held");
+        client.close().await;
+    });
+}
+
+/// A lying node's identity: its libp2p key and its bound BLS key.
+struct Liar {
+    keypair: kura_node::Keypair,
+    key: WalletKey,
+    binding: Binding,
+}
+
+impl Liar {
+    fn new() -> Liar {
+        let keypair = kura_node::puzzle::generate(TESTNET_ID_DIFFICULTY);
+        let key = WalletKey::random();
+        let binding = key.bind(&keypair);
+        Liar { keypair, key, binding }
+    }
+}
+
+/// Nodes that join as vaults and lie: they sign every transfer they are asked to (no promise
+/// kept), claim to store anything, hold `forged` entries and return them to whoever lists or
+/// asks for them, and report `lie` as every account's balance.
+struct Liars {
+    rt: tokio::runtime::Runtime,
+    nodes: Vec<NodeHandle>,
+}
+
+impl Liars {
+    fn spawn(net: &Net, liars: &[Liar], forged: Arc<Vec<Entry>>, lie: i128) -> Liars {
+        let peers = kura_client::peers::read_peers_file(&net.peers_file()).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let mut nodes = Vec::new();
+        for liar in liars {
+            let (key, binding) = (liar.key.clone(), liar.binding.clone());
+            let config = kura_node::NodeConfig::vault(liar.keypair.clone()).with_bootstrap(peers.clone());
+            let (node, mut inbound) = rt.block_on(kura_node::spawn(config)).unwrap();
+            let (me, forged) = (node.clone(), forged.clone());
+            rt.spawn(async move {
+                while let Some(req) = inbound.recv().await {
+                    let (_, request, responder) = req.into_parts();
+                    let at = |account: Address| forged.iter().filter(move |e| e.account == account);
+                    let response = match request {
+                        Request::Ping => Response::Pong,
+                        Request::Sign(signed) => Response::Signed(kura_node::ledger::ReplicaSignature {
+                            binding: binding.clone(),
+                            signature: key.sign_replica(&signed.transfer.id()),
+                        }),
+                        Request::PutRecord(_) => Response::Stored,
+                        Request::GetRecord(k) => Response::Record(at(k.address).find(|e| e.key() == k).map(|e| Record::Transfer(e.clone()))),
+                        Request::EntryIds { account, .. } => {
+                            let mut ids: Vec<[u8; 32]> = at(account).map(|e| e.certificate.id()).collect();
+                            ids.sort();
+                            Response::Ids { ids, more: false }
+                        }
+                        Request::History { account, .. } => Response::Entries { entries: at(account).cloned().collect(), more: false },
+                        Request::Account(account) => Response::Account(AccountView {
+                            account,
+                            balance: lie,
+                            genesis: 0,
+                            nonce: 0,
+                            entries: 1,
+                            behind: false,
+                            pending: None,
+                        }),
+                        Request::FindClosest { target, n } => match me.closest_vaults(target, usize::from(n)).await {
+                            Ok(found) => Response::Closest(found),
+                            Err(e) => Response::Error(RemoteError::Internal(e.to_string())),
+                        },
+                        _ => Response::Error(RemoteError::Invalid("not served".into())),
+                    };
+                    responder.respond(response);
+                }
+            });
+            nodes.push(node);
+        }
+        Liars { rt, nodes }
+    }
+}
+
+impl Drop for Liars {
+    fn drop(&mut self) {
+        for n in &self.nodes {
+            self.rt.block_on(n.shutdown());
+        }
+    }
+}
+
+#[test]
+fn forged_certificates_are_refused_fresh_and_in_catch_up_and_three_lying_replicas_change_no_balance() {
+    let net = Net::up(10, 1 << 30);
+    let rt = rt();
+    let dirs = tempfile::tempdir().unwrap();
+    let wallet = |name: &str| kura_client::Wallet::open(&dirs.path().join(name), WalletKey::random()).unwrap();
+    let honest = common::running_ids(&net);
+    let liars: Vec<Liar> = (0..3).map(|_| Liar::new()).collect();
+    let liar_ids: Vec<PeerId> = liars.iter().map(|l| l.binding.peer).collect();
+    // The victim: an account whose committee, once the liars join, holds all three of them.
+    let everyone: Vec<PeerId> = honest.iter().chain(&liar_ids).copied().collect();
+    let victim = loop {
+        let w = wallet(&format!("victim-{}", rand::random::<u32>()));
+        let c = kura_node::committee::committee(&w.address(), everyone.iter().copied());
+        if liar_ids.iter().all(|l| c.contains(l)) {
+            break w;
+        }
+    };
+    let (payer, twice) = (wallet("payer"), wallet("twice"));
+    let faucet = net.faucet();
+    let genesis_key = faucet.key().public_key();
+    let attacker = WalletKey::random();
+    let forged = rt.block_on(async {
+        // Honest payments while every vault is honest: the victim holds 150.
+        let client = net.connect().await;
+        client.pay(&faucet, vec![pay(victim.address(), 100), pay(payer.address(), 100), pay(twice.address(), 100)]).await.unwrap();
+        client.pay(&twice, vec![pay(victim.address(), 50)]).await.unwrap();
+        client.close().await;
+        // Signers the liars could muster: themselves and three ids with work that are no
+        // vault.
+        let signers: Vec<(WalletKey, Binding)> =
+            liars.iter().map(|l| (l.key.clone(), l.binding.clone())).chain((0..3).map(|_| stranger())).collect();
+        let strangers: Vec<(WalletKey, Binding)> = (0..QUORUM).map(|_| stranger()).collect();
+        // 1. Keys that are no vault, out of an account nobody funded.
+        let no_vaults = certify(&attacker.sign(1, vec![pay(victim.address(), 1_000_000 * KURA)]), &strangers);
+        // 2. The genesis account named as payer, under the attacker's signature.
+        let mut unowned = attacker.sign(1, vec![pay(victim.address(), 1_000_000 * KURA)]);
+        unowned.transfer.from = genesis_key.clone();
+        let unowned = certify(&unowned, &signers);
+        // 3. More than the payer holds.
+        let overdraft = certify(&payer.key().sign(1, vec![pay(victim.address(), 5_000_000)]), &signers);
+        // 4. A second credit at a (payer, nonce) the victim was credited at.
+        let second = certify(&twice.key().sign(1, vec![pay(victim.address(), 60)]), &signers);
+        let mut forged = Vec::new();
+        for cert in [no_vaults, unowned, overdraft, second] {
+            let from = cert.transfer.transfer.from_address();
+            forged.push(Entry { account: victim.address(), certificate: cert.clone() });
+            forged.push(Entry { account: from, certificate: cert });
+        }
+        forged
+    });
+    let forged = Arc::new(forged);
+    let _liars = Liars::spawn(&net, &liars, forged.clone(), i128::from(1_000_000 * KURA));
+    rt.block_on(async {
+        let client = net.connect().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let group = client.closest_vaults(victim.address(), usize::from(REPLICAS)).await.unwrap();
+            if liar_ids.iter().all(|l| group.contains(l)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the liars never joined the victim's group: {group:?}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // Fresh: stored at every honest vault, each forged entry is refused.
+        for entry in forged.iter() {
+            for (vault, answer) in put_at(&client, &honest, &Record::Transfer(entry.clone())).await {
+                assert!(answer.is_err(), "vault {vault} took a forged entry at {}: {answer:?}", entry.account);
+            }
+        }
+        // Catch-up: a payment to the victim has its honest replicas compare the account with
+        // its group 30 s later, where the liars list the forged entries and hand them over
+        // (three holders: under the old rule of f + 1 vouchers, enough).
+        client.pay(&faucet, vec![pay(victim.address(), 1)]).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        let forged_ids: Vec<[u8; 32]> = forged.iter().map(|e| e.certificate.id()).collect();
+        for &v in &honest {
+            if let Some(view) = view_at(&client, v, victim.address()).await {
+                // Vaults the liars pushed out of the group keep what they held (150) until the
+                // group holds it.
+                assert!(
+                    view.entries == 0 || (150..=151).contains(&view.balance),
+                    "vault {v}: the victim holds {} ({} entries)",
+                    view.balance,
+                    view.entries
+                );
+            }
+            for account in [victim.address(), payer.address(), twice.address(), attacker.address(), faucet.address()] {
+                if let Ok(Response::Ids { ids, .. }) = client.node().request(v, Request::EntryIds { account, after: None }).await {
+                    assert!(!ids.iter().any(|i| forged_ids.contains(i)), "vault {v} holds a forged entry at {account}");
+                }
+            }
+        }
+        // The client, with three of the victim's eight replicas lying about every balance and
+        // returning forged entries, shows what the certificates add up to.
+        let victim_balance = client.balance(victim.address()).await.unwrap();
+        assert_eq!(victim_balance.balance, 151, "{victim_balance:?}");
+        let mut total = 0i128;
+        for account in [victim.address(), payer.address(), twice.address(), faucet.address(), attacker.address()] {
+            total += client.balance(account).await.unwrap().balance;
+        }
+        assert_eq!(total, i128::from(GENESIS_SUPPLY), "the supply is conserved to the unit");
+        client.close().await;
+    });
+}
