@@ -28,20 +28,19 @@ pub fn run(nodes: usize, payers: usize, each: usize) -> Result<()> {
     let owner = WalletKey::random();
     let to = WalletKey::random().address();
     let signed = owner.sign(1, vec![Output { to, amount: 5, memo: [0; 32] }]);
-    let id = signed.transfer.id();
     let replicas: Vec<WalletKey> = (0..8).map(|_| WalletKey::random()).collect();
     let shares: Vec<_> = replicas
         .iter()
-        .map(|k| (k.bind(&kura_node::Keypair::generate_ed25519()), k.sign_replica(&id)))
+        .map(|k| (k.bind(&kura_node::Keypair::generate_ed25519()), k.sign_replica(&signed)))
         .collect();
     let cert = Certificate::aggregate(signed.clone(), shares[..QUORUM].to_vec())?;
     // Another certificate by the same signers teaches a cache their bindings.
     let other = owner.sign(2, vec![Output { to, amount: 6, memo: [0; 32] }]);
-    let other_shares = replicas[..QUORUM].iter().zip(&shares).map(|(k, (b, _))| (b.clone(), k.sign_replica(&other.transfer.id()))).collect();
+    let other_shares = replicas[..QUORUM].iter().zip(&shares).map(|(k, (b, _))| (b.clone(), k.sign_replica(&other))).collect();
     let mut warm = BindingCache::default();
     Certificate::aggregate(other, other_shares)?.verify(&mut warm)?;
     let sign = per_op(200, || {
-        std::hint::black_box(replicas[0].sign_replica(&id));
+        std::hint::black_box(replicas[0].sign_replica(&signed));
     });
     let owner_verify = per_op(200, || {
         std::hint::black_box(signed.verify().is_ok());

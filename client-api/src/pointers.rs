@@ -103,6 +103,15 @@ impl Client {
                     out.stale = out.stale.max(Some(held));
                     out.detail.push(format!("{vault}: holds version {held}"));
                 }
+                // A replica that missed some of an account's transfers refuses one that follows
+                // them until it has caught up: the others may hold it.
+                Err(NodeError::Remote {
+                    error:
+                        RemoteError::Refused(kura_node::RecordError::Ledger(
+                            e @ (kura_node::ledger::LedgerError::Behind | kura_node::ledger::LedgerError::InsufficientFunds { .. }),
+                        )),
+                    ..
+                }) => out.detail.push(format!("{vault}: {e}")),
                 // A refusal of the record itself would be the same from every vault.
                 Err(NodeError::Remote { error: error @ RemoteError::Refused(_), .. }) => {
                     return Err(ClientError::Refused(error.to_string()));

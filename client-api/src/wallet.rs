@@ -237,7 +237,6 @@ impl Client {
     /// Asks every replica of the paying account to sign; aggregates a quorum.
     async fn certify(&self, signed: &SignedTransfer) -> Result<Certificate, Uncertified> {
         let from = signed.transfer.from_address();
-        let id = signed.transfer.id();
         let group = self.group(from, usize::from(REPLICAS)).await.map_err(|e| Uncertified {
             signed: 0,
             conflict: None,
@@ -302,12 +301,13 @@ impl Client {
             };
             checked = true;
             let before = shares.len();
+            let signed_again = signed.clone();
             shares = tokio::task::spawn_blocking(move || {
                 shares
                     .into_iter()
                     .filter(|(b, s)| {
                         b.verify().is_ok()
-                            && kura_node::ledger::ReplicaSignature { binding: b.clone(), signature: s.clone() }.verify(&id)
+                            && kura_node::ledger::ReplicaSignature { binding: b.clone(), signature: s.clone() }.verify(&signed_again)
                     })
                     .collect::<Vec<_>>()
             })

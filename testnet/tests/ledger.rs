@@ -166,7 +166,7 @@ fn payments_move_exact_amounts_and_bad_transfers_change_nothing() {
         let strangers: Vec<(Binding, Vec<u8>)> = (0..QUORUM)
             .map(|_| {
                 let key = WalletKey::random();
-                (key.bind(&kura_node::Keypair::generate_ed25519()), key.sign_replica(&t.transfer.id()))
+                (key.bind(&kura_node::Keypair::generate_ed25519()), key.sign_replica(&t))
             })
             .collect();
         let fake = Certificate::aggregate(t.clone(), strangers).unwrap();
@@ -220,7 +220,7 @@ fn a_replica_with_a_bad_share_does_not_stop_a_payment() {
                     Request::Ping => Response::Pong,
                     Request::Sign(_) => {
                         lies.fetch_add(1, Ordering::Relaxed);
-                        let signature = liar_key.sign_replica(&[7; 32]);
+                        let signature = liar_key.sign_replica(&WalletKey::random().sign(1, vec![pay(Address::random(), 7)]));
                         Response::Signed(kura_node::ledger::ReplicaSignature { binding: binding.clone(), signature })
                     }
                     Request::PutRecord(_) => Response::Stored,

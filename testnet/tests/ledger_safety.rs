@@ -69,8 +69,7 @@ fn stranger() -> (WalletKey, Binding) {
 }
 
 fn certify(signed: &SignedTransfer, by: &[(WalletKey, Binding)]) -> Certificate {
-    let id = signed.transfer.id();
-    Certificate::aggregate(signed.clone(), by.iter().map(|(k, b)| (b.clone(), k.sign_replica(&id))).collect()).unwrap()
+    Certificate::aggregate(signed.clone(), by.iter().map(|(k, b)| (b.clone(), k.sign_replica(signed))).collect()).unwrap()
 }
 
 #[test]
@@ -174,7 +173,7 @@ impl Liars {
                         Request::Ping => Response::Pong,
                         Request::Sign(signed) => Response::Signed(kura_node::ledger::ReplicaSignature {
                             binding: binding.clone(),
-                            signature: key.sign_replica(&signed.transfer.id()),
+                            signature: key.sign_replica(&signed),
                         }),
                         Request::PutRecord(_) => Response::Stored,
                         Request::GetRecord(k) => Response::Record(at(k.address).find(|e| e.key() == k).map(|e| Record::Transfer(e.clone()))),

@@ -44,7 +44,8 @@ pub const SIGNATURE_LEN: usize = 96;
 pub const UNITS_PER_TOKEN: u64 = 1_000_000_000;
 
 const TRANSFER_DOMAIN: &[u8] = b"kura-transfer-v1";
-const REPLICA_DOMAIN: &[u8] = b"kura-replica-signature-v1";
+const REPLICA_DOMAIN: &[u8] = b"kura-replica-signature-v2";
+const CERTIFIED_DOMAIN: &[u8] = b"kura-certified-transfer-v1";
 const OWNER_DOMAIN: &[u8] = b"kura-owner-signature-v1";
 const BINDING_DOMAIN: &[u8] = b"kura-bls-binding-v1";
 const POP_DOMAIN: &[u8] = b"kura-bls-possession-v1";
@@ -203,9 +204,9 @@ impl WalletKey {
         SignedTransfer { transfer, signature }
     }
 
-    /// A replica's signature of transfer `id` (see [`Certificate`]).
-    pub fn sign_replica(&self, id: &[u8; 32]) -> Vec<u8> {
-        self.0.sign(replica_message(id)).as_bytes()
+    /// A replica's signature of an owner-signed transfer (see [`Certificate`]).
+    pub fn sign_replica(&self, signed: &SignedTransfer) -> Vec<u8> {
+        self.0.sign(replica_message(&signed.certified_id())).as_bytes()
     }
 
     /// This replica key's binding to the peer holding `keypair`.
@@ -315,6 +316,18 @@ pub struct SignedTransfer {
 }
 
 impl SignedTransfer {
+    /// What replicas sign: the transfer's id and its owner's signature, so that a
+    /// certificate binds its signers to the very owner signature it carries (a certificate
+    /// whose owner signature does not verify is then evidence against its signers, and no one
+    /// can frame them by swapping it).
+    pub fn certified_id(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(CERTIFIED_DOMAIN);
+        h.update(&self.transfer.id());
+        h.update(&self.signature);
+        *h.finalize().as_bytes()
+    }
+
     /// Checks the shape and the owner's signature; returns the total (one pairing: ~1 ms).
     pub fn verify(&self) -> Result<u64, LedgerError> {
         let (total, check) = self.prepare()?;
@@ -622,7 +635,7 @@ impl Certificate {
             .map_err(|_| LedgerError::BadCertificate)?
             .to_public_key();
         let sig = decode_signature(&self.signature)?;
-        let aggregate = SigCheck { key: sum.into(), sig: sig.into(), msg: replica_message(&self.id()) };
+        let aggregate = SigCheck { key: sum.into(), sig: sig.into(), msg: replica_message(&self.transfer.certified_id()) };
         Ok(PreparedCertificate { total, digest, owner: Some(owner), aggregate: Some(aggregate) })
     }
 }
@@ -638,9 +651,9 @@ pub struct ReplicaSignature {
 }
 
 impl ReplicaSignature {
-    /// Checks the replica's signature of transfer `id` (its binding checked separately).
-    pub fn verify(&self, id: &[u8; 32]) -> bool {
-        SigCheck::new(&self.binding.bls, replica_message(id), &self.signature).is_ok_and(|c| c.holds())
+    /// Checks the replica's signature of `signed` (its binding checked separately).
+    pub fn verify(&self, signed: &SignedTransfer) -> bool {
+        SigCheck::new(&self.binding.bls, replica_message(&signed.certified_id()), &self.signature).is_ok_and(|c| c.holds())
     }
 }
 
@@ -1016,8 +1029,7 @@ mod tests {
     }
 
     fn certify(signed: &SignedTransfer, by: &[Replica]) -> Certificate {
-        let id = signed.transfer.id();
-        let shares = by.iter().map(|r| (r.binding.clone(), r.key.sign_replica(&id))).collect();
+        let shares = by.iter().map(|r| (r.binding.clone(), r.key.sign_replica(signed))).collect();
         Certificate::aggregate(signed.clone(), shares).unwrap()
     }
 
@@ -1080,7 +1092,7 @@ mod tests {
             }])
             .collect();
         let cert = Certificate {
-            signature: x.sign_replica(&signed.transfer.id()),
+            signature: x.sign_replica(&signed),
             transfer: signed,
             signers,
         };

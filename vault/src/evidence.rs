@@ -139,8 +139,8 @@ mod tests {
 
     fn certified(owner: &WalletKey, to: Address, signers: &[(WalletKey, kura_node::ledger::Binding)]) -> Certificate {
         let signed = owner.sign(1, vec![Output { to, amount: 5, memo: [0; 32] }]);
-        let id = signed.transfer.id();
-        Certificate::aggregate(signed, signers.iter().map(|(k, b)| (b.clone(), k.sign_replica(&id))).collect()).unwrap()
+        let shares = signers.iter().map(|(k, b)| (b.clone(), k.sign_replica(&signed))).collect();
+        Certificate::aggregate(signed, shares).unwrap()
     }
 
     #[tokio::test]

@@ -114,6 +114,12 @@ const MAX_SCHEDULED: usize = 4096;
 /// Accounts caught up on at once.
 const MAX_CATCHING_UP: usize = 16;
 
+/// Departed vaults a routing table may still hold ahead of a committee member: a vault
+/// ranked this close behind the committee of its table looks the committee up before it
+/// refuses to serve as a member (three: the most by which views may differ and the ledger stay
+/// safe).
+const LAGGING: usize = 3;
+
 /// How long a committee found by lookup is reused.
 const LOOKUP_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -360,12 +366,24 @@ impl Vault {
 
     /// The account's committee as this vault sees it, if this vault is in it; else
     /// [`RemoteError::NotResponsible`]. Nothing wider than the committee signs for an account
-    /// or holds its entries.
+    /// or holds its entries. A routing table lags churn (a vault that left stays in it for a
+    /// while), so a vault that finds itself just outside the committee of its table, when
+    /// asked as a member, looks the committee up before it refuses.
     pub(crate) async fn committee_member(&self, account: Address) -> Result<Vec<PeerId>, RemoteError> {
-        let view = self.node().local_closest(account, usize::from(kura_node::REPLICAS)).await.map_err(internal)?;
-        let members = committee(&account, view);
-        match members.contains(&self.node().peer_id()) {
-            true => Ok(members),
+        let me = self.node().peer_id();
+        let view = self.node().local_closest(account, usize::from(kura_node::REPLICAS) + LAGGING).await.map_err(internal)?;
+        let members = committee(&account, view.iter().copied());
+        if members.contains(&me) {
+            return Ok(members);
+        }
+        // Only a vault close behind the committee may be a member whose table lags; any other
+        // refuses at no cost.
+        if !view.contains(&me) {
+            return Err(RemoteError::NotResponsible(account));
+        }
+        let found = self.looked_up_committee(account).await?;
+        match found.contains(&me) {
+            true => Ok(found),
             false => Err(RemoteError::NotResponsible(account)),
         }
     }
@@ -388,7 +406,8 @@ impl Vault {
         // Whose replica this is costs no pairing: a transfer of another committee's account is
         // refused before its signature is checked.
         self.committee_member(account).await?;
-        let id = signed.transfer.id();
+        // Remembered by what replicas sign, which covers the owner's very signature bytes.
+        let certified = signed.certified_id();
         if !self.ledger().verifier.holds(check).await {
             return Err(refused(LedgerError::BadOwnerSignature));
         }
@@ -397,7 +416,7 @@ impl Vault {
             if checked.len() >= OWNER_CHECKED_KEPT {
                 checked.clear();
             }
-            checked.insert(id);
+            checked.insert(certified);
         }
         let _turn = self.ledger().turn(&account).await;
         let summary = self.summary(account).await?;
@@ -414,7 +433,7 @@ impl Vault {
         if promise.as_ref() != Some(&signed) {
             self.keep_promise(account, &signed).await?;
         }
-        let signature = self.ledger().key.sign_replica(&signed.transfer.id());
+        let signature = self.ledger().key.sign_replica(&signed);
         Ok(Response::Signed(ReplicaSignature { binding: self.ledger().binding.clone(), signature }))
     }
 
@@ -501,13 +520,20 @@ impl Vault {
         if quorum_of(signers, &local) {
             return Ok(local);
         }
-        if let Some((at, found)) = lock(&self.ledger().looked_up).get(&payer) {
+        self.looked_up_committee(payer).await
+    }
+
+    /// The account's committee found by lookup (reused for [`LOOKUP_FRESH`]; at most
+    /// [`MAX_LOOKUPS`] at once).
+    async fn looked_up_committee(&self, account: Address) -> Result<Vec<PeerId>, RemoteError> {
+        let n = usize::from(kura_node::REPLICAS);
+        if let Some((at, found)) = lock(&self.ledger().looked_up).get(&account) {
             if at.elapsed() < LOOKUP_FRESH {
                 return Ok(found.clone());
             }
         }
         let _permit = self.ledger().lookups.acquire().await.map_err(internal)?;
-        let found = committee(&payer, self.node().closest_vaults(payer, n).await.map_err(internal)?);
+        let found = committee(&account, self.node().closest_vaults(account, n).await.map_err(internal)?);
         let mut kept = lock(&self.ledger().looked_up);
         if kept.len() >= LOOKUPS_KEPT {
             kept.retain(|_, (at, _)| at.elapsed() < LOOKUP_FRESH);
@@ -515,7 +541,7 @@ impl Vault {
                 kept.clear();
             }
         }
-        kept.insert(payer, (std::time::Instant::now(), found.clone()));
+        kept.insert(account, (std::time::Instant::now(), found.clone()));
         Ok(found)
     }
 
@@ -545,7 +571,7 @@ impl Vault {
             .await
             .map_err(internal)?
             .map_err(refused)?;
-        let id = cert.id();
+        let id = cert.transfer.certified_id();
         let verifier = &self.ledger().verifier;
         let owner = async {
             match prepared.owner.clone() {
