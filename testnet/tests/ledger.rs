@@ -15,12 +15,12 @@ use kura_node::ledger::{
     Binding, Certificate, Entry, LedgerError, Output, SignedTransfer, WalletKey, QUORUM,
 };
 use kura_node::wire::{RemoteError, Request, Response};
-use kura_node::{Address, NodeError, PeerId, Record, RecordError, REPLICAS};
+use kura_node::{Address, NodeError, Record, REPLICAS};
 use kura_testnet::GENESIS_SUPPLY;
 use rand::{Rng, SeedableRng};
 
 mod common;
-use common::{rt, Net};
+use common::{ask_signatures, refusal, rt, Net};
 
 fn pay(to: Address, amount: u64) -> Output {
     Output { to, amount, memo: [0; 32] }
@@ -28,27 +28,6 @@ fn pay(to: Address, amount: u64) -> Output {
 
 fn wallet_in(dir: &std::path::Path) -> Wallet {
     Wallet::open(dir, WalletKey::random()).unwrap()
-}
-
-/// What one vault answered, as a ledger refusal if it was one.
-fn refusal(answer: &Result<Response, NodeError>) -> Option<LedgerError> {
-    match answer {
-        Err(NodeError::Remote { error: RemoteError::Refused(RecordError::Ledger(e)), .. }) => Some(e.clone()),
-        _ => None,
-    }
-}
-
-/// Asks each of `vaults` to sign; returns the shares of those that did.
-async fn ask_signatures(client: &kura_client::Client, vaults: &[PeerId], signed: &SignedTransfer) -> Vec<(Binding, Vec<u8>)> {
-    let asks = vaults.iter().map(|&v| client.node().request(v, Request::Sign(signed.clone())));
-    futures::future::join_all(asks)
-        .await
-        .into_iter()
-        .filter_map(|a| match a {
-            Ok(Response::Signed(s)) => Some((s.binding, s.signature)),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Sends `record` to every vault of its account's group; returns their answers.

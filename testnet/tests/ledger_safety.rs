@@ -14,37 +14,17 @@ use std::time::{Duration, Instant};
 
 use kura_node::ledger::{AccountView, Binding, Certificate, Entry, LedgerError, Output, SignedTransfer, WalletKey, QUORUM};
 use kura_node::wire::{RemoteError, Request, Response};
-use kura_node::{Address, NodeError, NodeHandle, PeerId, Record, RecordError, REPLICAS};
+use kura_node::{Address, NodeError, NodeHandle, PeerId, Record, REPLICAS};
 use kura_testnet::process::TESTNET_ID_DIFFICULTY;
 use kura_testnet::GENESIS_SUPPLY;
 
 mod common;
-use common::{rt, Net};
+use common::{ask_signatures as shares, refusal, rt, Net};
 
 const KURA: u64 = kura_node::ledger::UNITS_PER_TOKEN;
 
 fn pay(to: Address, amount: u64) -> Output {
     Output { to, amount, memo: [0; 32] }
-}
-
-fn refusal(answer: &Result<Response, NodeError>) -> Option<LedgerError> {
-    match answer {
-        Err(NodeError::Remote { error: RemoteError::Refused(RecordError::Ledger(e)), .. }) => Some(e.clone()),
-        _ => None,
-    }
-}
-
-/// Asks each of `vaults` to sign; returns the shares of those that did.
-async fn shares(client: &kura_client::Client, vaults: &[PeerId], signed: &SignedTransfer) -> Vec<(Binding, Vec<u8>)> {
-    let asks = vaults.iter().map(|&v| client.node().request(v, Request::Sign(signed.clone())));
-    futures::future::join_all(asks)
-        .await
-        .into_iter()
-        .filter_map(|a| match a {
-            Ok(Response::Signed(s)) => Some((s.binding, s.signature)),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Sends `record` to each of `vaults`; returns their answers.

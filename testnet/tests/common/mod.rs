@@ -192,3 +192,31 @@ pub async fn store_random_files(
     client.close().await;
     (files, chunks)
 }
+
+/// What one vault answered, as a ledger refusal if it was one.
+pub fn refusal(answer: &Result<Response, kura_node::NodeError>) -> Option<kura_node::ledger::LedgerError> {
+    match answer {
+        Err(kura_node::NodeError::Remote {
+            error: kura_node::wire::RemoteError::Refused(kura_node::RecordError::Ledger(e)),
+            ..
+        }) => Some(e.clone()),
+        _ => None,
+    }
+}
+
+/// Asks each of `vaults` to sign; returns the shares of those that did.
+pub async fn ask_signatures(
+    client: &Client,
+    vaults: &[PeerId],
+    signed: &kura_node::ledger::SignedTransfer,
+) -> Vec<(kura_node::ledger::Binding, Vec<u8>)> {
+    let asks = vaults.iter().map(|&v| client.node().request(v, Request::Sign(signed.clone())));
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter_map(|a| match a {
+            Ok(Response::Signed(s)) => Some((s.binding, s.signature)),
+            _ => None,
+        })
+        .collect()
+}
