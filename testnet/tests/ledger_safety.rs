@@ -300,3 +300,85 @@ fn forged_certificates_are_refused_fresh_and_in_catch_up_and_three_lying_replica
         client.close().await;
     });
 }
+
+/// Signers that sign twice at one nonce (simulated: the payer's committee is restarted with
+/// its promise files deleted, as a dishonest vault would ignore them) produce two valid
+/// certificates. Both are refused as transfers, kept as evidence and reported in status; the
+/// payee is credited neither, the payer debited once, and no money appears.
+#[test]
+fn two_certificates_at_one_nonce_are_evidence_and_the_payee_credits_neither() {
+    let net = Net::up(10, 1 << 30);
+    let rt = rt();
+    let dirs = tempfile::tempdir().unwrap();
+    let payer = kura_client::Wallet::open(&dirs.path().join("payer"), WalletKey::random()).unwrap();
+    let payee = WalletKey::random().address();
+    let faucet = net.faucet();
+    let (t1, t2) = (payer.key().sign(1, vec![pay(payee, 100)]), payer.key().sign(1, vec![pay(payee, 60)]));
+    let (committee, s1) = rt.block_on(async {
+        let client = net.connect().await;
+        client.pay(&faucet, vec![pay(payer.address(), 100)]).await.unwrap();
+        let committee = client.closest_vaults(payer.address(), usize::from(REPLICAS)).await.unwrap();
+        let s1 = shares(&client, &committee, &t1).await;
+        client.close().await;
+        (committee, s1)
+    });
+    assert!(s1.len() >= QUORUM, "{} shares", s1.len());
+    // The committee forgets its promises.
+    let state = net.net.state().unwrap();
+    let members: Vec<usize> = net.net.running_peers(&state).into_iter().filter(|(_, p)| committee.contains(p)).map(|(i, _)| i).collect();
+    let promise = format!("{}.promise", hex::encode(payer.address().0));
+    for &i in &members {
+        net.net.kill(&[i], false).unwrap();
+        let path = net.net.layout().vault_root(i).join("ledger").join(&promise);
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        net.net.restart(i).unwrap();
+    }
+    rt.block_on(net.assert_healthy());
+    rt.block_on(async {
+        let client = net.connect().await;
+        let s2 = shares(&client, &committee, &t2).await;
+        assert!(s2.len() >= QUORUM, "{} shares", s2.len());
+        let (c1, c2) = (Certificate::aggregate(t1.clone(), s1).unwrap(), Certificate::aggregate(t2.clone(), s2).unwrap());
+        client.confirm(&c1).await.unwrap();
+        assert_eq!(client.balance(payee).await.unwrap().balance, 100);
+        // The second certificate, at both accounts' committees: refused as a double spend.
+        for account in [payee, payer.address()] {
+            let group = client.closest_vaults(account, usize::from(REPLICAS)).await.unwrap();
+            let record = Record::Transfer(Entry { account, certificate: c2.clone() });
+            for (vault, answer) in put_at(&client, &group, &record).await {
+                assert_eq!(refusal(&answer), Some(LedgerError::DoubleSpend(1)), "vault {vault} at {account}");
+            }
+        }
+        // The payee is credited neither; the payer debited once; nothing was created.
+        let ids = common::running_ids(&net);
+        for &v in &ids {
+            if let Some(view) = view_at(&client, v, payee).await {
+                assert_eq!(view.balance, 0, "vault {v} credits the payee");
+            }
+        }
+        assert_eq!(client.balance(payee).await.unwrap().balance, 0);
+        assert_eq!(client.balance(payer.address()).await.unwrap().balance, 0);
+        let faucet_balance = client.balance(faucet.address()).await.unwrap().balance;
+        assert_eq!(faucet_balance, i128::from(GENESIS_SUPPLY) - 100, "the supply only shrinks by the contested 100");
+        // Evidence, in status and on disk; the vaults that signed both are penalized.
+        let mut reported = 0;
+        for &v in &ids {
+            reported += client.vault_status(v).await.map(|s| s.ledger_evidence).unwrap_or(0);
+        }
+        assert!(reported >= 1, "no vault reports the evidence");
+        let state = net.net.state().unwrap();
+        let kept: usize = state
+            .vaults
+            .iter()
+            .filter_map(|v| std::fs::read_dir(net.net.layout().vault_root(v.index).join("evidence")).ok())
+            .flat_map(|d| d.filter_map(Result::ok))
+            .filter(|e| {
+                let exhibit = kura_vault::evidence::read(&std::fs::read(e.path()).unwrap()).unwrap();
+                let guilty = kura_vault::evidence::culprits(&exhibit);
+                guilty.len() >= 2 * QUORUM - usize::from(REPLICAS) && guilty.iter().all(|p| committee.contains(p))
+            })
+            .count();
+        assert!(kept >= 1, "no evidence file names the double signers");
+        client.close().await;
+    });
+}

@@ -134,6 +134,18 @@ const MAX_LOOKUPS: usize = 8;
 /// that their certificate's check does not pay that pairing again.
 const OWNER_CHECKED_KEPT: usize = 1 << 16;
 
+/// Accounts compared with their group at once.
+const MAX_COMPARING: usize = 64;
+
+/// Certificates a catch-up round checks at once.
+const CHECKS_AT_ONCE: usize = 8;
+
+/// How long a certificate that passed every check, vouchers included, is taken as checked.
+const CHECKED_FRESH: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Certificates remembered as checked.
+const CHECKED_KEPT: usize = 1 << 14;
+
 /// Entries fetched from the group in one catch-up round (the rest come in the next).
 const FETCH_PER_ROUND: usize = 1024;
 
@@ -178,6 +190,11 @@ pub(crate) struct Ledger {
     lookups: tokio::sync::Semaphore,
     /// Ids of transfers whose owner's signature this vault checked when signing.
     owner_checked: Mutex<HashSet<[u8; 32]>>,
+    /// Entries that passed every check lately (vouchers included), and when: a catch-up
+    /// checks its entries side by side, then stores them in order.
+    checked: Mutex<HashMap<[u8; 32], std::time::Instant>>,
+    /// Accounts being compared with their group right now.
+    comparing: Mutex<HashSet<Address>>,
 }
 
 /// Ledger counters.
@@ -224,6 +241,8 @@ impl Ledger {
             looked_up: Mutex::default(),
             lookups: tokio::sync::Semaphore::new(MAX_LOOKUPS),
             owner_checked: Mutex::default(),
+            checked: Mutex::default(),
+            comparing: Mutex::default(),
         }
     }
 
@@ -281,6 +300,15 @@ pub(crate) fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Re
     }
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(&dir)?.sync_all()
+}
+
+/// Removes an account from a claimed set when dropped.
+struct Unclaim<'a>(&'a Mutex<HashSet<Address>>, Address);
+
+impl Drop for Unclaim<'_> {
+    fn drop(&mut self) {
+        lock(self.0).remove(&self.1);
+    }
 }
 
 /// Adds `account` to `set` unless it is there already or `set` holds `max`; says whether it
@@ -428,6 +456,7 @@ impl Vault {
                 // Perhaps this vault missed transfers: look, in the background.
                 self.catch_up(account);
             }
+            debug!(%account, error = %e, "a transfer not signed");
             return Err(refused(e));
         }
         if promise.as_ref() != Some(&signed) {
@@ -441,7 +470,29 @@ impl Vault {
     /// Called before the account's turn is taken: a payee credited by many payers at once
     /// would otherwise check their certificates one after another.
     pub(crate) async fn check_entry(&self, entry: &Entry) -> Result<(), RemoteError> {
-        self.check_certificate(&entry.certificate, Some(entry)).await.map(|_| ())
+        self.check_entry_held(entry, None).await
+    }
+
+    /// [`Vault::check_entry`], knowing already how many other members of the account's group
+    /// hold an entry of this transfer (a catch-up lists what each holds), so that an old
+    /// entry's vouchers need not be asked again.
+    async fn check_entry_held(&self, entry: &Entry, holders: Option<usize>) -> Result<(), RemoteError> {
+        // The whole entry, certificate and all: another certificate of the same transfer is
+        // checked on its own.
+        let key = *blake3::hash(&postcard::to_stdvec(entry).map_err(internal)?).as_bytes();
+        if lock(&self.ledger().checked).get(&key).is_some_and(|at| at.elapsed() < CHECKED_FRESH) {
+            return Ok(());
+        }
+        self.check_certificate(&entry.certificate, Some((entry, holders))).await?;
+        let mut checked = lock(&self.ledger().checked);
+        if checked.len() >= CHECKED_KEPT {
+            checked.retain(|_, at| at.elapsed() < CHECKED_FRESH);
+            if checked.len() >= CHECKED_KEPT {
+                checked.clear();
+            }
+        }
+        checked.insert(key, std::time::Instant::now());
+        Ok(())
     }
 
     /// Whether the account's state here admits a checked entry ([`Summary::admits`]). Called
@@ -549,7 +600,7 @@ impl Vault {
     /// as this vault sees it, its owner signed the transfer, its signers' aggregate signature
     /// holds. An `entry` whose signers have left the committee (history, met in catch-up) is
     /// taken only if [`VOUCHERS`] members of its account's group hold this very entry.
-    async fn check_certificate(&self, cert: &Certificate, entry: Option<&Entry>) -> Result<u64, RemoteError> {
+    async fn check_certificate(&self, cert: &Certificate, entry: Option<(&Entry, Option<usize>)>) -> Result<u64, RemoteError> {
         // The free checks first, so that a stranger's certificate is refused before it costs
         // a pairing: its shape, and that its signers are vault ids (they carry work).
         cert.transfer.transfer.total().map_err(refused)?;
@@ -597,8 +648,12 @@ impl Vault {
             return Err(refused(LedgerError::BadOwnerSignature));
         }
         lock(&self.ledger().cache).remember(prepared.digest);
-        if let (false, Some(e)) = (current, entry) {
-            if self.vouchers(e).await < VOUCHERS {
+        if let (false, Some((e, holders))) = (current, entry) {
+            let vouchers = match holders {
+                Some(n) => n,
+                None => self.vouchers(e).await,
+            };
+            if vouchers < VOUCHERS {
                 return Err(refused(LedgerError::UnknownSigners(outsiders(&signers, &members))));
             }
         }
@@ -738,10 +793,17 @@ impl Vault {
     }
 
     /// How many other members of the entry's account group hold this very entry.
+    /// The group asked is the account's committee as this vault's table has it, with the
+    /// [`LAGGING`] vaults past it, and as a lookup finds it: after churn a table still holds
+    /// vaults that left, and a lookup already holds vaults that have not caught up, so either
+    /// alone can leave too few holders to ask.
     async fn vouchers(&self, entry: &Entry) -> usize {
         let key = entry.key();
         let me = self.node().peer_id();
-        let Ok(group) = self.node().local_closest(entry.account, usize::from(kura_node::REPLICAS)).await else { return 0 };
+        let Ok(mut group) = self.node().local_closest(entry.account, usize::from(kura_node::REPLICAS) + LAGGING).await else { return 0 };
+        if let Ok(found) = self.looked_up_committee(entry.account).await {
+            group.extend(found.into_iter().filter(|p| !group.contains(p)).collect::<Vec<_>>());
+        }
         let asks = group.into_iter().filter(|p| *p != me).map(|peer| self.ask(peer, Request::GetRecord(key)));
         futures::future::join_all(asks)
             .await
@@ -853,6 +915,13 @@ impl Vault {
     /// is the one chosen to, and drops its own copies once it is out of the group and the
     /// group holds them.
     pub(crate) async fn repair_account(&self, account: Address) -> Result<(), NodeError> {
+        // One comparison of an account at a time: catch-up, the comparison after a store and
+        // the repair worker's sweep would otherwise fetch the same entries side by side.
+        if !claim(&self.ledger().comparing, MAX_COMPARING, account) {
+            return Ok(());
+        }
+        let _done = Unclaim(&self.ledger().comparing, account);
+        let started = std::time::Instant::now();
         let me = self.node().peer_id();
         let n = usize::from(kura_node::REPLICAS);
         let candidates = self.node().local_closest(account, n + self.config().spare_candidates).await?;
@@ -863,18 +932,12 @@ impl Vault {
         let mut held: HashMap<PeerId, HashSet<[u8; 32]>> = asked.into_iter().filter_map(|(p, ids)| Some((p, ids?))).collect();
         held.insert(me, self.ids_after(&account, None).into_iter().map(|k| k.id).collect());
         let group: Vec<PeerId> = candidates.iter().filter(|p| held.contains_key(p)).take(n).copied().collect();
-        let mut fetched = Vec::new();
+        let mut wanted = Vec::new();
         for action in plan_entries(me, &account, &group, &held) {
             match action {
                 EntryAction::Fetch { id, from } => {
-                    if fetched.len() >= FETCH_PER_ROUND {
-                        continue;
-                    }
-                    let key = RecordKey { kind: RecordKind::Transfer, address: account, id };
-                    if let Ok(Response::Record(Some(record))) = self.ask(from, Request::GetRecord(key)).await {
-                        if record.validate_for(&key).is_ok() {
-                            fetched.push(record);
-                        }
+                    if wanted.len() < FETCH_PER_ROUND {
+                        wanted.push((RecordKey { kind: RecordKind::Transfer, address: account, id }, from));
                     }
                 }
                 EntryAction::Push { id, to } => {
@@ -896,18 +959,52 @@ impl Vault {
                 }
             }
         }
+        let mut fetched = Vec::new();
+        for batch in wanted.chunks(CHECKS_AT_ONCE) {
+            let asks = batch.iter().map(|&(key, from)| async move { (key, self.ask(from, Request::GetRecord(key)).await) });
+            for (key, answer) in futures::future::join_all(asks).await {
+                if let Ok(Response::Record(Some(record))) = answer {
+                    if record.validate_for(&key).is_ok() {
+                        fetched.push(record);
+                    }
+                }
+            }
+        }
         // Each is admitted as a fresh store is, so order matters: credits before the debits
         // they pay for, debits by nonce.
         fetched.sort_by_key(|r| match r {
             Record::Transfer(e) => (e.is_debit(), e.certificate.transfer.transfer.nonce),
             _ => (true, u64::MAX),
         });
+        // Their certificates are checked side by side first (each may ask the network: a
+        // committee lookup, the group's vouchers); admitting them in order then finds each
+        // checked already.
+        let entries: Vec<&Entry> = fetched
+            .iter()
+            .filter_map(|r| match r {
+                Record::Transfer(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        // The group's other members (with the margin a lagging table needs) that listed each.
+        let near: Vec<&PeerId> = candidates.iter().filter(|p| **p != me && held.contains_key(p)).take(n + LAGGING).collect();
+        let holders = |id: &[u8; 32]| near.iter().filter(|p| held.get(**p).is_some_and(|ids| ids.contains(id))).count();
+        for batch in entries.chunks(CHECKS_AT_ONCE) {
+            let mut checks = Vec::with_capacity(batch.len());
+            for e in batch {
+                checks.push(self.check_entry_held(e, Some(holders(&e.certificate.id()))));
+            }
+            futures::future::join_all(checks).await;
+        }
+        let (fetched_count, mut admitted) = (fetched.len(), 0);
         for record in fetched {
             let key = record.key();
-            if let Err(e) = self.put_record(record).await {
-                debug!(%key, error = %e, "a fetched transfer was refused");
+            match self.put_record(record).await {
+                Ok(()) => admitted += 1,
+                Err(e) => debug!(%key, error = %e, "a fetched transfer was refused"),
             }
         }
+        debug!(%account, group = group.len(), fetched = fetched_count, admitted, secs = started.elapsed().as_secs_f64(), "account compared with its group");
         Ok(())
     }
 }
