@@ -74,13 +74,27 @@ pub fn culprits(exhibit: &Exhibit) -> Vec<PeerId> {
 pub(crate) struct Evidence {
     dir: Option<PathBuf>,
     seen: Mutex<HashSet<[u8; 32]>>,
+    /// The certificates in the evidence kept (their digests, [`certificate_digest`]).
+    certificates: Mutex<HashSet<[u8; 32]>>,
     found: AtomicU64,
+}
+
+/// A certificate's digest: a hash of all of it.
+pub fn certificate_digest(cert: &Certificate) -> [u8; 32] {
+    *blake3::hash(&postcard::to_stdvec(cert).unwrap_or_default()).as_bytes()
 }
 
 impl Evidence {
     /// Evidence kept under `dir` (`None`: memory only).
     pub(crate) fn new(dir: Option<PathBuf>) -> Evidence {
-        Evidence { dir, seen: Mutex::default(), found: AtomicU64::new(0) }
+        Evidence { dir, seen: Mutex::default(), certificates: Mutex::default(), found: AtomicU64::new(0) }
+    }
+
+    /// Whether `cert` is part of evidence this vault kept. Its signers were the payer's
+    /// committee when the evidence was found; they are penalized now (out of this vault's
+    /// view), so the certificate is known by this instead, wherever else it is stored.
+    pub(crate) fn holds(&self, cert: &Certificate) -> bool {
+        self.certificates.lock().unwrap_or_else(|e| e.into_inner()).contains(&certificate_digest(cert))
     }
 
     /// Pieces of evidence found since the vault started.
@@ -100,6 +114,13 @@ impl Evidence {
             if !seen.insert(digest) {
                 return false;
             }
+        }
+        {
+            let mut certificates = self.certificates.lock().unwrap_or_else(|e| e.into_inner());
+            if certificates.len() >= MAX_KEPT * 8 {
+                certificates.clear();
+            }
+            certificates.extend(exhibit.certificates.iter().map(certificate_digest));
         }
         self.found.fetch_add(1, Ordering::Relaxed);
         let Some(dir) = self.dir.clone() else { return true };
