@@ -473,10 +473,10 @@ impl Vault {
         self.check_entry_held(entry, None).await
     }
 
-    /// [`Vault::check_entry`], knowing already how many other members of the account's group
-    /// hold an entry of this transfer (a catch-up lists what each holds), so that an old
-    /// entry's vouchers need not be asked again.
-    async fn check_entry_held(&self, entry: &Entry, holders: Option<usize>) -> Result<(), RemoteError> {
+    /// [`Vault::check_entry`], knowing already which other members of the account's group
+    /// list this transfer (a catch-up lists what each holds): an old entry's vouchers are
+    /// asked of them only, and none when too few list it.
+    async fn check_entry_held(&self, entry: &Entry, holders: Option<Vec<PeerId>>) -> Result<(), RemoteError> {
         // The whole entry, certificate and all: another certificate of the same transfer is
         // checked on its own.
         let key = *blake3::hash(&postcard::to_stdvec(entry).map_err(internal)?).as_bytes();
@@ -505,6 +505,11 @@ impl Vault {
         let t = &entry.certificate.transfer.transfer;
         match summary.admits(entry) {
             Ok(()) => Ok(Admission::Fresh),
+            // A nonce contested already keeps the two certificates it has: more are refused
+            // unstored, so signers that sign many cannot grow the store.
+            Err(LedgerError::DoubleSpend(nonce)) if summary.contested.contains(&(t.from_address(), nonce)) => {
+                Err(refused(LedgerError::DoubleSpend(nonce)))
+            }
             Err(LedgerError::DoubleSpend(nonce)) => {
                 let other = match summary.counted(&t.from_address(), nonce, entry.is_debit()) {
                     Some(id) => match self.read_record(RecordKey { kind: RecordKind::Transfer, address: entry.account, id }).await {
@@ -600,7 +605,7 @@ impl Vault {
     /// as this vault sees it, its owner signed the transfer, its signers' aggregate signature
     /// holds. An `entry` whose signers have left the committee (history, met in catch-up) is
     /// taken only if [`VOUCHERS`] members of its account's group hold this very entry.
-    async fn check_certificate(&self, cert: &Certificate, entry: Option<(&Entry, Option<usize>)>) -> Result<u64, RemoteError> {
+    async fn check_certificate(&self, cert: &Certificate, entry: Option<(&Entry, Option<Vec<PeerId>>)>) -> Result<u64, RemoteError> {
         // The free checks first, so that a stranger's certificate is refused before it costs
         // a pairing: its shape, and that its signers are vault ids (they carry work).
         cert.transfer.transfer.total().map_err(refused)?;
@@ -652,7 +657,8 @@ impl Vault {
         lock(&self.ledger().cache).remember(prepared.digest);
         if let (false, Some((e, holders))) = (current, entry) {
             let vouchers = match holders {
-                Some(n) => n,
+                Some(listed) if listed.len() < VOUCHERS => listed.len(),
+                Some(listed) => self.vouchers_among(e, listed).await,
                 None => self.vouchers(e).await,
             };
             if vouchers < VOUCHERS {
@@ -800,13 +806,19 @@ impl Vault {
     /// vaults that left, and a lookup already holds vaults that have not caught up, so either
     /// alone can leave too few holders to ask.
     async fn vouchers(&self, entry: &Entry) -> usize {
-        let key = entry.key();
         let me = self.node().peer_id();
         let Ok(mut group) = self.node().local_closest(entry.account, usize::from(kura_node::REPLICAS) + LAGGING).await else { return 0 };
         if let Ok(found) = self.looked_up_committee(entry.account).await {
             group.extend(found.into_iter().filter(|p| !group.contains(p)).collect::<Vec<_>>());
         }
-        let asks = group.into_iter().filter(|p| *p != me).map(|peer| self.ask(peer, Request::GetRecord(key)));
+        self.vouchers_among(entry, group.into_iter().filter(|p| *p != me).collect()).await
+    }
+
+    /// How many of `peers` hold this very entry (the same certificate, not only the same
+    /// transfer).
+    async fn vouchers_among(&self, entry: &Entry, peers: Vec<PeerId>) -> usize {
+        let key = entry.key();
+        let asks = peers.into_iter().map(|peer| self.ask(peer, Request::GetRecord(key)));
         futures::future::join_all(asks)
             .await
             .into_iter()
@@ -990,7 +1002,9 @@ impl Vault {
             .collect();
         // The group's other members (with the margin a lagging table needs) that listed each.
         let near: Vec<&PeerId> = candidates.iter().filter(|p| **p != me && held.contains_key(p)).take(n + LAGGING).collect();
-        let holders = |id: &[u8; 32]| near.iter().filter(|p| held.get(**p).is_some_and(|ids| ids.contains(id))).count();
+        let holders = |id: &[u8; 32]| -> Vec<PeerId> {
+            near.iter().filter(|p| held.get(**p).is_some_and(|ids| ids.contains(id))).map(|p| **p).collect()
+        };
         for batch in entries.chunks(CHECKS_AT_ONCE) {
             let mut checks = Vec::with_capacity(batch.len());
             for e in batch {
