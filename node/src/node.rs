@@ -162,7 +162,16 @@ pub struct NodeHandle {
     cmd: mpsc::Sender<Command>,
     stats: Arc<NodeStats>,
     events: broadcast::Sender<NodeEvent>,
+    /// The longest a request is waited for here, whatever the event loop does.
+    request_deadline: Duration,
+    /// The longest a lookup is waited for here.
+    lookup_deadline: Duration,
 }
+
+/// What a caller waits beyond twice the event loop's own timeout (a request may first wait
+/// out a dial) before it gives up on an answer: every request and lookup ends, even one the
+/// transport never reports on.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for NodeHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -205,13 +214,21 @@ impl NodeHandle {
 
     /// Like [`NodeHandle::closest_vaults`], with the lookup's cost.
     pub async fn lookup(&self, target: Address, n: usize) -> Result<Lookup, NodeError> {
-        self.call(|reply| Command::ClosestVaults { target, n, reply }).await?
+        match tokio::time::timeout(self.lookup_deadline, self.call(|reply| Command::ClosestVaults { target, n, reply })).await {
+            Ok(answer) => answer?,
+            Err(_) => Err(NodeError::Lookup { target, reason: format!("no answer within {:?}", self.lookup_deadline) }),
+        }
     }
 
     /// Sends `request` to `peer` and waits for its answer (bounded by the request timeout).
     /// An error answer is returned as [`NodeError::Remote`].
     pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response, NodeError> {
-        match self.call(|reply| Command::Request { peer, request, reply }).await?? {
+        let asked = tokio::time::timeout(self.request_deadline, self.call(|reply| Command::Request { peer, request, reply }));
+        let answer = asked.await.map_err(|_| NodeError::Request {
+            peer,
+            reason: format!("no answer within {:?}", self.request_deadline),
+        })?;
+        match answer?? {
             Response::Error(error) => Err(NodeError::Remote { peer, error }),
             other => Ok(other),
         }
@@ -345,6 +362,8 @@ pub async fn spawn(config: NodeConfig) -> Result<(NodeHandle, mpsc::Receiver<Inb
             cmd: cmd_tx,
             stats,
             events,
+            request_deadline: config.request_timeout * 2 + DEADLINE_MARGIN,
+            lookup_deadline: config.lookup_timeout * 2 + DEADLINE_MARGIN,
         },
         in_rx,
     ))
@@ -488,6 +507,10 @@ impl Actor {
                 _ = release.tick() => {
                     self.release_penalized();
                     self.retry_departed();
+                    // A caller that gave up (its deadline passed, or it was dropped) leaves
+                    // its reply here; the transport may never report on it.
+                    self.requests.retain(|_, reply| !reply.is_closed());
+                    self.lookups.retain(|_, lookup| !lookup.reply.is_closed());
                 }
                 _ = tokio::time::sleep_until(next_bootstrap.unwrap_or_else(Instant::now)), if next_bootstrap.is_some() => {
                     self.join_bootstraps.pop();
