@@ -412,18 +412,9 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ClientError> {
     write_synced(path, &bytes).map_err(|e| ClientError::Message(format!("{}: {e}", path.display())))
 }
 
-/// Writes `bytes` to `path` whole or not at all (see [`write_json`]).
+/// Writes `bytes` to `path` whole or not at all, owner-only (see [`write_json`]).
 pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
-    }
-    Ok(())
+    kura_node::durable::replace(path, bytes, kura_node::durable::Access::Private)
 }
 
 impl Mailbox {

@@ -116,7 +116,7 @@ impl Wallet {
     fn pending(&self) -> Result<Option<SignedTransfer>, ClientError> {
         let path = self.dir.join(PENDING_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => postcard::from_bytes(&bytes)
+            Ok(bytes) => kura_node::stored::decode_transfer(&bytes)
                 .map(Some)
                 .map_err(|e| ClientError::Wallet(format!("{}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -129,8 +129,7 @@ impl Wallet {
         let io = |e| ClientError::Io { path: path.clone(), source: e };
         match signed {
             Some(s) => {
-                let bytes = postcard::to_stdvec(s).map_err(|e| ClientError::Wallet(e.to_string()))?;
-                crate::messages::write_synced(&path, &bytes).map_err(io)
+                crate::messages::write_synced(&path, &kura_node::stored::encode_transfer(s)).map_err(io)
             }
             None => match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),

@@ -1,7 +1,5 @@
 //! A node's persistent identity key, and the create-once file write that keys share.
 
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use libp2p::identity::Keypair;
@@ -11,41 +9,10 @@ use crate::error::NodeError;
 /// File name of the identity key inside a vault's root directory.
 pub const KEY_FILE: &str = "identity.key";
 
-/// Reads the secret in `dir/name`, or creates it from `make()` if there is none.
-///
-/// The new secret is written in full to a uniquely named temporary file (exclusive create, mode
-/// 0600), fsynced, then hard-linked to its name, and the folder is fsynced. A link never
-/// replaces an existing file, so when two first runs race exactly one secret is published and
-/// both read it back; a crash at any point leaves either no key or a whole one. Returns the
-/// bytes now stored under the name.
+/// Reads `dir/name`, or publishes `make()`'s bytes there once (owner-only, durably) and
+/// returns them: see [`kura_types::durable::create_once`].
 pub fn read_or_create_once(dir: &Path, name: &str, make: impl FnOnce() -> Vec<u8>) -> std::io::Result<Vec<u8>> {
-    let path = dir.join(name);
-    match fs::read(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        other => return other,
-    }
-    fs::create_dir_all(dir)?;
-    let bytes = make();
-    let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let written = opts.open(&tmp).and_then(|mut f| {
-        f.write_all(&bytes)?;
-        f.sync_all()
-    });
-    let published = written.and_then(|()| fs::hard_link(&tmp, &path));
-    let _ = fs::remove_file(&tmp);
-    match published {
-        Ok(()) => {
-            fs::File::open(dir)?.sync_all()?;
-            Ok(bytes)
-        }
-        // Another first run published its secret first: that one is the key.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => fs::read(&path),
-        Err(e) => Err(e),
-    }
+    kura_types::durable::create_once(dir, name, kura_types::durable::Access::Private, make)
 }
 
 /// Loads the Ed25519 identity stored in `dir`, or creates and stores a new one (see
@@ -86,6 +53,7 @@ pub fn load_or_create_with_work(dir: &Path, difficulty: u8) -> Result<Keypair, N
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn identity_persists() {

@@ -34,7 +34,7 @@ pub mod verifier;
 
 // The storage types live in `kura-types` (no runtime, no transport); they are re-exported
 // here so that users of the network layer need one dependency.
-pub use kura_types::{audit, erasure, ledger, message, record, stored, wire};
+pub use kura_types::{audit, durable, erasure, ledger, message, record, stored, wire};
 pub use kura_types::record::REPLICAS;
 pub use address::{close_group, distance_to_peer, kad_key, Address, AddressParseError, ADDRESS_LEN};
 pub use codec::{read_frame, write_frame, Envelope, KuraCodec};

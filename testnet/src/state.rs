@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TestnetError;
+pub use kura_node::durable::Access;
 
 /// Version of the state file format.
 const STATE_VERSION: u32 = 1;
@@ -97,22 +98,20 @@ impl Layout {
     /// Saves the state and rewrites the peers file with the vaults in `running`.
     pub fn save(&self, state: &TestnetState, running: &[usize]) -> Result<(), TestnetError> {
         let json = serde_json::to_vec_pretty(state).map_err(|e| TestnetError::State(e.to_string()))?;
-        write_atomic(&self.state_file(), &json)?;
+        write_atomic(&self.state_file(), &json, Access::Shared)?;
         let peers: String = state
             .vaults
             .iter()
             .filter(|v| running.contains(&v.index))
             .map(|v| format!("{}\n", v.addr))
             .collect();
-        write_atomic(&self.peers_file(), peers.as_bytes())
+        write_atomic(&self.peers_file(), peers.as_bytes(), Access::Shared)
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TestnetError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| TestnetError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| TestnetError::io(path, e))
+/// Writes `bytes` to `path` durably ([`kura_node::durable::replace`]) with `access`.
+pub fn write_atomic(path: &Path, bytes: &[u8], access: Access) -> Result<(), TestnetError> {
+    kura_node::durable::replace(path, bytes, access).map_err(|e| TestnetError::io(path, e))
 }
 
 #[cfg(test)]

@@ -115,7 +115,7 @@ impl Testnet {
             std::fs::create_dir_all(parent).map_err(|e| TestnetError::io(parent, e))?;
         }
         let dir = std::fs::canonicalize(&self.layout.dir).map_err(|e| TestnetError::io(&self.layout.dir, e))?;
-        crate::state::write_atomic(&pointer, dir.to_string_lossy().as_bytes())
+        crate::state::write_atomic(&pointer, dir.to_string_lossy().as_bytes(), crate::state::Access::Shared)
     }
 
     /// Makes a new genesis key for a new network (its faucet) and returns the vault flags
@@ -123,7 +123,8 @@ impl Testnet {
     fn mint_genesis(&self) -> Result<Vec<String>, TestnetError> {
         let seed: [u8; 32] = rand::random();
         let path = self.layout.dir.join(kura_client::wallet::GENESIS_KEY_FILE);
-        crate::state::write_atomic(&path, &seed)?;
+        // The faucet's secret: owner-only from its first byte.
+        crate::state::write_atomic(&path, &seed, crate::state::Access::Private)?;
         let faucet = self.layout.dir.join("faucet");
         if faucet.exists() {
             std::fs::remove_dir_all(&faucet).map_err(|e| TestnetError::io(&faucet, e))?;

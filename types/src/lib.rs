@@ -10,6 +10,7 @@
 //! - [`ledger`]: the reward ledger's accounts, owner-signed transfers and the quorum
 //!   certificates that replicas sign, and what a replica may sign.
 //! - [`audit`]: random-slice Bao proofs of storage.
+//! - [`durable`]: the one crash-safe way every Kura file is written.
 //! - [`stored`]: the versioned disk format of a record, apart from the wire.
 //! - [`wire`]: versioned, size-limited request/response messages that decode without panics.
 //!
@@ -25,6 +26,7 @@
 
 mod address;
 pub mod audit;
+pub mod durable;
 pub mod erasure;
 pub mod ledger;
 pub mod message;

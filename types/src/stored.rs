@@ -6,7 +6,13 @@
 //! out as [`ShardHeader`](crate::ShardHeader) still is; it is read, never written. Bumping the
 //! wire version changes nothing here, and a record of a newer format is reported as such, so a
 //! vault never mistakes it for garbage.
+//!
+//! A signed transfer kept on disk (a replica's promise, a wallet's pending payment) has a
+//! format of its own: `"KSTX"` ‖ format version (1 byte) ‖ postcard of the
+//! [`SignedTransfer`]. Format 0, from builds before it had one, is the bare postcard; it is
+//! read, never written.
 
+use crate::ledger::SignedTransfer;
 use crate::record::{Pointer, Record, RecordKind, Shard};
 
 /// First bytes of every record written in format 2 or later.
@@ -69,6 +75,32 @@ pub fn decode(bytes: &[u8]) -> Result<Record, FormatError> {
     }
 }
 
+/// First bytes of every signed transfer written in format 1 or later.
+pub const TRANSFER_MAGIC: &[u8; 4] = b"KSTX";
+/// The signed-transfer format this build writes.
+pub const TRANSFER_FORMAT: u8 = 1;
+
+/// Encodes a signed transfer for disk.
+pub fn encode_transfer(signed: &SignedTransfer) -> Vec<u8> {
+    let mut out = TRANSFER_MAGIC.to_vec();
+    out.push(TRANSFER_FORMAT);
+    // Serializing a plain struct into a Vec cannot fail.
+    postcard::to_extend(signed, out).unwrap_or_default()
+}
+
+/// Decodes a signed transfer written by [`encode_transfer`], or by a build before it (format
+/// 0: the bare postcard, whose first byte, a key's length, is never `K`). Never panics.
+pub fn decode_transfer(bytes: &[u8]) -> Result<SignedTransfer, FormatError> {
+    match bytes.strip_prefix(TRANSFER_MAGIC) {
+        Some(rest) => match rest.split_first() {
+            Some((&TRANSFER_FORMAT, body)) => whole(body),
+            Some((&format, _)) if format > TRANSFER_FORMAT => Err(FormatError::Newer(format)),
+            _ => Err(FormatError::Unreadable("no signed-transfer format".into())),
+        },
+        None => whole(bytes),
+    }
+}
+
 fn whole<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, FormatError> {
     let (value, rest) = postcard::take_from_bytes(body).map_err(|e| FormatError::Unreadable(e.to_string()))?;
     if !rest.is_empty() {
@@ -120,10 +152,31 @@ mod tests {
         }
     }
 
+    /// A promise or pending payment saved by builds before the format (bare postcard, kept in
+    /// `tests/fixtures`), and one saved now, read back as the same transfer.
+    #[test]
+    fn signed_transfers_of_every_format_read_back() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let key = crate::ledger::WalletKey::from_seed(&[7; 32]);
+        let signed = key.sign(3, vec![crate::ledger::Output { to: Address([9; 32]), amount: 1_000, memo: [5; 32] }]);
+        let old = std::fs::read(fixtures.join("transfer-format0.bin")).unwrap();
+        assert_eq!(decode_transfer(&old).unwrap(), signed, "format 0 (bare postcard) migrates");
+        let now = std::fs::read(fixtures.join("transfer-format1.bin")).unwrap();
+        assert_eq!(now, encode_transfer(&signed), "format 1 is what this build writes");
+        assert_eq!(decode_transfer(&now).unwrap(), signed);
+        let mut newer = now.clone();
+        newer[4] = TRANSFER_FORMAT + 1;
+        assert_eq!(decode_transfer(&newer), Err(FormatError::Newer(TRANSFER_FORMAT + 1)));
+        for bad in [&b""[..], b"KSTX", b"KSTX\x00", &now[..now.len() - 1]] {
+            assert!(decode_transfer(bad).is_err(), "{bad:?}");
+        }
+    }
+
     proptest! {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = decode(&bytes);
+            let _ = decode_transfer(&bytes);
             let mut framed = MAGIC.to_vec();
             framed.extend(&bytes);
             let _ = decode(&framed);

@@ -23,15 +23,12 @@ pub struct VaultInfo {
 }
 
 impl VaultInfo {
-    /// Writes the file atomically (temp file, fsync, rename).
+    /// Writes the file durably ([`kura_node::durable::replace`]).
     pub fn write(&self, root: &Path) -> Result<(), VaultError> {
         let path = root.join(INFO_FILE);
-        let tmp = root.join(format!("{INFO_FILE}.tmp"));
-        let io = |source| VaultError::Io { path: path.clone(), source };
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| VaultError::Config(e.to_string()))?;
-        std::fs::write(&tmp, bytes).map_err(io)?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
+        kura_node::durable::replace(&path, &bytes, kura_node::durable::Access::Shared)
+            .map_err(|source| VaultError::Io { path: path.clone(), source })
     }
 
     /// Reads the file of the vault rooted at `root`.

@@ -286,20 +286,9 @@ pub(crate) enum Admission {
     Contested(u64),
 }
 
-/// Writes a file so that it survives a crash whole or not at all: temporary file, fsync,
-/// rename, folder fsync.
+/// Writes a file so that it survives a crash whole or not at all (owner-only).
 pub(crate) fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-    std::fs::create_dir_all(&dir)?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(&dir)?.sync_all()
+    kura_node::durable::replace(path, bytes, kura_node::durable::Access::Private)
 }
 
 /// Removes an account from a claimed set when dropped.
@@ -373,7 +362,7 @@ impl Vault {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(internal(format!("reading the promise {}: {e}", path.display()))),
         };
-        let promise: SignedTransfer = postcard::from_bytes(&bytes)
+        let promise = kura_node::stored::decode_transfer(&bytes)
             .map_err(|e| internal(format!("the promise {} does not decode: {e}", path.display())))?;
         self.ledger().remember_promise(*account, promise.clone());
         Ok(Some(promise))
@@ -382,7 +371,7 @@ impl Vault {
     /// Writes the promise durably ([`write_durably`]) before the signature leaves.
     async fn keep_promise(&self, account: Address, signed: &SignedTransfer) -> Result<(), RemoteError> {
         if let Some(path) = self.ledger().promise_path(&account) {
-            let bytes = postcard::to_stdvec(signed).map_err(internal)?;
+            let bytes = kura_node::stored::encode_transfer(signed);
             tokio::task::spawn_blocking(move || write_durably(&path, &bytes))
                 .await
                 .map_err(internal)?

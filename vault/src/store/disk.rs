@@ -19,7 +19,6 @@
 //! (`../shared/research/baselines.md`).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -80,27 +79,9 @@ fn key_of_file(kind: RecordKind, name: &str) -> Option<RecordKey> {
     Some(RecordKey { kind, address: address.parse().ok()?, id })
 }
 
-/// Writes `bytes` to `path` durably: a temporary file, fsync, rename, fsync of the folder.
+/// Writes `bytes` to `path` durably ([`kura_node::durable::replace`], owner-only).
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().ok_or_else(|| StoreError::Index(format!("{} has no parent", path.display())))?;
-    fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = dir.join(format!(
-        "{}.tmp{:x}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("record"),
-        rand::random::<u64>()
-    ));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        fs::rename(&tmp, path).map_err(io(path))?;
-        // The rename is durable only once the directory entry is.
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    kura_node::durable::replace(path, bytes, kura_node::durable::Access::Private).map_err(io(path))
 }
 
 /// The store format `root` holds: its marker's, else 1 when format-1 records are there, else
