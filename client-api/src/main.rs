@@ -240,7 +240,7 @@ async fn main_inner() -> Result<()> {
         // Storage (files, attachments) is paid from the home's wallet; on a local testnet its
         // faucet tops it up.
         config.wallet = Some(std::sync::Arc::new(kura_client::Wallet::of_home(&UserKey::home())?));
-        config.faucet = testnet_dir().map(|d| kura_client::Wallet::faucet(&d)).transpose()?.flatten().map(std::sync::Arc::new);
+        config.faucet = peers::testnet_dir().map(|d| kura_client::Wallet::faucet(&d)).transpose()?.flatten().map(std::sync::Arc::new);
     }
     if let Command::Put { max_cost: Some(max), .. } = &cli.command {
         config.max_cost = Some(kura_node::ledger::parse_amount(max).map_err(anyhow::Error::msg)?);
@@ -416,7 +416,7 @@ async fn wallet(client: &Client, command: WalletCommand) -> Result<()> {
         }
         WalletCommand::Faucet { amount } => {
             let units = parse_amount(&amount).map_err(anyhow::Error::msg)?;
-            let dir = testnet_dir().context("no local testnet: the faucet is a testnet's")?;
+            let dir = peers::testnet_dir().context("no local testnet: the faucet is a testnet's")?;
             let faucet = kura_client::wallet::Wallet::faucet(&dir)?
                 .with_context(|| format!("{} has no genesis key: is it a testnet?", dir.display()))?;
             client.pay(&faucet, vec![Output { to: mine.address(), amount: units, memo: [0; 32] }]).await?;
@@ -442,13 +442,6 @@ fn tree_bytes(path: &std::path::Path) -> Result<u64> {
 
 /// The local testnet joined: the folder of the peers file given ($KURA_PEERS), if it is a
 /// testnet's, else the most recent testnet.
-fn testnet_dir() -> Option<PathBuf> {
-    let from_env = std::env::var_os(peers::PEERS_ENV).map(PathBuf::from);
-    from_env
-        .and_then(|p| p.parent().map(PathBuf::from))
-        .filter(|d| d.join(kura_client::wallet::GENESIS_KEY_FILE).exists())
-        .or_else(peers::latest_testnet_dir)
-}
 
 async fn msg(client: &Client, command: MsgCommand) -> Result<()> {
     let home = UserKey::home();

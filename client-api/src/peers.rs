@@ -29,6 +29,16 @@ pub fn latest_testnet_dir() -> Option<PathBuf> {
     dir.join("peers").exists().then_some(dir)
 }
 
+/// The folder of the local testnet in use: the one whose peers file `KURA_PEERS` names (if it
+/// holds a genesis key), else the most recent. Its faucet funds wallets on a testnet.
+pub fn testnet_dir() -> Option<PathBuf> {
+    let from_env = std::env::var_os(PEERS_ENV).map(PathBuf::from);
+    from_env
+        .and_then(|p| p.parent().map(PathBuf::from))
+        .filter(|d| d.join(crate::wallet::GENESIS_KEY_FILE).exists())
+        .or_else(latest_testnet_dir)
+}
+
 /// Reads a peers file: one multiaddr a line; blank lines and `#` comments are skipped.
 pub fn read_peers_file(path: &Path) -> Result<Vec<Multiaddr>, ClientError> {
     let text = std::fs::read_to_string(path).map_err(|e| ClientError::PeersFile {

@@ -140,3 +140,34 @@ fn bad_commands_are_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("kura-testnet up"));
 }
+
+/// Runs `client-api/examples/<name>` (built by `cargo test --workspace`) against the testnet
+/// whose peers file is `peers`; returns what it printed.
+fn example(name: &str, peers: &Path, args: &[&str]) -> String {
+    let bin = kura_bin().with_file_name("examples").join(name);
+    assert!(bin.is_file(), "{} missing: run the tests with --workspace", bin.display());
+    let out = Command::new(&bin).args(args).env("KURA_PEERS", peers).env_remove("KURA_HOME").output().expect("run the example");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("$ {name}\n{printed}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "example {name} failed");
+    printed
+}
+
+/// The programs in `client-api/examples` do what they say on a real network: a file comes
+/// back identical, a pointer moves, a message is delivered and acknowledged, a payment lands.
+#[test]
+fn the_client_examples_run_against_a_testnet() {
+    let net = common::Net::up(10, 1 << 30);
+    let peers = net.peers_file();
+    let file = net.tmp.path().join("hello.txt");
+    std::fs::write(&file, "a file a developer stores with the example\n".repeat(5000)).unwrap();
+    let stored = example("store_file", &peers, &[file.to_str().unwrap()]);
+    assert!(stored.contains("identical"), "{stored}");
+    let pointer = example("pointer", &peers, &[]);
+    assert!(pointer.contains("read back"), "{pointer}");
+    let message = example("message", &peers, &[]);
+    assert!(message.contains("hello Bob, from Alice"), "{message}");
+    assert!(message.contains("1 of her messages delivered"), "{message}");
+    let paid = example("pay", &peers, &[]);
+    assert!(paid.contains("mine now: 3 KURA") && paid.contains("friend:   2 KURA"), "{paid}");
+}
