@@ -7,8 +7,9 @@
 //! tree; more entries, nesting or bytes than the limits. [`Extractor`] then writes it with
 //! each directory opened relative to its parent without following links, each file created
 //! exclusively (never over an existing name, never through a link), links created last, and
-//! modes masked to `0o777` (no setuid, setgid or sticky bits). Checking and writing are
-//! separate layers, so a bug in one is caught by the other.
+//! modes masked to `0o777` (no setuid, setgid or sticky bits) and by the user's umask, as `tar`
+//! restores for a user. Checking and writing are separate layers, so a bug in one is caught
+//! by the other.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -182,6 +183,17 @@ impl TreePlan {
 pub struct Extractor {
     root: OwnedFd,
     root_path: PathBuf,
+    /// The user's umask: restored modes lose its bits, as `tar` does for a user.
+    umask: u32,
+}
+
+/// This process's umask, read without changing it (`/proc/self/status`, Linux 4.7 on); 022 if
+/// it cannot be read.
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").and_then(|v| u32::from_str_radix(v.trim(), 8).ok())))
+        .unwrap_or(0o022)
 }
 
 impl Extractor {
@@ -195,7 +207,7 @@ impl Extractor {
         // The output folder is the user's own choice, so it may itself be reached through a link.
         let root = rustix::fs::open(out, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| io(e.into()))?;
-        Ok(Extractor { root, root_path: out.to_path_buf() })
+        Ok(Extractor { root, root_path: out.to_path_buf(), umask: process_umask() })
     }
 
     fn io_err(&self, path: &[String]) -> impl Fn(rustix::io::Errno) -> ClientError + '_ {
@@ -241,9 +253,14 @@ impl Extractor {
         Ok(File::from(fd))
     }
 
-    /// Makes a written file durable and gives it its mode.
+    /// The mode a restored entry gets: the tree's, masked, less the user's umask.
+    fn restored(&self, mode: u32) -> Mode {
+        Mode::from_raw_mode(mode & MODE_MASK & !self.umask)
+    }
+
+    /// Makes a written file durable and gives it its mode (less the user's umask).
     pub fn finish_file(&self, path: &[String], file: &File, mode: u32) -> Result<(), ClientError> {
-        rustix::fs::fchmod(file, Mode::from_raw_mode(mode & MODE_MASK)).map_err(self.io_err(path))?;
+        rustix::fs::fchmod(file, self.restored(mode)).map_err(self.io_err(path))?;
         file.sync_all().map_err(|e| ClientError::Io { path: self.root_path.join(path.join("/")), source: e })
     }
 
@@ -264,10 +281,11 @@ impl Extractor {
         rustix::fs::symlinkat(target, &dir, name.as_str()).map_err(self.io_err(path))
     }
 
-    /// Gives the folder at `path` its mode (call deepest first, after its contents are written).
+    /// Gives the folder at `path` its mode, less the user's umask (call deepest first, after
+    /// its contents are written).
     pub fn set_dir_mode(&self, path: &[String], mode: u32) -> Result<(), ClientError> {
         let dir = self.dir(path, false)?;
-        rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode & MODE_MASK)).map_err(self.io_err(path))
+        rustix::fs::fchmod(&dir, self.restored(mode)).map_err(self.io_err(path))
     }
 }
 
@@ -361,9 +379,14 @@ mod tests {
 
         let mut f = ex.create_file(&path("d/e/new")).unwrap();
         f.write_all(b"hello").unwrap();
-        ex.finish_file(&path("d/e/new"), &f, 0o4755).unwrap();
+        ex.finish_file(&path("d/e/new"), &f, 0o4777).unwrap();
         let meta = std::fs::metadata(out.join("d/e/new")).unwrap();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777, 0o755);
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777, 0o777 & !ex.umask, "no setuid; the umask applies");
+        // A world-writable folder in a tree comes back as the user's umask allows, as from tar.
+        ex.set_dir_mode(&path("d"), 0o1777).unwrap();
+        let meta = std::fs::metadata(out.join("d")).unwrap();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777, 0o777 & !ex.umask);
+        assert_eq!(ex.umask, process_umask(), "read without being changed");
         assert!(ex.create_file(&path("d/e/new")).is_err(), "never over an existing name");
         ex.remove_file(&path("d/e/new"));
         assert!(!out.join("d/e/new").exists());
