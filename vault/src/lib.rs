@@ -18,6 +18,7 @@ mod error;
 pub mod inbox;
 mod info;
 pub mod ledger;
+mod payments;
 mod recent;
 pub mod repair;
 mod server;
