@@ -147,7 +147,7 @@ impl Vault {
             // vault's account group as the payer confirms it).
             if !self.ledger().refreshing.swap(true, Ordering::Relaxed) {
                 let vault = self.clone();
-                tokio::spawn(async move {
+                self.spawn_background(async move {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     if let Some(b) = vault.own_balance().await {
                         *lock(&vault.ledger().balance) = Some(b);

@@ -119,9 +119,10 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Runs `worker` on the current runtime until it is done or the node shuts down; returns
-    /// its task.
-    pub fn spawn<W: Worker>(&self, mut worker: W) -> tokio::task::JoinHandle<()> {
+    /// Runs `worker` on the current runtime until it is done, the node shuts down, or `stop`
+    /// says so; returns its task. A step under way when `stop` comes is finished (the caller
+    /// waits for that within a deadline); a wait is cut short.
+    pub fn spawn<W: Worker>(&self, mut worker: W, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         let status = Arc::new(Mutex::new(WorkerStatus {
             name: worker.name().to_string(),
             state: WorkState::Idle.name().to_string(),
@@ -133,9 +134,15 @@ impl Workers {
             s.state = state.name().to_string();
             s.counters = counters;
         };
+        // Told to stop, or its stopper is gone.
+        let stopped = |stop: &tokio::sync::watch::Receiver<bool>| *stop.borrow() || stop.has_changed().is_err();
         tokio::spawn(async move {
             let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
             loop {
+                if stopped(&stop) {
+                    set(WorkState::Done, worker.counters());
+                    return;
+                }
                 set(WorkState::Busy, worker.counters());
                 let state = match worker.work().await {
                     Ok(state) => {
@@ -147,15 +154,24 @@ impl Workers {
                         let delay = backoff.failed();
                         warn!(worker = worker.name(), error = %e, retry_in = ?delay, "worker step failed");
                         set(WorkState::Throttled, worker.counters());
-                        tokio::time::sleep(delay).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = stop.changed() => {}
+                        }
                         continue;
                     }
                 };
                 set(state, worker.counters());
                 match state {
                     WorkState::Busy => tokio::task::yield_now().await,
-                    WorkState::Idle => worker.wait_for_work().await,
-                    WorkState::Throttled => tokio::time::sleep(Duration::from_millis(100)).await,
+                    WorkState::Idle => tokio::select! {
+                        _ = worker.wait_for_work() => {}
+                        _ = stop.changed() => {}
+                    },
+                    WorkState::Throttled => tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = stop.changed() => {}
+                    },
                     WorkState::Done => return,
                 }
             }
@@ -223,11 +239,54 @@ mod tests {
     async fn the_processor_runs_a_worker_to_done_and_lists_it() {
         let workers = Workers::default();
         let done = Arc::new(Mutex::new(0));
-        workers.spawn(Counter { left: 5, done: done.clone() }).await.unwrap();
+        let (_stop, stopper) = tokio::sync::watch::channel(false);
+        workers.spawn(Counter { left: 5, done: done.clone() }, stopper).await.unwrap();
         assert_eq!(*done.lock().unwrap(), 5);
         let s = workers.statuses();
         assert_eq!(s.len(), 1);
         assert_eq!((s[0].name.as_str(), s[0].state.as_str()), ("counter", "stopped"));
         assert_eq!(s[0].counters, vec![("left".to_string(), 0)]);
+    }
+
+    /// Idle until told; then it finishes the step under way.
+    struct Sleeper {
+        steps: Arc<Mutex<u32>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Worker for Sleeper {
+        fn name(&self) -> &'static str {
+            "sleeper"
+        }
+        fn counters(&self) -> Vec<(String, u64)> {
+            Vec::new()
+        }
+        async fn work(&mut self) -> Result<WorkState, NodeError> {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            *self.steps.lock().unwrap() += 1;
+            Ok(WorkState::Idle)
+        }
+        async fn wait_for_work(&mut self) {
+            std::future::pending::<()>().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_a_waiting_worker_and_lets_a_step_under_way_finish() {
+        let workers = Workers::default();
+        let steps = Arc::new(Mutex::new(0));
+        let (stop, stopper) = tokio::sync::watch::channel(false);
+        let task = workers.spawn(Sleeper { steps: steps.clone() }, stopper);
+        // Told to stop in the middle of its first step: that step still counts.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("the worker stopped").unwrap();
+        assert_eq!(*steps.lock().unwrap(), 1);
+        assert_eq!(workers.statuses()[0].state, "stopped");
+        // A worker whose stopper is gone stops too.
+        let (stop, stopper) = tokio::sync::watch::channel(false);
+        let task = workers.spawn(Sleeper { steps: steps.clone() }, stopper);
+        drop(stop);
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("the worker stopped").unwrap();
     }
 }

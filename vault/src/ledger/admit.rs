@@ -241,7 +241,7 @@ impl Vault {
     pub(crate) fn catch_up(&self, account: Address) {
         if claim(&self.ledger().catching_up, MAX_CATCHING_UP, account) {
             let vault = self.clone();
-            tokio::spawn(async move {
+            self.spawn_background(async move {
                 if let Err(e) = vault.repair_account(account).await {
                     debug!(%account, error = %e, "catching up failed");
                 }

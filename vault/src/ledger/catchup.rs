@@ -26,7 +26,7 @@ impl Vault {
         let account = entry.account;
         if claim(&self.ledger().scheduled, MAX_SCHEDULED, account) {
             let vault = self.clone();
-            tokio::spawn(async move {
+            self.spawn_background(async move {
                 // One comparison per account per period, however many transfers it saw.
                 tokio::time::sleep(COMPARE_AFTER).await;
                 lock(&vault.ledger().scheduled).remove(&account);

@@ -81,14 +81,22 @@ struct Shared {
     inbox_ledger: std::sync::Mutex<crate::inbox::Ledger>,
     /// The vault as a ledger replica.
     ledger: crate::ledger::Ledger,
-    /// The tasks of the request loop and the workers, stopped at shutdown.
+    /// The tasks of the request loop and the workers, drained at shutdown.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Tells the workers to stop once their current step is done.
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Short tasks started in the background (an account's comparison with its group, a
+    /// balance read), aborted at shutdown: none outlives the vault.
+    background: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// More store writes than can ever be in flight at once.
 const MAX_WRITES: u32 = 1 << 20;
 /// How long shutdown waits for writes in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for the workers' steps and the requests under way to finish
+/// before it aborts them.
+const WORKERS_DRAIN: Duration = Duration::from_secs(5);
 
 /// Updates of replicated records waiting for the repair worker.
 const UPDATED_QUEUE: usize = 1024;
@@ -203,19 +211,21 @@ impl Vault {
                 inbox_ledger: Default::default(),
                 ledger,
                 tasks: Default::default(),
+                stop: tokio::sync::watch::channel(false).0,
+                background: Default::default(),
             }),
         };
         let mut tasks = vec![tokio::spawn(vault.clone().serve(inbound))];
         let workers = &vault.shared.workers;
         if let Some(sweep) = vault.shared.config.repair_sweep() {
-            tasks.push(workers.spawn(crate::repair::RepairWorker::new(vault.clone(), sweep)));
+            tasks.push(workers.spawn(crate::repair::RepairWorker::new(vault.clone(), sweep), vault.shared.stop.subscribe()));
         }
         if let Some(every) = vault.shared.config.audit_interval() {
-            tasks.push(workers.spawn(crate::audit::AuditWorker::new(vault.clone(), every)));
+            tasks.push(workers.spawn(crate::audit::AuditWorker::new(vault.clone(), every), vault.shared.stop.subscribe()));
         }
         let purge = Duration::from_secs(vault.shared.config.message_purge_secs.max(1));
-        tasks.push(workers.spawn(crate::inbox::InboxWorker::new(vault.clone(), purge)));
-        tasks.push(workers.spawn(crate::ledger::LedgerWorker::new(vault.clone())));
+        tasks.push(workers.spawn(crate::inbox::InboxWorker::new(vault.clone(), purge), vault.shared.stop.subscribe()));
+        tasks.push(workers.spawn(crate::ledger::LedgerWorker::new(vault.clone()), vault.shared.stop.subscribe()));
         *vault.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         Ok(vault)
     }
@@ -303,10 +313,16 @@ impl Vault {
     /// then marks its store cleanly closed and removes its status file.
     pub async fn shutdown(&self) {
         self.node.shutdown().await;
+        // The request loop ends once the node's queue closes; workers finish the step under
+        // way. Whatever has not finished by the deadline is aborted.
+        let _ = self.shared.stop.send(true);
         let tasks = std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for task in tasks {
-            task.abort();
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+        if tokio::time::timeout(WORKERS_DRAIN, futures::future::join_all(tasks)).await.is_err() {
+            debug!("workers still busy at the shutdown deadline; aborted");
+            aborts.iter().for_each(|a| a.abort());
         }
+        self.shared.background.lock().unwrap_or_else(|e| e.into_inner()).abort_all();
         // A write's permit lives in its blocking task, which an abort does not stop: holding
         // every permit means every write has finished, and no new one can start.
         match tokio::time::timeout(DRAIN_TIMEOUT, self.shared.writes.acquire_many(MAX_WRITES)).await {
@@ -339,11 +355,15 @@ impl Vault {
         // Requests taken off the node's queue and waiting here; bounded, so that a flood
         // backs up into the node's queue, which answers "busy" when full.
         let admitted = Arc::new(Semaphore::new(4 * max));
+        // Requests being answered: waited for when the node's queue closes, aborted with this
+        // loop if shutdown's deadline passes first.
+        let mut answering_now = tokio::task::JoinSet::new();
         while let Some(req) = inbound.recv().await {
+            while answering_now.try_join_next().is_some() {}
             let Ok(admit) = admitted.clone().acquire_owned().await else { break };
             let (answering, maintenance) = (answering.clone(), maintenance.clone());
             let vault = self.clone();
-            tokio::spawn(async move {
+            answering_now.spawn(async move {
                 let _maintenance = match req.from_vault {
                     true => Some(maintenance.acquire_owned().await),
                     false => None,
@@ -357,6 +377,7 @@ impl Vault {
                 drop(admit);
             });
         }
+        while answering_now.join_next().await.is_some() {}
     }
 
     async fn handle(&self, request: Request, peer: PeerId, from_vault: bool) -> Response {
@@ -390,6 +411,16 @@ impl Vault {
             other => Err(RemoteError::Invalid(format!("unsupported request {other:?}"))),
         };
         result.unwrap_or_else(Response::Error)
+    }
+
+    /// Runs `task` in the background until it ends or the vault shuts down.
+    pub(crate) fn spawn_background(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        if *self.shared.stop.borrow() {
+            return;
+        }
+        let mut background = self.shared.background.lock().unwrap_or_else(|e| e.into_inner());
+        while background.try_join_next().is_some() {}
+        background.spawn(task);
     }
 
     /// The vault's current status.
