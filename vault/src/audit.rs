@@ -17,17 +17,23 @@
 //! the coordinator finds the loss in its own rounds too. A member that handed the shard on
 //! between claiming and being challenged says so ([`RemoteError::Released`]): its claim is
 //! void, but it is not penalized, since handing on is what repair asks of it.
+//!
+//! Owns: the audit counters and the vaults silent lately. Talks to: the records (to answer a
+//! challenge), peers (through `Ctx`). The audit round, an examination of what this vault
+//! holds with audits on, is run by repair (`crate::repair::AuditWorker`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kura_node::audit::{self, Challenge};
 use kura_node::wire::{RemoteError, Request, Response};
-use kura_node::{NodeError, PeerId, ShardHeader};
-use rand::seq::IteratorRandom;
+use kura_node::{Address, NodeError, PeerId, RecordKey, ShardHeader};
 use tracing::{debug, warn};
 
-use crate::server::Vault;
+use crate::context::{internal, Ctx};
+use crate::recent::Recent;
+use crate::records::{Records, MEMORY_LEN};
 
 
 /// Counters of the audit worker.
@@ -65,66 +71,49 @@ enum Outcome {
     Failed(String),
 }
 
-/// The audit worker: a round every audit interval.
-pub(crate) struct AuditWorker {
-    vault: Vault,
-    due: crate::worker::Periodic,
+/// The auditor: challenges the holders of shards, and answers their challenges.
+#[derive(Clone)]
+pub(crate) struct Auditor {
+    ctx: Ctx,
+    records: Records,
+    state: Arc<State>,
 }
 
-impl AuditWorker {
-    /// The audit worker of `vault`, first round one period after start.
-    pub(crate) fn new(vault: Vault, every: Duration) -> Self {
-        AuditWorker { vault, due: crate::worker::Periodic::new(tokio::time::Instant::now(), every, every) }
-    }
+struct State {
+    stats: AuditStats,
+    /// Vaults that left audits unanswered, since when (forgotten when they answer).
+    silent: Recent<PeerId>,
 }
 
-#[async_trait::async_trait]
-impl crate::worker::Worker for AuditWorker {
-    fn name(&self) -> &'static str {
-        "audit"
+impl Auditor {
+    /// The auditor of the vault whose context is `ctx`.
+    pub(crate) fn new(ctx: Ctx, records: Records) -> Auditor {
+        // A spell of silence is forgotten a while after it ends, so an old one is not added to a new.
+        let memory = Duration::from_secs(ctx.config().audit_silence_secs.saturating_mul(4).max(60));
+        let state = State { stats: AuditStats::default(), silent: Recent::new(memory, MEMORY_LEN) };
+        Auditor { ctx, records, state: Arc::new(state) }
     }
 
-    fn counters(&self) -> Vec<(String, u64)> {
-        let a = self.vault.audit_stats();
-        [("rounds", &a.rounds), ("passed", &a.passed), ("failed", &a.failed)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
-            .collect()
+    /// The audit counters.
+    pub(crate) fn stats(&self) -> &AuditStats {
+        &self.state.stats
     }
 
-    async fn work(&mut self) -> Result<crate::worker::WorkState, NodeError> {
-        if !self.due.take(tokio::time::Instant::now()) {
-            return Ok(crate::worker::WorkState::Idle);
-        }
-        self.vault.audit_round().await?;
-        Ok(crate::worker::WorkState::Busy)
-    }
-
-    async fn wait_for_work(&mut self) {
-        tokio::time::sleep_until(self.due.next()).await;
-    }
-}
-
-impl Vault {
-    /// Audits a random sample of the chunks held here, and repairs what the audits find short.
-    async fn audit_round(&self) -> Result<(), NodeError> {
-        // Chunks and replicated records alike: a replicated record's examination fetches every
-        // group member's copy and checks it against the key, which is its audit.
-        let sample = self.held().into_iter().choose_multiple(&mut rand::thread_rng(), self.config().audit_sample);
-        let mut result = Ok(());
-        for (address, kind) in sample {
-            let examined = self.examine(address, Some(kind), true).await.map(|_| ());
-            match examined {
-                Ok(()) => {}
-                Err(NodeError::Shutdown) => {
-                    result = Err(NodeError::Shutdown);
-                    break;
-                }
-                Err(e) => debug!(%address, error = %e, "audit round: examination failed"),
+    /// Answers a storage audit of shard `index` of `chunk`: reads it (verifying it, so a
+    /// damaged or vanished one is dropped and reported as not held) and proves the slices asked.
+    /// A shard handed on since the auditor asked what this vault holds is reported as such.
+    pub(crate) async fn prove(&self, chunk: Address, index: u8, challenge: Challenge) -> Result<Vec<u8>, RemoteError> {
+        let shards = self.records.read_shards(chunk).await.map_err(internal)?;
+        let Some(shard) = shards.into_iter().find(|s| s.header.index == index) else {
+            if self.records.released(RecordKey::shard(chunk, index)) {
+                return Err(RemoteError::Released { chunk, index });
             }
-        }
-        self.audit_stats().rounds.fetch_add(1, Ordering::Relaxed);
-        result
+            return Err(RemoteError::NotHeld { chunk, index });
+        };
+        tokio::task::spawn_blocking(move || audit::prove(&shard.data, &challenge))
+            .await
+            .map_err(internal)?
+            .map_err(|e| RemoteError::Invalid(e.to_string()))
     }
 
     /// Audits shard `index` of `header`'s chunk on `peer`, counts the verdict and penalizes a
@@ -133,14 +122,14 @@ impl Vault {
         let outcome = self.audit_holder(peer, header, index).await;
         match &outcome {
             Outcome::Silent(_) => {}
-            _ => self.silent_peers().forget(&peer),
+            _ => self.state.silent.forget(&peer),
         }
         let outcome = match outcome {
             // One missed answer is load or a passing fault; only silence that lasts is a
             // failure, so a flood aimed at a vault cannot get it dropped by everyone.
             Outcome::Silent(reason) => {
-                let spell = self.silent_peers().noted_for(peer);
-                if spell >= Duration::from_secs(self.config().audit_silence_secs) {
+                let spell = self.state.silent.noted_for(peer);
+                if spell >= Duration::from_secs(self.ctx.config().audit_silence_secs) {
                     Outcome::Failed(format!("{reason}; silent for {} s", spell.as_secs()))
                 } else {
                     debug!(%peer, %reason, secs = spell.as_secs(), "audit unanswered; asking again later");
@@ -151,7 +140,7 @@ impl Vault {
         };
         match outcome {
             Outcome::Proved => {
-                self.audit_stats().passed.fetch_add(1, Ordering::Relaxed);
+                self.state.stats.passed.fetch_add(1, Ordering::Relaxed);
                 Ok(Verdict::Passed)
             }
             Outcome::Busy => Ok(Verdict::Inconclusive),
@@ -160,9 +149,9 @@ impl Vault {
                 Ok(Verdict::Withdrawn)
             }
             Outcome::Silent(reason) | Outcome::Failed(reason) => {
-                self.audit_stats().failed.fetch_add(1, Ordering::Relaxed);
+                self.state.stats.failed.fetch_add(1, Ordering::Relaxed);
                 warn!(%peer, chunk = %header.address(), index, %reason, "storage audit failed");
-                self.node().penalize(peer, format!("failed a storage audit: {reason}")).await?;
+                self.ctx.node().penalize(peer, format!("failed a storage audit: {reason}")).await?;
                 Ok(Verdict::Failed)
             }
         }
@@ -177,10 +166,10 @@ impl Vault {
         let challenge = Challenge::random(len, &mut rand::thread_rng());
         let request = Request::Audit { chunk: header.address(), index, challenge: challenge.clone() };
         // One retry: a single lost answer on a loaded machine is not yet a failure.
-        let mut answer = self.ask(peer, request.clone()).await;
+        let mut answer = self.ctx.ask(peer, request.clone()).await;
         if matches!(answer, Err(NodeError::Request { .. })) {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            answer = self.ask(peer, request).await;
+            answer = self.ctx.ask(peer, request).await;
         }
         match answer {
             Ok(Response::Proof(proof)) => match audit::verify(hash, len, &challenge, &proof) {

@@ -131,7 +131,7 @@ impl Evidence {
             if std::fs::read_dir(&dir)?.count() >= MAX_KEPT {
                 return Ok(false);
             }
-            crate::ledger::write_durably(&dir.join(format!("{}.evidence", hex::encode(digest))), &bytes)?;
+            kura_node::durable::replace(&dir.join(format!("{}.evidence", hex::encode(digest))), &bytes, kura_node::durable::Access::Private)?;
             Ok(true)
         })
         .await;

@@ -8,10 +8,14 @@
 //! the [`InboxWorker`] purges messages once they expire. Deletions are remembered until the
 //! message would have expired (bounded), so a member that missed the delete cannot push the
 //! message back.
+//!
+//! Owns: the inbox counters, the expiries of the messages held and the deletions remembered.
+//! Talks to: the records (storing, as `KindRules` of messages), repair (each message is
+//! repaired by the replica-repair routine every replicated kind shares).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kura_node::message::{InboxOp, InboxRequest, Message, LIST_PAGE, MAX_INBOX, MAX_TTL_SECS};
@@ -19,7 +23,9 @@ use kura_node::wire::{RemoteError, Response};
 use kura_node::{Address, NodeError, Record, RecordError, RecordKey, RecordKind};
 use tracing::{debug, info};
 
-use crate::server::Vault;
+use crate::context::{lock, Ctx};
+use crate::records::{Guard, Held, KindRules, Records};
+use crate::repair::Repair;
 use crate::worker::WorkState;
 
 /// Most deletions remembered at once.
@@ -88,21 +94,46 @@ pub struct InboxStats {
     pub refused: AtomicU64,
 }
 
-impl Vault {
+/// The inbox subsystem: admits, lists, deletes and purges messages.
+#[derive(Clone)]
+pub(crate) struct Inbox {
+    ctx: Ctx,
+    records: Records,
+    repair: Repair,
+    state: Arc<State>,
+}
+
+struct State {
+    stats: InboxStats,
+    /// Expiries of the messages held, and deletions remembered.
+    ledger: Mutex<Ledger>,
+}
+
+impl Inbox {
+    /// The inbox subsystem of the vault whose context is `ctx`.
+    pub(crate) fn new(ctx: Ctx, records: Records, repair: Repair) -> Inbox {
+        Inbox { ctx, records, repair, state: Arc::new(State { stats: InboxStats::default(), ledger: Mutex::default() }) }
+    }
+
+    /// The inbox counters.
+    pub(crate) fn stats(&self) -> &InboxStats {
+        &self.state.stats
+    }
+
     /// Checks a message against this vault's clock, difficulty, deletions and inbox bound.
     pub(crate) fn admit_message(&self, message: &Message, key: &RecordKey) -> Result<(), RemoteError> {
         let now = unix_now();
         let refuse = |e: RemoteError| {
-            self.inbox_stats().refused.fetch_add(1, Ordering::Relaxed);
+            self.state.stats.refused.fetch_add(1, Ordering::Relaxed);
             Err(e)
         };
-        if let Err(e) = message.admit(now, &self.config().message_difficulty()) {
+        if let Err(e) = message.admit(now, &self.ctx.config().message_difficulty()) {
             return refuse(RemoteError::Refused(e));
         }
-        if self.inbox_ledger().was_deleted(key, now) {
+        if lock(&self.state.ledger).was_deleted(key, now) {
             return refuse(RemoteError::Refused(RecordError::BadMessage("deleted by the inbox's owner".into())));
         }
-        let held = self.store().keys_at(RecordKind::Message, &message.inbox);
+        let held = self.ctx.store().keys_at(RecordKind::Message, &message.inbox);
         if held.len() >= MAX_INBOX && !held.contains(key) {
             return refuse(RemoteError::InboxFull { inbox: message.inbox, held: held.len() as u32 });
         }
@@ -113,7 +144,7 @@ impl Vault {
     pub(crate) async fn inbox_request(&self, request: InboxRequest) -> Result<Response, RemoteError> {
         let now = unix_now();
         let inbox = request.verify(now).map_err(RemoteError::Refused)?;
-        let mut keys = self.store().keys_at(RecordKind::Message, &inbox);
+        let mut keys = self.ctx.store().keys_at(RecordKind::Message, &inbox);
         keys.sort();
         match request.op {
             InboxOp::List { after } => {
@@ -127,7 +158,7 @@ impl Vault {
                     let piece = keys[examined..].iter().take(LIST_PAGE - messages.len()).copied().collect::<Vec<_>>();
                     examined += piece.len();
                     let records =
-                        self.read_records(piece).await.map_err(|e| RemoteError::Internal(e.to_string()))?;
+                        self.records.read_records(piece).await.map_err(|e| RemoteError::Internal(e.to_string()))?;
                     messages.extend(records.into_iter().filter_map(|r| match r {
                         Record::Message(m) if !m.expired(now) => Some(m),
                         _ => None,
@@ -139,18 +170,18 @@ impl Vault {
                 let mut gone = 0;
                 for id in ids {
                     let key = RecordKey { kind: RecordKind::Message, address: inbox, id };
-                    let expires = match self.read_record(key).await.map_err(|e| RemoteError::Internal(e.to_string()))? {
+                    let expires = match self.records.read_record(key).await.map_err(|e| RemoteError::Internal(e.to_string()))? {
                         Some(Record::Message(m)) => {
-                            self.delete_record(key).await;
+                            self.records.delete_record(key).await;
                             gone += 1;
                             m.expires
                         }
                         // Not held (yet): remembered all the same, so a late copy is refused.
                         _ => now + MAX_TTL_SECS,
                     };
-                    self.inbox_ledger().deleted(key, expires, now);
+                    lock(&self.state.ledger).deleted(key, expires, now);
                 }
-                self.inbox_stats().deleted.fetch_add(u64::from(gone), Ordering::Relaxed);
+                self.state.stats.deleted.fetch_add(u64::from(gone), Ordering::Relaxed);
                 Ok(Response::Deleted(gone))
             }
         }
@@ -159,14 +190,14 @@ impl Vault {
     /// Deletes every message that has expired; on the first call, learns the expiry of every
     /// message in the store.
     pub(crate) async fn purge_expired(&self) -> Result<usize, NodeError> {
-        if !self.inbox_ledger().loaded {
+        if !lock(&self.state.ledger).loaded {
             let keys: Vec<RecordKey> =
-                self.store().keys().into_iter().filter(|k| k.kind == RecordKind::Message).collect();
-            let records = self.read_records(keys).await.map_err(|e| NodeError::Lookup {
+                self.ctx.store().keys().into_iter().filter(|k| k.kind == RecordKind::Message).collect();
+            let records = self.records.read_records(keys).await.map_err(|e| NodeError::Lookup {
                 target: Address([0; 32]),
                 reason: format!("reading messages: {e}"),
             })?;
-            let mut ledger = self.inbox_ledger();
+            let mut ledger = lock(&self.state.ledger);
             for r in records {
                 if let Record::Message(m) = r {
                     ledger.held(m.key(), m.expires);
@@ -174,25 +205,25 @@ impl Vault {
             }
             ledger.loaded = true;
         }
-        let expired = self.inbox_ledger().expired(unix_now());
+        let expired = lock(&self.state.ledger).expired(unix_now());
         for &key in &expired {
-            self.delete_record(key).await;
+            self.records.delete_record(key).await;
         }
         if !expired.is_empty() {
             info!(purged = expired.len(), "expired messages purged");
         }
-        self.inbox_stats().purged.fetch_add(expired.len() as u64, Ordering::Relaxed);
+        self.state.stats.purged.fetch_add(expired.len() as u64, Ordering::Relaxed);
         Ok(expired.len())
     }
 
     /// Examines every message of the inbox at `address` held here (see
-    /// [`Vault::repair_record`]); an expired one is purged instead.
+    /// [`Repair::repair_record`]); an expired one is purged instead.
     pub(crate) async fn repair_inbox(&self, address: Address) -> Result<(), NodeError> {
         let now = unix_now();
-        for key in self.store().keys_at(RecordKind::Message, &address) {
-            match self.read_record(key).await {
-                Ok(Some(Record::Message(m))) if m.expired(now) => self.delete_record(key).await,
-                Ok(Some(_)) => self.repair_record(key).await?,
+        for key in self.ctx.store().keys_at(RecordKind::Message, &address) {
+            match self.records.read_record(key).await {
+                Ok(Some(Record::Message(m))) if m.expired(now) => self.records.delete_record(key).await,
+                Ok(Some(_)) => self.repair.repair_record(key).await?,
                 _ => {}
             }
         }
@@ -202,15 +233,15 @@ impl Vault {
 
 /// Purges expired messages every `every`.
 pub(crate) struct InboxWorker {
-    vault: Vault,
+    inbox: Inbox,
     every: Duration,
     next: tokio::time::Instant,
 }
 
 impl InboxWorker {
-    /// A worker for `vault`, purging every `every`.
-    pub(crate) fn new(vault: Vault, every: Duration) -> Self {
-        InboxWorker { vault, every, next: tokio::time::Instant::now() }
+    /// A worker for `inbox`, purging every `every`.
+    pub(crate) fn new(inbox: Inbox, every: Duration) -> Self {
+        InboxWorker { inbox, every, next: tokio::time::Instant::now() }
     }
 }
 
@@ -221,7 +252,7 @@ impl crate::worker::Worker for InboxWorker {
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
-        let s = self.vault.inbox_stats();
+        let s = self.inbox.stats();
         vec![
             ("purged".into(), s.purged.load(Ordering::Relaxed)),
             ("deleted".into(), s.deleted.load(Ordering::Relaxed)),
@@ -234,7 +265,7 @@ impl crate::worker::Worker for InboxWorker {
             return Ok(WorkState::Idle);
         }
         self.next = tokio::time::Instant::now() + self.every;
-        let purged = self.vault.purge_expired().await?;
+        let purged = self.inbox.purge_expired().await?;
         debug!(purged, "inbox purge done");
         Ok(WorkState::Idle)
     }
@@ -244,9 +275,35 @@ impl crate::worker::Worker for InboxWorker {
     }
 }
 
-/// The ledger, locked (a poisoned lock still holds a usable ledger).
-pub(crate) fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
-    ledger.lock().unwrap_or_else(|e| e.into_inner())
+#[async_trait::async_trait]
+impl KindRules for Inbox {
+    async fn admit(&self, record: &Record, key: &RecordKey) -> Result<Guard, RemoteError> {
+        let Record::Message(m) = record else {
+            return Err(RemoteError::Invalid(format!("{} is not a message", key)));
+        };
+        self.admit_message(m, key)?;
+        self.ctx.responsible(key.address, record.strategy().group_size()).await?;
+        // Each message of an inbox is a record of its own, so two senders never make each
+        // other wait.
+        self.records.lock_address(Address(m.id()))
+    }
+
+    fn held_already(&self, _held: &Record, _record: &Record, _key: &RecordKey) -> Result<Held, RemoteError> {
+        // A message's key is its id, which covers all but the work: one held under the key is
+        // this message (perhaps with another nonce).
+        Ok(Held::Same)
+    }
+
+    fn stored(&self, record: &Record, key: &RecordKey) {
+        // Its sender stores it on the whole group; repair spreads it when the group changes.
+        if let Record::Message(m) = record {
+            lock(&self.state.ledger).held(*key, m.expires);
+        }
+    }
+
+    async fn repair(&self, address: Address) -> Result<(), NodeError> {
+        self.repair_inbox(address).await
+    }
 }
 
 #[cfg(test)]

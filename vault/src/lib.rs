@@ -12,14 +12,17 @@
 
 pub mod audit;
 pub mod cli;
-pub mod evidence;
 mod config;
+mod context;
+pub mod evidence;
 mod error;
 pub mod inbox;
 mod info;
 pub mod ledger;
 mod payments;
+mod pointer;
 mod recent;
+mod records;
 pub mod repair;
 mod server;
 pub mod store;

@@ -1,16 +1,22 @@
 //! Storage payments: a vault quotes its price, stores a client's shards owed for, takes
 //! certified payments for them (each counted once), and drops shards left unpaid past the
 //! grace period. Its earnings are what its account's replicas agree it holds.
+//!
+//! Owns: the vault's quoting key, the shards owed for, the payments taken, the balance last
+//! read. Talks to: the records (storing and dropping shards), the ledger (checking
+//! certificates, this vault's account), peers (reading the balance).
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use kura_node::ledger::{LedgerError, Quote, QUORUM};
 use kura_node::wire::{RemoteError, Request, Response};
 use kura_node::{NodeError, PeerId, RecordKey, RecordKind};
 
-use crate::ledger::{lock, refused};
-use crate::server::Vault;
+use crate::context::{lock, Ctx};
+use crate::ledger::{refused, Ledger};
+use crate::records::Records;
 
 /// Shards one client may have stored at one vault and not yet paid for.
 pub const MAX_UNPAID_PER_CLIENT: usize = 4096;
@@ -77,39 +83,94 @@ impl Unpaid {
     }
 }
 
-impl Vault {
+/// Storage payments: quotes, shards owed for, payments taken, the vault's own balance.
+#[derive(Clone)]
+pub(crate) struct Payments {
+    ctx: Ctx,
+    records: Records,
+    ledger: Ledger,
+    state: Arc<State>,
+}
+
+struct State {
+    /// The vault's identity, which signs its quotes.
+    keypair: kura_node::Keypair,
+    /// Shards stored by clients and not yet paid for.
+    pending: Mutex<Unpaid>,
+    /// Payments taken lately.
+    seen: Mutex<HashSet<[u8; 32]>>,
+    /// This vault's balance as its account's replicas last agreed on it.
+    balance: Mutex<Option<i128>>,
+    /// Whether a read of the balance is under way.
+    refreshing: AtomicBool,
+    stats: PaymentStats,
+}
+
+/// Counters of storage payments.
+#[derive(Debug, Default)]
+pub(crate) struct PaymentStats {
+    /// Units earned for storing shards.
+    pub earned: AtomicU64,
+    /// Shards dropped because they were not paid for in time.
+    pub unpaid_dropped: AtomicU64,
+}
+
+impl Payments {
+    /// The payments subsystem of the vault whose context is `ctx`, quoting as `keypair`.
+    pub(crate) fn new(ctx: Ctx, records: Records, ledger: Ledger, keypair: kura_node::Keypair) -> Payments {
+        let state = State {
+            keypair,
+            pending: Mutex::default(),
+            seen: Mutex::default(),
+            balance: Mutex::default(),
+            refreshing: AtomicBool::new(false),
+            stats: PaymentStats::default(),
+        };
+        Payments { ctx, records, ledger, state: Arc::new(state) }
+    }
+
+    /// The payment counters.
+    pub(crate) fn stats(&self) -> &PaymentStats {
+        &self.state.stats
+    }
+
+    /// This vault's balance as its account's replicas last agreed on it, if they have.
+    pub(crate) fn balance(&self) -> Option<i128> {
+        *lock(&self.state.balance)
+    }
+
     /// A signed quote of this vault's current price.
     pub(crate) fn quote(&self) -> Response {
-        let usage = self.store().usage();
-        let price = match self.config().paid_storage {
-            true => kura_node::ledger::price_per_mib(self.config().storage_price, usage.bytes, usage.capacity),
+        let usage = self.ctx.store().usage();
+        let price = match self.ctx.config().paid_storage {
+            true => kura_node::ledger::price_per_mib(self.ctx.config().storage_price, usage.bytes, usage.capacity),
             false => 0,
         };
         let expires = kura_node::message::unix_now().as_secs() + kura_node::ledger::QUOTE_SECS;
-        Response::Quote(Quote::sign(&self.ledger().keypair, self.ledger().account(), price, expires))
+        Response::Quote(Quote::sign(&self.state.keypair, self.ledger.account(), price, expires))
     }
 
     /// Stores a client's shard at its quote; it is owed for until paid, and dropped if not
     /// paid within the grace period.
     pub(crate) async fn store_quoted(&self, shard: kura_node::Shard, quote: Quote, client: PeerId) -> Result<Response, RemoteError> {
-        if !self.config().paid_storage {
-            return self.put_shard(shard).await.map(|()| Response::Stored);
+        if !self.ctx.config().paid_storage {
+            return self.records.put_shard(shard).await.map(|()| Response::Stored);
         }
         let now = kura_node::message::unix_now().as_secs();
         quote.verify(now).map_err(refused)?;
-        if quote.vault != self.node().peer_id() || quote.account != self.ledger().account() {
+        if quote.vault != self.ctx.node().peer_id() || quote.account != self.ledger.account() {
             return Err(refused(LedgerError::BadQuote("the quote is another vault's".into())));
         }
         let key = shard.key();
         let cost = quote.cost(shard.data.len());
-        let held = self.store().keys_at(RecordKind::Shard, &key.address).contains(&key);
-        lock(&self.ledger().pending).admits(&key, &client)?;
-        self.put_shard(shard).await?;
-        let mut pending = lock(&self.ledger().pending);
+        let held = self.ctx.store().keys_at(RecordKind::Shard, &key.address).contains(&key);
+        lock(&self.state.pending).admits(&key, &client)?;
+        self.records.put_shard(shard).await?;
+        let mut pending = lock(&self.state.pending);
         if held && !pending.shards.contains_key(&key) {
             return Ok(Response::Stored); // held and paid for already
         }
-        let deadline = now + self.config().payment_grace_secs;
+        let deadline = now + self.ctx.config().payment_grace_secs;
         Ok(Response::Owed(pending.owe(key, Pending { cost, client, deadline })))
     }
 
@@ -118,41 +179,41 @@ impl Vault {
         if shards.len() > MAX_UNPAID_PER_CLIENT {
             return Err(RemoteError::Invalid(format!("at most {MAX_UNPAID_PER_CLIENT} shards per payment")));
         }
-        let me = self.ledger().account();
+        let me = self.ledger.account();
         let memo = kura_node::ledger::shards_memo(&shards);
         let Some(output) = cert.transfer.transfer.outputs.iter().find(|o| o.to == me && o.memo == memo).cloned() else {
             return Err(refused(LedgerError::Underpaid { paid: 0, owed: self.owed(&shards) }));
         };
-        self.check_certificate(&cert, None).await?;
+        self.ledger.check_certificate(&cert, None).await?;
         let owed = self.owed(&shards);
         if output.amount < owed {
             return Err(refused(LedgerError::Underpaid { paid: output.amount, owed }));
         }
         {
-            let mut pending = lock(&self.ledger().pending);
+            let mut pending = lock(&self.state.pending);
             for k in &shards {
                 pending.remove(k);
             }
         }
         let first = {
-            let mut seen = lock(&self.ledger().payments_seen);
+            let mut seen = lock(&self.state.seen);
             if seen.len() >= MEMORY {
                 seen.clear();
             }
             seen.insert(cert.id())
         };
         if first {
-            self.ledger().stats.earned.fetch_add(output.amount, Ordering::Relaxed);
+            self.state.stats.earned.fetch_add(output.amount, Ordering::Relaxed);
             // The balance shown in status follows soon after (the certificate reaches this
             // vault's account group as the payer confirms it).
-            if !self.ledger().refreshing.swap(true, Ordering::Relaxed) {
-                let vault = self.clone();
-                self.spawn_background(async move {
+            if !self.state.refreshing.swap(true, Ordering::Relaxed) {
+                let payments = self.clone();
+                self.ctx.spawn_background(async move {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    if let Some(b) = vault.own_balance().await {
-                        *lock(&vault.ledger().balance) = Some(b);
+                    if let Some(b) = payments.own_balance().await {
+                        *lock(&payments.state.balance) = Some(b);
                     }
-                    vault.ledger().refreshing.store(false, Ordering::Relaxed);
+                    payments.state.refreshing.store(false, Ordering::Relaxed);
                 });
             }
         }
@@ -160,7 +221,7 @@ impl Vault {
     }
 
     pub(crate) fn owed(&self, shards: &[RecordKey]) -> u64 {
-        let pending = lock(&self.ledger().pending);
+        let pending = lock(&self.state.pending);
         shards.iter().filter_map(|k| pending.shards.get(k)).fold(0u64, |a, p| a.saturating_add(p.cost))
     }
 
@@ -168,7 +229,7 @@ impl Vault {
     pub(crate) async fn drop_unpaid(&self) -> usize {
         let now = kura_node::message::unix_now().as_secs();
         let due: Vec<RecordKey> = {
-            let mut pending = lock(&self.ledger().pending);
+            let mut pending = lock(&self.state.pending);
             let due: Vec<RecordKey> = pending.shards.iter().filter(|(_, p)| p.deadline < now).map(|(k, _)| *k).collect();
             for k in &due {
                 pending.remove(k);
@@ -176,26 +237,26 @@ impl Vault {
             due
         };
         for &key in &due {
-            self.delete_record(key).await;
+            self.records.delete_record(key).await;
         }
         if !due.is_empty() {
             tracing::info!(dropped = due.len(), "shards left unpaid past the grace period dropped");
         }
-        self.ledger().stats.unpaid_dropped.fetch_add(due.len() as u64, Ordering::Relaxed);
+        self.state.stats.unpaid_dropped.fetch_add(due.len() as u64, Ordering::Relaxed);
         due.len()
     }
 
     /// This vault's balance, as its account's replicas agree on it (asked now, 2 s at most).
     pub(crate) async fn own_balance(&self) -> Option<i128> {
-        let account = self.ledger().account();
+        let account = self.ledger.account();
         let ask = async {
-            let group = self.node().closest_vaults(account, usize::from(kura_node::REPLICAS)).await.ok()?;
-            let me = self.node().peer_id();
+            let group = self.ctx.node().closest_vaults(account, usize::from(kura_node::REPLICAS)).await.ok()?;
+            let me = self.ctx.node().peer_id();
             let mut votes: HashMap<i128, usize> = HashMap::new();
             let answers = futures::future::join_all(group.iter().map(|&p| async move {
                 match p == me {
-                    true => self.account_view(account).await.map_err(|e| NodeError::Lookup { target: account, reason: e.to_string() }),
-                    false => self.ask(p, Request::Account(account)).await,
+                    true => self.ledger.account_view(account).await.map_err(|e| NodeError::Lookup { target: account, reason: e.to_string() }),
+                    false => self.ctx.ask(p, Request::Account(account)).await,
                 }
             }))
             .await;
@@ -210,6 +271,67 @@ impl Vault {
         tokio::time::timeout(std::time::Duration::from_secs(2), ask).await.ok().flatten()
     }
 }
+
+/// Drops shards left unpaid past their grace period, and reads the vault's own balance now
+/// and then (for status). Named for the ledger, whose counters it shows in status too.
+pub(crate) struct LedgerWorker {
+    payments: Payments,
+    next: tokio::time::Instant,
+    next_balance: tokio::time::Instant,
+}
+
+/// How often unpaid shards are looked for.
+const UNPAID_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often the vault reads its own balance.
+const BALANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
+
+impl LedgerWorker {
+    /// A worker for `payments`.
+    pub(crate) fn new(payments: Payments) -> Self {
+        let now = tokio::time::Instant::now();
+        LedgerWorker { payments, next: now + UNPAID_EVERY, next_balance: now + UNPAID_EVERY }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::worker::Worker for LedgerWorker {
+    fn name(&self) -> &'static str {
+        "ledger"
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        let s = self.payments.ledger.stats();
+        vec![
+            ("signed".into(), s.signed.load(Ordering::Relaxed)),
+            ("refused".into(), s.refused.load(Ordering::Relaxed)),
+            ("applied".into(), s.applied.load(Ordering::Relaxed)),
+            ("double_spends_refused".into(), s.double_spends.load(Ordering::Relaxed)),
+            ("evidence".into(), self.payments.ledger.evidence().found()),
+            ("unpaid_dropped".into(), self.payments.stats().unpaid_dropped.load(Ordering::Relaxed)),
+        ]
+    }
+
+    async fn work(&mut self) -> Result<crate::worker::WorkState, NodeError> {
+        let now = tokio::time::Instant::now();
+        if now >= self.next {
+            self.next = now + UNPAID_EVERY;
+            self.payments.drop_unpaid().await;
+        }
+        if now >= self.next_balance {
+            self.next_balance = now + BALANCE_EVERY;
+            let b = self.payments.own_balance().await;
+            if b.is_some() {
+                *lock(&self.payments.state.balance) = b;
+            }
+        }
+        Ok(crate::worker::WorkState::Idle)
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::time::sleep_until(self.next.min(self.next_balance)).await;
+    }
+}
+
 
 #[cfg(test)]
 mod tests {

@@ -12,17 +12,16 @@ use tracing::{debug, error};
 
 use super::*;
 use crate::evidence::{culprits, Exhibit, Offence};
-use crate::server::Vault;
 
-impl Vault {
+impl Ledger {
     /// The account's summary as this vault holds it.
     pub(crate) async fn summary(&self, account: Address) -> Result<Summary, RemoteError> {
-        if let Some(s) = lock(&self.ledger().summaries).get(&account) {
+        if let Some(s) = lock(&self.state.summaries).get(&account) {
             return Ok(s.clone());
         }
-        let genesis = self.ledger().genesis.filter(|(a, _)| *a == account).map_or(0, |(_, s)| s);
-        let keys = self.store().keys_at(RecordKind::Transfer, &account);
-        let records = self.read_records(keys).await.map_err(internal)?;
+        let genesis = self.state.genesis.filter(|(a, _)| *a == account).map_or(0, |(_, s)| s);
+        let keys = self.ctx.store().keys_at(RecordKind::Transfer, &account);
+        let records = self.records.read_records(keys).await.map_err(internal)?;
         let mut summary = Summary::new(genesis);
         for r in records {
             if let Record::Transfer(e) = r {
@@ -33,7 +32,7 @@ impl Vault {
             }
         }
         if summary.entries > 0 || genesis > 0 {
-            let mut summaries = lock(&self.ledger().summaries);
+            let mut summaries = lock(&self.state.summaries);
             // A cache: a summary left out is built again from disk when next needed.
             if summaries.len() >= SUMMARIES_KEPT {
                 if let Some(other) = summaries.keys().next().copied() {
@@ -48,10 +47,10 @@ impl Vault {
     /// The last transfer this vault signed for `account`. A promise that cannot be read is an
     /// error, never "none": signing on would risk a second transfer at its nonce.
     pub(crate) fn promise(&self, account: &Address) -> Result<Option<SignedTransfer>, RemoteError> {
-        if let Some(p) = lock(&self.ledger().promises).get(account) {
+        if let Some(p) = lock(&self.state.promises).get(account) {
             return Ok(Some(p.clone()));
         }
-        let Some(path) = self.ledger().promise_path(account) else { return Ok(None) };
+        let Some(path) = self.state.promise_path(account) else { return Ok(None) };
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -59,20 +58,20 @@ impl Vault {
         };
         let promise = kura_node::stored::decode_transfer(&bytes)
             .map_err(|e| internal(format!("the promise {} does not decode: {e}", path.display())))?;
-        self.ledger().remember_promise(*account, promise.clone());
+        self.state.remember_promise(*account, promise.clone());
         Ok(Some(promise))
     }
 
     /// Writes the promise durably ([`write_durably`]) before the signature leaves.
     pub(crate) async fn keep_promise(&self, account: Address, signed: &SignedTransfer) -> Result<(), RemoteError> {
-        if let Some(path) = self.ledger().promise_path(&account) {
+        if let Some(path) = self.state.promise_path(&account) {
             let bytes = kura_node::stored::encode_transfer(signed);
             tokio::task::spawn_blocking(move || write_durably(&path, &bytes))
                 .await
                 .map_err(internal)?
                 .map_err(|e| internal(format!("writing a promise: {e}")))?;
         }
-        self.ledger().remember_promise(account, signed.clone());
+        self.state.remember_promise(account, signed.clone());
         Ok(())
     }
 
@@ -82,8 +81,8 @@ impl Vault {
     /// while), so a vault that finds itself just outside the committee of its table, when
     /// asked as a member, looks the committee up before it refuses.
     pub(crate) async fn committee_member(&self, account: Address) -> Result<Vec<PeerId>, RemoteError> {
-        let me = self.node().peer_id();
-        let view = self.node().local_closest(account, usize::from(kura_node::REPLICAS) + LAGGING).await.map_err(internal)?;
+        let me = self.ctx.node().peer_id();
+        let view = self.ctx.node().local_closest(account, usize::from(kura_node::REPLICAS) + LAGGING).await.map_err(internal)?;
         let members = committee(&account, view.iter().copied());
         if members.contains(&me) {
             return Ok(members);
@@ -104,8 +103,8 @@ impl Vault {
     pub(crate) async fn sign_transfer(&self, signed: SignedTransfer) -> Result<Response, RemoteError> {
         let result = self.try_sign(signed).await;
         let counter = match &result {
-            Ok(_) => &self.ledger().stats.signed,
-            Err(_) => &self.ledger().stats.refused,
+            Ok(_) => &self.state.stats.signed,
+            Err(_) => &self.state.stats.refused,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         result
@@ -120,17 +119,17 @@ impl Vault {
         self.committee_member(account).await?;
         // Remembered by what replicas sign, which covers the owner's very signature bytes.
         let certified = signed.certified_id();
-        if !self.ledger().verifier.holds(check).await {
+        if !self.state.verifier.holds(check).await {
             return Err(refused(LedgerError::BadOwnerSignature));
         }
         {
-            let mut checked = lock(&self.ledger().owner_checked);
+            let mut checked = lock(&self.state.owner_checked);
             if checked.len() >= OWNER_CHECKED_KEPT {
                 checked.clear();
             }
             checked.insert(certified);
         }
-        let _turn = self.ledger().turn(&account).await;
+        let _turn = self.state.turn(&account).await;
         let summary = self.summary(account).await?;
         let promise = self.promise(&account)?;
         if let Err(e) = summary.may_sign(promise.as_ref(), &signed, total) {
@@ -146,8 +145,8 @@ impl Vault {
         if promise.as_ref() != Some(&signed) {
             self.keep_promise(account, &signed).await?;
         }
-        let signature = self.ledger().key.sign_replica(&signed);
-        Ok(Response::Signed(ReplicaSignature { binding: self.ledger().binding.clone(), signature }))
+        let signature = self.state.key.sign_replica(&signed);
+        Ok(Response::Signed(ReplicaSignature { binding: self.state.binding.clone(), signature }))
     }
 
     /// Checks a certified transfer's certificate and who signed it, before it is stored.
@@ -157,18 +156,18 @@ impl Vault {
         self.check_entry_held(entry, None).await
     }
 
-    /// [`Vault::check_entry`], knowing already which other members of the account's group
+    /// [`Ledger::check_entry`], knowing already which other members of the account's group
     /// list this transfer (a catch-up lists what each holds): an old entry's vouchers are
     /// asked of them only, and none when too few list it.
     pub(crate) async fn check_entry_held(&self, entry: &Entry, holders: Option<Vec<PeerId>>) -> Result<(), RemoteError> {
         // The whole entry, certificate and all: another certificate of the same transfer is
         // checked on its own.
         let key = *blake3::hash(&postcard::to_stdvec(entry).map_err(internal)?).as_bytes();
-        if lock(&self.ledger().checked).get(&key).is_some_and(|at| at.elapsed() < CHECKED_FRESH) {
+        if lock(&self.state.checked).get(&key).is_some_and(|at| at.elapsed() < CHECKED_FRESH) {
             return Ok(());
         }
         self.check_certificate(&entry.certificate, Some((entry, holders))).await?;
-        let mut checked = lock(&self.ledger().checked);
+        let mut checked = lock(&self.state.checked);
         if checked.len() >= CHECKED_KEPT {
             checked.retain(|_, at| at.elapsed() < CHECKED_FRESH);
             if checked.len() >= CHECKED_KEPT {
@@ -196,7 +195,7 @@ impl Vault {
             }
             Err(LedgerError::DoubleSpend(nonce)) => {
                 let other = match summary.counted(&t.from_address(), nonce, entry.is_debit()) {
-                    Some(id) => match self.read_record(RecordKey { kind: RecordKind::Transfer, address: entry.account, id }).await {
+                    Some(id) => match self.records.read_record(RecordKey { kind: RecordKind::Transfer, address: entry.account, id }).await {
                         Ok(Some(Record::Transfer(e))) => Some(e.certificate),
                         _ => None,
                     },
@@ -221,17 +220,17 @@ impl Vault {
 
     /// Keeps a piece of evidence and penalizes the signers it proves guilty (once).
     pub(crate) async fn report(&self, exhibit: &Exhibit) {
-        if !self.ledger().evidence.keep(exhibit).await {
+        if !self.state.evidence.keep(exhibit).await {
             return;
         }
         let guilty = culprits(exhibit);
         if matches!(exhibit.offence, Offence::DoubleSpend { .. }) {
-            self.ledger().stats.double_spends.fetch_add(1, Ordering::Relaxed);
+            self.state.stats.double_spends.fetch_add(1, Ordering::Relaxed);
         }
         error!(offence = ?exhibit.offence, guilty = ?guilty, "ledger evidence kept; its signers penalized");
         for peer in guilty {
-            if peer != self.node().peer_id() {
-                let _ = self.node().penalize(peer, format!("signed against the ledger's rules: {:?}", exhibit.offence)).await;
+            if peer != self.ctx.node().peer_id() {
+                let _ = self.ctx.node().penalize(peer, format!("signed against the ledger's rules: {:?}", exhibit.offence)).await;
             }
         }
     }
@@ -239,13 +238,13 @@ impl Vault {
     /// Compares the account with its group in the background (bounded: a flood of refused
     /// entries starts few).
     pub(crate) fn catch_up(&self, account: Address) {
-        if claim(&self.ledger().catching_up, MAX_CATCHING_UP, account) {
-            let vault = self.clone();
-            self.spawn_background(async move {
-                if let Err(e) = vault.repair_account(account).await {
+        if claim(&self.state.catching_up, MAX_CATCHING_UP, account) {
+            let ledger = self.clone();
+            self.ctx.spawn_background(async move {
+                if let Err(e) = ledger.repair_account(account).await {
                     debug!(%account, error = %e, "catching up failed");
                 }
-                lock(&vault.ledger().catching_up).remove(&account);
+                lock(&ledger.state.catching_up).remove(&account);
             });
         }
     }
@@ -256,7 +255,7 @@ impl Vault {
     /// for a while and bounded in number, so certificates naming many payers cost little.
     pub(crate) async fn payer_committee(&self, payer: Address, signers: &[PeerId]) -> Result<Vec<PeerId>, RemoteError> {
         let n = usize::from(kura_node::REPLICAS);
-        let local = committee(&payer, self.node().local_closest(payer, n).await.map_err(internal)?);
+        let local = committee(&payer, self.ctx.node().local_closest(payer, n).await.map_err(internal)?);
         if quorum_of(signers, &local) {
             return Ok(local);
         }
@@ -267,14 +266,14 @@ impl Vault {
     /// [`MAX_LOOKUPS`] at once).
     pub(crate) async fn looked_up_committee(&self, account: Address) -> Result<Vec<PeerId>, RemoteError> {
         let n = usize::from(kura_node::REPLICAS);
-        if let Some((at, found)) = lock(&self.ledger().looked_up).get(&account) {
+        if let Some((at, found)) = lock(&self.state.looked_up).get(&account) {
             if at.elapsed() < LOOKUP_FRESH {
                 return Ok(found.clone());
             }
         }
-        let _permit = self.ledger().lookups.acquire().await.map_err(internal)?;
-        let found = committee(&account, self.node().closest_vaults(account, n).await.map_err(internal)?);
-        let mut kept = lock(&self.ledger().looked_up);
+        let _permit = self.state.lookups.acquire().await.map_err(internal)?;
+        let found = committee(&account, self.ctx.node().closest_vaults(account, n).await.map_err(internal)?);
+        let mut kept = lock(&self.state.looked_up);
         if kept.len() >= LOOKUPS_KEPT {
             kept.retain(|_, (at, _)| at.elapsed() < LOOKUP_FRESH);
             if kept.len() >= LOOKUPS_KEPT {
@@ -294,7 +293,7 @@ impl Vault {
         // a pairing: its shape, and that its signers are vault ids (they carry work).
         cert.transfer.transfer.total().map_err(refused)?;
         let signers = cert.signer_peers();
-        let difficulty = self.config().id_difficulty;
+        let difficulty = self.ctx.config().id_difficulty;
         let no_vaults: Vec<PeerId> = signers.iter().filter(|p| !kura_node::puzzle::meets(p, difficulty)).copied().collect();
         if !no_vaults.is_empty() {
             return Err(refused(LedgerError::UnknownSigners(no_vaults)));
@@ -303,21 +302,21 @@ impl Vault {
         let members = self.payer_committee(from, &signers).await?;
         // A certificate of evidence this vault kept was its payer's committee's when found;
         // its signers are penalized since, so the table no longer shows them.
-        let current = quorum_of(&signers, &members) || self.ledger().evidence.holds(cert);
+        let current = quorum_of(&signers, &members) || self.state.evidence.holds(cert);
         if !current && entry.is_none() {
             return Err(refused(LedgerError::UnknownSigners(outsiders(&signers, &members))));
         }
-        let vault = self.clone();
+        let state = self.state.clone();
         let owned = cert.clone();
-        let prepared = tokio::task::spawn_blocking(move || owned.prepare(&mut lock(&vault.ledger().cache)))
+        let prepared = tokio::task::spawn_blocking(move || owned.prepare(&mut lock(&state.cache)))
             .await
             .map_err(internal)?
             .map_err(refused)?;
         let id = cert.transfer.certified_id();
-        let verifier = &self.ledger().verifier;
+        let verifier = &self.state.verifier;
         let owner = async {
             match prepared.owner.clone() {
-                Some(check) if !lock(&self.ledger().owner_checked).contains(&id) => verifier.holds_once(id, check).await,
+                Some(check) if !lock(&self.state.owner_checked).contains(&id) => verifier.holds_once(id, check).await,
                 _ => true,
             }
         };
@@ -338,7 +337,7 @@ impl Vault {
             }
             return Err(refused(LedgerError::BadOwnerSignature));
         }
-        lock(&self.ledger().cache).remember(prepared.digest);
+        lock(&self.state.cache).remember(prepared.digest);
         if let (false, Some((e, holders))) = (current, entry) {
             let vouchers = match holders {
                 Some(listed) if listed.len() < VOUCHERS => listed.len(),
@@ -358,8 +357,8 @@ impl Vault {
     /// vaults that left, and a lookup already holds vaults that have not caught up, so either
     /// alone can leave too few holders to ask.
     pub(crate) async fn vouchers(&self, entry: &Entry) -> usize {
-        let me = self.node().peer_id();
-        let Ok(mut group) = self.node().local_closest(entry.account, usize::from(kura_node::REPLICAS) + LAGGING).await else { return 0 };
+        let me = self.ctx.node().peer_id();
+        let Ok(mut group) = self.ctx.node().local_closest(entry.account, usize::from(kura_node::REPLICAS) + LAGGING).await else { return 0 };
         if let Ok(found) = self.looked_up_committee(entry.account).await {
             group.extend(found.into_iter().filter(|p| !group.contains(p)).collect::<Vec<_>>());
         }
@@ -370,7 +369,7 @@ impl Vault {
     /// transfer).
     pub(crate) async fn vouchers_among(&self, entry: &Entry, peers: Vec<PeerId>) -> usize {
         let key = entry.key();
-        let asks = peers.into_iter().map(|peer| self.ask(peer, Request::GetRecord(key)));
+        let asks = peers.into_iter().map(|peer| self.ctx.ask(peer, Request::GetRecord(key)));
         futures::future::join_all(asks)
             .await
             .into_iter()

@@ -11,26 +11,25 @@ use kura_node::{Address, NodeError, PeerId, Record, RecordKey, RecordKind};
 use tracing::debug;
 
 use super::*;
-use crate::server::Vault;
 
-impl Vault {
+impl Ledger {
 
     /// Counts a stored entry in its account's summary, and has the account's group compared
     /// a little later: a member that missed this transfer (its payer stopped at a quorum)
     /// gets it then, not at the next full sweep.
     pub(crate) fn entry_stored(&self, entry: &Entry) {
-        self.ledger().stats.applied.fetch_add(1, Ordering::Relaxed);
-        if let Some(s) = lock(&self.ledger().summaries).get_mut(&entry.account) {
+        self.state.stats.applied.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = lock(&self.state.summaries).get_mut(&entry.account) {
             let _ = s.apply(entry);
         }
         let account = entry.account;
-        if claim(&self.ledger().scheduled, MAX_SCHEDULED, account) {
-            let vault = self.clone();
-            self.spawn_background(async move {
+        if claim(&self.state.scheduled, MAX_SCHEDULED, account) {
+            let ledger = self.clone();
+            self.ctx.spawn_background(async move {
                 // One comparison per account per period, however many transfers it saw.
                 tokio::time::sleep(COMPARE_AFTER).await;
-                lock(&vault.ledger().scheduled).remove(&account);
-                if let Err(e) = vault.repair_account(account).await {
+                lock(&ledger.state.scheduled).remove(&account);
+                if let Err(e) = ledger.repair_account(account).await {
                     debug!(%account, error = %e, "comparing an account with its group failed");
                 }
             });
@@ -40,7 +39,7 @@ impl Vault {
     /// Forgets the summary of an account one of whose entries left the store.
     pub(crate) fn entry_gone(&self, key: &RecordKey) {
         if key.kind == RecordKind::Transfer {
-            self.ledger().forget(&key.address);
+            self.state.forget(&key.address);
         }
     }
 
@@ -49,7 +48,7 @@ impl Vault {
         // In turn with stores at the account: a summary built from disk while an entry is being
         // written could miss it and be kept.
         let s = {
-            let _turn = self.ledger().turn(&account).await;
+            let _turn = self.state.turn(&account).await;
             self.summary(account).await?
         };
         Ok(Response::Account(AccountView {
@@ -65,6 +64,7 @@ impl Vault {
 
     pub(crate) fn ids_after(&self, account: &Address, after: Option<[u8; 32]>) -> Vec<RecordKey> {
         let mut keys: Vec<RecordKey> = self
+            .ctx
             .store()
             .keys_at(RecordKind::Transfer, account)
             .into_iter()
@@ -84,7 +84,7 @@ impl Vault {
     pub(crate) async fn history(&self, account: Address, after: Option<[u8; 32]>) -> Result<Response, RemoteError> {
         let keys = self.ids_after(&account, after);
         let more = keys.len() > HISTORY_PAGE;
-        let records = self.read_records(keys.into_iter().take(HISTORY_PAGE).collect()).await.map_err(internal)?;
+        let records = self.records.read_records(keys.into_iter().take(HISTORY_PAGE).collect()).await.map_err(internal)?;
         let entries = records
             .into_iter()
             .filter_map(|r| match r {
@@ -100,7 +100,7 @@ impl Vault {
         let mut ids = HashSet::new();
         let mut after = None;
         loop {
-            match self.ask(peer, Request::EntryIds { account, after }).await {
+            match self.ctx.ask(peer, Request::EntryIds { account, after }).await {
                 Ok(Response::Ids { ids: page, more }) => {
                     after = page.last().copied();
                     ids.extend(page);
@@ -120,14 +120,14 @@ impl Vault {
     pub(crate) async fn repair_account(&self, account: Address) -> Result<(), NodeError> {
         // One comparison of an account at a time: catch-up, the comparison after a store and
         // the repair worker's sweep would otherwise fetch the same entries side by side.
-        if !claim(&self.ledger().comparing, MAX_COMPARING, account) {
+        if !claim(&self.state.comparing, MAX_COMPARING, account) {
             return Ok(());
         }
-        let _done = Unclaim(&self.ledger().comparing, account);
+        let _done = Unclaim(&self.state.comparing, account);
         let started = std::time::Instant::now();
-        let me = self.node().peer_id();
+        let me = self.ctx.node().peer_id();
         let n = usize::from(kura_node::REPLICAS);
-        let candidates = self.node().local_closest(account, n + self.config().spare_candidates).await?;
+        let candidates = self.ctx.node().local_closest(account, n + self.ctx.config().spare_candidates).await?;
         let asked = futures::future::join_all(
             candidates.iter().filter(|p| **p != me).map(|&p| async move { (p, self.peer_ids(p, account).await) }),
         )
@@ -145,11 +145,11 @@ impl Vault {
                 }
                 EntryAction::Push { id, to } => {
                     let key = RecordKey { kind: RecordKind::Transfer, address: account, id };
-                    let Ok(Some(record)) = self.read_record(key).await else { continue };
+                    let Ok(Some(record)) = self.records.read_record(key).await else { continue };
                     for peer in to {
-                        match self.ask(peer, Request::PutRecord(record.clone())).await {
+                        match self.ctx.ask(peer, Request::PutRecord(record.clone())).await {
                             Ok(Response::Stored) => {
-                                self.repair_stats().replicas_sent.fetch_add(1, Ordering::Relaxed);
+                                self.repair.stats().replicas_sent.fetch_add(1, Ordering::Relaxed);
                             }
                             other => debug!(%key, %peer, answer = ?other, "transfer not taken"),
                         }
@@ -157,14 +157,14 @@ impl Vault {
                 }
                 EntryAction::Drop { id } => {
                     let key = RecordKey { kind: RecordKind::Transfer, address: account, id };
-                    self.release(key).await;
-                    self.repair_stats().handed_over.fetch_add(1, Ordering::Relaxed);
+                    self.records.release(key).await;
+                    self.repair.stats().handed_over.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
         let mut fetched = Vec::new();
         for batch in wanted.chunks(CHECKS_AT_ONCE) {
-            let asks = batch.iter().map(|&(key, from)| async move { (key, self.ask(from, Request::GetRecord(key)).await) });
+            let asks = batch.iter().map(|&(key, from)| async move { (key, self.ctx.ask(from, Request::GetRecord(key)).await) });
             for (key, answer) in futures::future::join_all(asks).await {
                 if let Ok(Response::Record(Some(record))) = answer {
                     if record.validate_for(&key).is_ok() {
@@ -204,7 +204,7 @@ impl Vault {
         let (fetched_count, mut admitted) = (fetched.len(), 0);
         for record in fetched {
             let key = record.key();
-            match self.put_record(record).await {
+            match self.records.put_record(record).await {
                 Ok(()) => admitted += 1,
                 Err(e) => debug!(%key, error = %e, "a fetched transfer was refused"),
             }

@@ -16,21 +16,28 @@
 //!
 //! `admit` signs and checks; `catchup` serves what a replica holds and brings an account's
 //! group in step. Storage payments, which take certificates this module checks, are
-//! [`crate::payments`].
+//! `crate::payments`.
+//!
+//! Owns: the vault's BLS key, account summaries, promises, the accounts being caught up on
+//! and compared, committees found by lookup, checked certificates, evidence. Talks to: the
+//! records (storing entries, as `KindRules` of transfers), repair (its counters), peers.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use kura_node::ledger::{AccountView, Binding, BindingCache, LedgerError, SignedTransfer, Summary, WalletKey};
 use kura_node::verifier::Verifier;
 use kura_node::wire::RemoteError;
 use kura_node::{Address, NodeError, PeerId, RecordError};
 
+use kura_node::{Record, RecordKey};
+
+use crate::context::{internal, lock, Ctx};
 use crate::evidence::Evidence;
-use crate::payments::Unpaid;
-use crate::server::Vault;
+use crate::records::{Guard, Held, KindRules, Records, Verdict};
+use crate::repair::Repair;
 
 mod admit;
 mod catchup;
@@ -90,8 +97,17 @@ const CHECKED_KEPT: usize = 1 << 14;
 /// Entries fetched from the group in one catch-up round (the rest come in the next).
 const FETCH_PER_ROUND: usize = 1024;
 
-/// A replica's ledger state.
+/// The ledger subsystem: a vault as a replica of the accounts it is in the committee of.
+#[derive(Clone)]
 pub(crate) struct Ledger {
+    ctx: Ctx,
+    records: Records,
+    repair: Repair,
+    state: Arc<State>,
+}
+
+/// A replica's ledger state.
+pub(crate) struct State {
     key: WalletKey,
     binding: Binding,
     genesis: Option<(Address, u64)>,
@@ -106,21 +122,11 @@ pub(crate) struct Ledger {
     dir: Option<PathBuf>,
     /// Locks that make signing and storing at one account take turns (an account hashes to
     /// one of them): a payee credited by many payers at once queues, it does not refuse.
-    stripes: Vec<tokio::sync::Mutex<()>>,
+    stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
     /// Accounts whose group is to be compared soon (see [`Vault::entry_stored`]).
     scheduled: Mutex<HashSet<Address>>,
     /// Accounts being caught up on (bounded: a flood of refused transfers starts few).
     catching_up: Mutex<HashSet<Address>>,
-    /// The vault's identity, which signs its quotes.
-    pub(crate) keypair: kura_node::Keypair,
-    /// Shards stored by clients and not yet paid for.
-    pub(crate) pending: Mutex<Unpaid>,
-    /// Payments taken lately.
-    pub(crate) payments_seen: Mutex<HashSet<[u8; 32]>>,
-    /// This vault's balance as its account's replicas last agreed on it.
-    pub(crate) balance: Mutex<Option<i128>>,
-    /// Whether a read of the balance is under way.
-    pub(crate) refreshing: std::sync::atomic::AtomicBool,
     /// Counters.
     pub(crate) stats: LedgerStats,
     /// Double spends and unowned certificates found.
@@ -149,18 +155,90 @@ pub(crate) struct LedgerStats {
     pub applied: AtomicU64,
     /// Certified transfers refused because another held the nonce.
     pub double_spends: AtomicU64,
-    /// Units earned for storing shards.
-    pub earned: AtomicU64,
-    /// Shards dropped because they were not paid for in time.
-    pub unpaid_dropped: AtomicU64,
 }
 
 impl Ledger {
+    /// The ledger subsystem of a vault with BLS key `key`, bound to `keypair`'s peer id,
+    /// keeping its promises in `dir` (none: in memory only).
+    pub(crate) fn new(ctx: Ctx, records: Records, repair: Repair, key: WalletKey, keypair: &kura_node::Keypair, genesis: Option<(Address, u64)>, dir: Option<PathBuf>, verifier: Verifier) -> Ledger {
+        let state = State::new(key, keypair, genesis, dir, verifier);
+        Ledger { ctx, records, repair, state: Arc::new(state) }
+    }
+
+    /// The vault's account (its earnings).
+    pub(crate) fn account(&self) -> Address {
+        self.state.account()
+    }
+
+    /// The ledger counters.
+    pub(crate) fn stats(&self) -> &LedgerStats {
+        &self.state.stats
+    }
+
+    /// The evidence this vault kept.
+    pub(crate) fn evidence(&self) -> &Evidence {
+        &self.state.evidence
+    }
+}
+
+#[async_trait::async_trait]
+impl KindRules for Ledger {
+    async fn admit(&self, record: &Record, key: &RecordKey) -> Result<Guard, RemoteError> {
+        let Record::Transfer(entry) = record else {
+            return Err(RemoteError::Invalid(format!("{key} is not a ledger entry")));
+        };
+        // An account's entries are held by its committee, nothing wider.
+        self.committee_member(key.address).await?;
+        // A replay is answered before the certificate is checked: for an old transfer whose
+        // signers have gone, checking asks the account's group.
+        if self.records.read_record(*key).await.map_err(internal)?.is_some() {
+            return Err(already_applied(key));
+        }
+        self.check_entry(entry).await?;
+        Ok(Box::new(self.state.turn(&key.address).await))
+    }
+
+    fn held_already(&self, _held: &Record, _record: &Record, key: &RecordKey) -> Result<Held, RemoteError> {
+        // Its key is the transfer's id: this very certificate is applied already.
+        Err(already_applied(key))
+    }
+
+    async fn before_write(&self, record: &Record) -> Result<Verdict, RemoteError> {
+        let Record::Transfer(entry) = record else { return Ok(Verdict::Store) };
+        match self.admit_entry(entry).await? {
+            Admission::Fresh => Ok(Verdict::Store),
+            // Kept as evidence; the sender learns it was not taken as a transfer.
+            Admission::Contested(nonce) => Ok(Verdict::StoreAndRefuse(refused(LedgerError::DoubleSpend(nonce)))),
+        }
+    }
+
+    fn stored(&self, record: &Record, _key: &RecordKey) {
+        // Its payer stores it on the whole group; a replica that missed it catches up.
+        if let Record::Transfer(entry) = record {
+            self.entry_stored(entry);
+        }
+    }
+
+    fn gone(&self, key: &RecordKey) {
+        self.entry_gone(key);
+    }
+
+    async fn repair(&self, address: Address) -> Result<(), NodeError> {
+        self.repair_account(address).await
+    }
+}
+
+/// The refusal of a certified transfer this vault holds already (its key is the transfer's id).
+fn already_applied(key: &RecordKey) -> RemoteError {
+    refused(LedgerError::AlreadyApplied(hex::encode(&key.id[..8])))
+}
+
+impl State {
     /// The ledger state of a vault with BLS key `key`, bound to `keypair`'s peer id.
-    pub(crate) fn new(key: WalletKey, keypair: &kura_node::Keypair, genesis: Option<(Address, u64)>, dir: Option<PathBuf>, verifier: Verifier) -> Ledger {
+    fn new(key: WalletKey, keypair: &kura_node::Keypair, genesis: Option<(Address, u64)>, dir: Option<PathBuf>, verifier: Verifier) -> State {
         let binding = key.bind(keypair);
         let evidence = Evidence::new(dir.as_ref().and_then(|d| d.parent()).map(|root| root.join("evidence")));
-        Ledger {
+        State {
             key,
             binding,
             genesis,
@@ -169,14 +247,9 @@ impl Ledger {
             summaries: Mutex::default(),
             promises: Mutex::default(),
             dir,
-            keypair: keypair.clone(),
-            pending: Mutex::default(),
-            payments_seen: Mutex::default(),
-            balance: Mutex::default(),
-            refreshing: Default::default(),
             catching_up: Mutex::default(),
             scheduled: Mutex::default(),
-            stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
+            stripes: (0..256).map(|_| Arc::new(tokio::sync::Mutex::new(()))).collect(),
             stats: LedgerStats::default(),
             evidence,
             looked_up: Mutex::default(),
@@ -197,8 +270,8 @@ impl Ledger {
     }
 
     /// Holds the account's turn until dropped.
-    pub(crate) async fn turn(&self, account: &Address) -> tokio::sync::MutexGuard<'_, ()> {
-        self.stripes[usize::from(account.0[0])].lock().await
+    pub(crate) async fn turn(&self, account: &Address) -> tokio::sync::OwnedMutexGuard<()> {
+        self.stripes[usize::from(account.0[0])].clone().lock_owned().await
     }
 
     /// Keeps a promise in memory (bounded: when full, memory starts again; the promises stay on
@@ -217,7 +290,7 @@ impl Ledger {
     }
 }
 
-/// What [`Vault::admit_entry`] decided.
+/// What [`Ledger::admit_entry`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admission {
     /// A new entry: store it.
@@ -248,75 +321,6 @@ fn claim(set: &Mutex<HashSet<Address>>, max: usize, account: Address) -> bool {
     set.len() < max && set.insert(account)
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 pub(crate) fn refused(e: LedgerError) -> RemoteError {
     RemoteError::Refused(RecordError::Ledger(e))
 }
-
-pub(crate) fn internal(e: impl std::fmt::Display) -> RemoteError {
-    RemoteError::Internal(e.to_string())
-}
-
-/// Drops shards left unpaid past their grace period, and reads the vault's own balance now
-/// and then (for status).
-pub(crate) struct LedgerWorker {
-    vault: Vault,
-    next: tokio::time::Instant,
-    next_balance: tokio::time::Instant,
-}
-
-/// How often unpaid shards are looked for.
-const UNPAID_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-/// How often the vault reads its own balance.
-const BALANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
-
-impl LedgerWorker {
-    /// A worker for `vault`.
-    pub(crate) fn new(vault: Vault) -> Self {
-        let now = tokio::time::Instant::now();
-        LedgerWorker { vault, next: now + UNPAID_EVERY, next_balance: now + UNPAID_EVERY }
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::worker::Worker for LedgerWorker {
-    fn name(&self) -> &'static str {
-        "ledger"
-    }
-
-    fn counters(&self) -> Vec<(String, u64)> {
-        let s = &self.vault.ledger().stats;
-        vec![
-            ("signed".into(), s.signed.load(Ordering::Relaxed)),
-            ("refused".into(), s.refused.load(Ordering::Relaxed)),
-            ("applied".into(), s.applied.load(Ordering::Relaxed)),
-            ("double_spends_refused".into(), s.double_spends.load(Ordering::Relaxed)),
-            ("evidence".into(), self.vault.ledger().evidence.found()),
-            ("unpaid_dropped".into(), s.unpaid_dropped.load(Ordering::Relaxed)),
-        ]
-    }
-
-    async fn work(&mut self) -> Result<crate::worker::WorkState, NodeError> {
-        let now = tokio::time::Instant::now();
-        if now >= self.next {
-            self.next = now + UNPAID_EVERY;
-            self.vault.drop_unpaid().await;
-        }
-        if now >= self.next_balance {
-            self.next_balance = now + BALANCE_EVERY;
-            let b = self.vault.own_balance().await;
-            if b.is_some() {
-                *lock(&self.vault.ledger().balance) = b;
-            }
-        }
-        Ok(crate::worker::WorkState::Idle)
-    }
-
-    async fn wait_for_work(&mut self) {
-        tokio::time::sleep_until(self.next.min(self.next_balance)).await;
-    }
-}
-

@@ -11,6 +11,13 @@
 //! works on a bounded number of chunks at once (`repair_concurrency`) and holds the shard
 //! bytes it moves to the vault's repair rate ([`RateLimit`]), so that client traffic keeps the
 //! disk and the uplink.
+//!
+//! A replicated record (a pointer, a message) is repaired by `Repair::repair_record`, the
+//! one replica routine; which routine a kind uses is the kind's to say
+//! (`crate::records::KindRules::repair`), so repair never names the subsystems above it.
+//!
+//! Owns: the repair counters and rate, the rebuild slots, the losses on standby, the shards on
+//! probation, the queue of records updated here. Talks to: the records, the auditor, peers.
 
 mod plan;
 mod probation;
@@ -20,6 +27,7 @@ mod schedule;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kura_node::erasure;
@@ -36,8 +44,16 @@ pub use replica::{plan_replica, ReplicaAction, ReplicaView};
 pub(crate) use replica::rendezvous_id;
 pub use schedule::Schedule;
 
-use crate::audit::Verdict;
-use crate::server::Vault;
+use crate::audit::{Auditor, Verdict};
+use crate::context::{lock, Ctx};
+use crate::records::{Records, MEMORY_LEN};
+
+mod audits;
+
+pub(crate) use audits::AuditWorker;
+
+/// Updates of replicated records waiting for the repair worker.
+const UPDATED_QUEUE: usize = 1024;
 
 /// How long before a chunk is examined again when a member answered that it is busy.
 const LOADED_RETRY: Duration = Duration::from_secs(5);
@@ -94,7 +110,7 @@ pub struct RepairStats {
 
 /// The repair and handover worker: runs the rounds its [`Schedule`] makes due.
 pub(crate) struct RepairWorker {
-    vault: Vault,
+    repair: Repair,
     events: tokio::sync::broadcast::Receiver<kura_node::NodeEvent>,
     updates: Option<tokio::sync::mpsc::Receiver<RecordKey>>,
     schedule: Schedule,
@@ -103,9 +119,9 @@ pub(crate) struct RepairWorker {
 }
 
 impl RepairWorker {
-    /// The repair worker of `vault`, sweeping every `sweep`.
-    pub(crate) fn new(vault: Vault, sweep: Duration) -> Self {
-        let c = vault.config();
+    /// The repair worker of `repair`, sweeping every `sweep`.
+    pub(crate) fn new(repair: Repair, sweep: Duration) -> Self {
+        let c = repair.ctx.config();
         let schedule = Schedule::new(
             tokio::time::Instant::now(),
             sweep,
@@ -114,12 +130,12 @@ impl RepairWorker {
             Duration::from_millis(c.repair_retry_ms),
         );
         RepairWorker {
-            events: vault.node().subscribe(),
-            updates: vault.take_updates(),
+            events: repair.ctx.node().subscribe(),
+            updates: repair.take_updates(),
             schedule,
             last_groups: HashMap::new(),
             closed: false,
-            vault,
+            repair,
         }
     }
 }
@@ -131,7 +147,7 @@ impl crate::worker::Worker for RepairWorker {
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
-        let r = self.vault.repair_stats();
+        let r = self.repair.stats();
         [
             ("pending", &r.pending),
             ("rebuilt", &r.repaired),
@@ -151,7 +167,7 @@ impl crate::worker::Worker for RepairWorker {
         let Some(round) = self.schedule.next(tokio::time::Instant::now()) else {
             return Ok(crate::worker::WorkState::Idle);
         };
-        match self.vault.repair_round(round, &mut self.last_groups).await {
+        match self.repair.repair_round(round, &mut self.last_groups).await {
             Ok((failed, later)) => {
                 let now = tokio::time::Instant::now();
                 self.schedule.failed(now, failed);
@@ -182,7 +198,64 @@ impl crate::worker::Worker for RepairWorker {
     }
 }
 
-impl Vault {
+/// Repair: examines what this vault holds against its groups and carries out the plans.
+#[derive(Clone)]
+pub(crate) struct Repair {
+    ctx: Ctx,
+    records: Records,
+    auditor: Auditor,
+    state: Arc<State>,
+}
+
+struct State {
+    stats: RepairStats,
+    rate: RateLimit,
+    /// Rebuilds running at once (each holds a chunk's shards in memory).
+    rebuilds: tokio::sync::Semaphore,
+    /// Losses whose coordinator has not acted yet, since when.
+    standby: crate::recent::Losses,
+    /// Shards handed over or held by others, watched before this vault's copy goes.
+    probation: std::sync::Mutex<Probation>,
+    /// Replicated records updated here lately, for the repair worker to spread (bounded: when
+    /// full, the worker's sweep finds them instead).
+    updated: tokio::sync::mpsc::Sender<RecordKey>,
+    /// The repair worker's end of [`State::updated`], taken when it starts.
+    updated_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<RecordKey>>>,
+}
+
+impl Repair {
+    /// The repair subsystem of the vault whose context is `ctx`.
+    pub(crate) fn new(ctx: Ctx, records: Records, auditor: Auditor) -> Repair {
+        let config = ctx.config();
+        let (updated, updated_rx) = tokio::sync::mpsc::channel(UPDATED_QUEUE);
+        let state = State {
+            stats: RepairStats::default(),
+            rate: RateLimit::new(config.repair_rate),
+            rebuilds: tokio::sync::Semaphore::new(config.rebuild_concurrency.max(1)),
+            standby: crate::recent::Losses::new(Duration::from_secs(600), MEMORY_LEN),
+            probation: std::sync::Mutex::new(Probation::new(Duration::from_secs(config.handover_probation_secs), MEMORY_LEN)),
+            updated,
+            updated_rx: std::sync::Mutex::new(Some(updated_rx)),
+        };
+        Repair { ctx, records, auditor, state: Arc::new(state) }
+    }
+
+    /// The repair counters.
+    pub(crate) fn stats(&self) -> &RepairStats {
+        &self.state.stats
+    }
+
+    /// Has the repair worker bring the group of a replicated record updated here up to this
+    /// version soon (dropped when the queue is full: the worker's sweep finds it then).
+    pub(crate) fn spread(&self, key: RecordKey) {
+        let _ = self.state.updated.try_send(key);
+    }
+
+    /// The repair worker's queue of replicated records updated here (once).
+    fn take_updates(&self) -> Option<tokio::sync::mpsc::Receiver<RecordKey>> {
+        lock(&self.state.updated_rx).take()
+    }
+
     /// Examines the chunks `round` calls for; returns those whose repair failed, and those to
     /// look at again after a while.
     pub(crate) async fn repair_round(
@@ -190,22 +263,22 @@ impl Vault {
         round: Round,
         last: &mut HashMap<Address, Vec<PeerId>>,
     ) -> Result<(Vec<Address>, Vec<(Address, Duration)>), NodeError> {
-        let me = self.node().peer_id();
+        let me = self.ctx.node().peer_id();
         // A chunk's group is first noted as it was when the chunk was stored: noting it later
         // (at the next baseline) would take in a departure that happened meanwhile, and the
         // changed round due next would see no change for it (churn test: a chunk stored just
         // before a departure stayed one shard short).
-        for (chunk, group) in self.take_stored_groups() {
+        for (chunk, group) in self.records.take_stored_groups() {
             last.entry(chunk).or_insert(group);
         }
-        let held = self.held();
+        let held = self.ctx.held();
         last.retain(|c, _| held.contains_key(c));
         let mut todo = Vec::new();
         for &chunk in held.keys() {
             if matches!(round, Round::Baseline) && last.get(&chunk).is_some_and(|g| g.contains(&me)) {
                 continue;
             }
-            let group = self.node().local_closest(chunk, erasure::Coding::default().n()).await?;
+            let group = self.ctx.node().local_closest(chunk, erasure::Coding::default().n()).await?;
             let due = match &round {
                 Round::Baseline => !group.contains(&me),
                 Round::Sweep => true,
@@ -223,7 +296,7 @@ impl Vault {
                 todo.push(chunk);
             }
         }
-        let stats = &self.repair_stats();
+        let stats = &self.state.stats;
         stats.pending.store(todo.len() as u64, Ordering::Relaxed);
         if todo.is_empty() {
             return Ok((Vec::new(), Vec::new()));
@@ -241,7 +314,7 @@ impl Vault {
                     (chunk, result)
                 }
             })
-            .buffer_unordered(self.config().repair_concurrency.max(1));
+            .buffer_unordered(self.ctx.config().repair_concurrency.max(1));
         while let Some((chunk, result)) = results.next().await {
             stats.pending.fetch_sub(1, Ordering::Relaxed);
             match result {
@@ -268,16 +341,18 @@ impl Vault {
     /// holders are also challenged. Returns when to look again, if it should be.
     pub(crate) async fn examine(&self, address: Address, kind: Option<RecordKind>, audit: bool) -> Result<Option<Duration>, NodeError> {
         match kind {
-            Some(RecordKind::Pointer) => self.repair_record(RecordKey::pointer(address)).await.map(|()| None),
-            Some(RecordKind::Message) => self.repair_inbox(address).await.map(|()| None),
-            Some(RecordKind::Transfer) => self.repair_account(address).await.map(|()| None),
-            _ => self.repair_chunk(address, audit).await,
+            None | Some(RecordKind::Shard) => self.repair_chunk(address, audit).await,
+            // A replicated kind repairs its records its own way (see `KindRules::repair`).
+            Some(kind) => match self.records.rules(kind) {
+                Ok(rules) => rules.repair(address).await.map(|()| None),
+                Err(_) => Ok(None),
+            },
         }
     }
 
     /// A verified local shard, or `None` (a corrupt one is deleted and counted).
     async fn local_shard(&self, key: RecordKey) -> Option<Shard> {
-        self.read_shards(key.address).await.ok()?.into_iter().find(|s| s.key() == key)
+        self.records.read_shards(key.address).await.ok()?.into_iter().find(|s| s.key() == key)
     }
 
     /// Examines one chunk and carries out the plan. With `audit`, every shard a group member
@@ -285,8 +360,8 @@ impl Vault {
     /// rebuilt, and nothing is placed on it. Returns when to look at the chunk again, if a loss
     /// waits on its coordinator.
     pub(crate) async fn repair_chunk(&self, chunk: Address, audit: bool) -> Result<Option<Duration>, NodeError> {
-        let me = self.node().peer_id();
-        let local = self.read_shards(chunk).await.map_err(|e| NodeError::Lookup { target: chunk, reason: e.to_string() })?;
+        let me = self.ctx.node().peer_id();
+        let local = self.records.read_shards(chunk).await.map_err(|e| NodeError::Lookup { target: chunk, reason: e.to_string() })?;
         let Some(first) = local.first() else { return Ok(None) };
         let n = first.header.n();
         let k = usize::from(first.header.k);
@@ -294,13 +369,13 @@ impl Vault {
         // A routing table can still list a vault that died (nothing told this vault yet);
         // counting it as a member would leave its shard unrepaired and no free member to
         // rebuild it on.
-        let candidates = self.node().local_closest(chunk, n + self.config().spare_candidates).await?;
+        let candidates = self.ctx.node().local_closest(chunk, n + self.ctx.config().spare_candidates).await?;
         let mut holdings = HashMap::new();
         holdings.insert(me, local.iter().map(|s| s.header.index).collect::<Vec<u8>>());
         // Everyone is asked at once: after a departure every holder of every affected chunk
         // asks, and sequential round trips made repair wait on latency, not work.
         let asked = futures::future::join_all(candidates.iter().filter(|p| **p != me).map(|&peer| async move {
-            (peer, self.ask(peer, Request::ShardIndices { chunk }).await)
+            (peer, self.ctx.ask(peer, Request::ShardIndices { chunk }).await)
         }))
         .await;
         let mut proven = HashSet::new();
@@ -315,13 +390,13 @@ impl Vault {
                 }
                 _ => continue,
             };
-            if self.full_lately(&peer) && indices.is_empty() {
+            if self.records.full_lately(&peer) && indices.is_empty() {
                 continue;
             }
             if audit {
                 let mut withdrawn = Vec::new();
                 for &index in &indices {
-                    match self.audit_and_report(peer, &first.header, index).await? {
+                    match self.auditor.audit_and_report(peer, &first.header, index).await? {
                         Verdict::Passed => {
                             proven.insert((peer, index));
                         }
@@ -350,17 +425,17 @@ impl Vault {
             Some(turn) if actions.is_empty() && turn <= STANDBY_TURNS => {
                 // A loss the coordinator should repair: if it outlasts this vault's turn in
                 // line, this vault repairs it; until then the chunk is looked at again then.
-                let waited = self.standby().waited(chunk, lost);
-                let turn_at = Duration::from_secs(self.config().repair_stand_in_secs) * turn as u32;
+                let waited = self.state.standby.waited(chunk, lost);
+                let turn_at = Duration::from_secs(self.ctx.config().repair_stand_in_secs) * turn as u32;
                 if waited < turn_at {
                     debug!(%chunk, turn, "loss seen; waiting for the coordinator");
                     return Ok(Some(turn_at - waited));
                 }
                 info!(%chunk, turn, "standing in for a coordinator that did not act");
                 actions = plan_as(me, &view, true);
-                self.standby().clear(&chunk);
+                self.state.standby.clear(&chunk);
             }
-            _ => self.standby().clear(&chunk),
+            _ => self.state.standby.clear(&chunk),
         }
         debug!(%chunk, members = view.group.len(), answered = view.holdings.len(), ?actions, "chunk examined");
         // When to look again: a copy kept on probation is let go once its period is over.
@@ -375,40 +450,40 @@ impl Vault {
                     // The other holder's word is checked before this copy goes: it may be the
                     // last one, so the vault that claims the shard must prove it.
                     if proven.contains(&(kept_by, index))
-                        || self.audit_and_report(kept_by, &first.header, index).await? == Verdict::Passed
+                        || self.auditor.audit_and_report(kept_by, &first.header, index).await? == Verdict::Passed
                     {
-                        self.release(RecordKey::shard(chunk, index)).await;
-                        self.probation().forget(chunk, index);
+                        self.records.release(RecordKey::shard(chunk, index)).await;
+                        lock(&self.state.probation).forget(chunk, index);
                         debug!(%chunk, index, %kept_by, "shard dropped: held by a closer vault for the probation");
                     } else {
-                        self.probation().forget(chunk, index);
+                        lock(&self.state.probation).forget(chunk, index);
                     }
                 }
                 Action::HandOver { index, to } => {
                     // Placed once; kept here until `to` has held it for the probation and then
                     // proves it (a resend of a shard `to` holds is acknowledged without a write).
-                    if self.probation().is_new(chunk, index, to) {
+                    if lock(&self.state.probation).is_new(chunk, index, to) {
                         let Some(shard) = self.local_shard(RecordKey::shard(chunk, index)).await else { continue };
                         let len = shard.data.len() as u64;
-                        self.repair_rate().spend(len).await;
-                        self.place(to, shard).await?;
-                        self.repair_stats().handed_over.fetch_add(1, Ordering::Relaxed);
-                        self.repair_stats().bytes.fetch_add(len, Ordering::Relaxed);
+                        self.state.rate.spend(len).await;
+                        self.records.place(to, shard).await?;
+                        self.state.stats.handed_over.fetch_add(1, Ordering::Relaxed);
+                        self.state.stats.bytes.fetch_add(len, Ordering::Relaxed);
                         debug!(%chunk, index, %to, "shard handed over; kept here while it is on probation");
                     }
                     match self.on_probation(chunk, index, to) {
                         Err(wait) => later = Some(later.map_or(wait, |l| l.min(wait))),
                         Ok(()) => {
-                            if self.audit_and_report(to, &first.header, index).await? == Verdict::Passed {
-                                self.release(RecordKey::shard(chunk, index)).await;
+                            if self.auditor.audit_and_report(to, &first.header, index).await? == Verdict::Passed {
+                                self.records.release(RecordKey::shard(chunk, index)).await;
                                 debug!(%chunk, index, %to, "probation over: shard released");
                             }
-                            self.probation().forget(chunk, index);
+                            lock(&self.state.probation).forget(chunk, index);
                         }
                     }
                 }
                 Action::Rebuild(assign) => {
-                    let _slot = self.rebuild_slots().acquire().await.map_err(|_| NodeError::Shutdown)?;
+                    let _slot = self.state.rebuilds.acquire().await.map_err(|_| NodeError::Shutdown)?;
                     self.rebuild(chunk, k, local.clone(), &view, assign).await?
                 }
             }
@@ -419,20 +494,20 @@ impl Vault {
     /// Whether this vault's copy of shard `index` of `chunk` may go now that `holder` holds it
     /// (see [`Probation`]); else how long until it may.
     fn on_probation(&self, chunk: Address, index: u8, holder: PeerId) -> Result<(), Duration> {
-        self.probation().may_release(chunk, index, holder, std::time::Instant::now())
+        lock(&self.state.probation).may_release(chunk, index, holder, std::time::Instant::now())
     }
 
     /// Examines one replicated record: fetches every group member's version (checked against
     /// the key, so a member cannot claim a version it does not hold), runs [`plan_replica`],
     /// and carries it out.
     pub(crate) async fn repair_record(&self, key: RecordKey) -> Result<(), NodeError> {
-        let me = self.node().peer_id();
+        let me = self.ctx.node().peer_id();
         let failed = |e: String| NodeError::Lookup { target: key.address, reason: e };
-        let Some(mine) = self.read_record(key).await.map_err(|e| failed(e.to_string()))? else { return Ok(()) };
+        let Some(mine) = self.records.read_record(key).await.map_err(|e| failed(e.to_string()))? else { return Ok(()) };
         let n = mine.strategy().group_size();
-        let candidates = self.node().local_closest(key.address, n + self.config().spare_candidates).await?;
+        let candidates = self.ctx.node().local_closest(key.address, n + self.ctx.config().spare_candidates).await?;
         let asked = futures::future::join_all(candidates.iter().filter(|p| **p != me).map(|&peer| async move {
-            (peer, self.ask(peer, Request::GetRecord(key)).await)
+            (peer, self.ctx.ask(peer, Request::GetRecord(key)).await)
         }))
         .await;
         let mut answers: HashMap<PeerId, Option<Record>> = HashMap::new();
@@ -470,19 +545,19 @@ impl Vault {
             match action {
                 ReplicaAction::Fetch { .. } => {
                     // The newest version was fetched and checked above: keep it.
-                    if let Err(e) = self.put_record(newest.clone()).await {
+                    if let Err(e) = self.records.put_record(newest.clone()).await {
                         debug!(%key, error = %e, "keeping a newer version failed");
                     }
                 }
                 ReplicaAction::Push { to } => {
                     let sends = to.iter().map(|&peer| {
                         let record = newest.clone();
-                        async move { (peer, self.ask(peer, Request::PutRecord(record)).await) }
+                        async move { (peer, self.ctx.ask(peer, Request::PutRecord(record)).await) }
                     });
                     for (peer, result) in futures::future::join_all(sends).await {
                         match result {
                             Ok(Response::Stored) => {
-                                self.repair_stats().replicas_sent.fetch_add(1, Ordering::Relaxed);
+                                self.state.stats.replicas_sent.fetch_add(1, Ordering::Relaxed);
                                 debug!(%key, %peer, "replica sent");
                             }
                             other => debug!(%key, %peer, answer = ?other, "replica refused"),
@@ -490,8 +565,8 @@ impl Vault {
                     }
                 }
                 ReplicaAction::Drop => {
-                    self.release(key).await;
-                    self.repair_stats().handed_over.fetch_add(1, Ordering::Relaxed);
+                    self.records.release(key).await;
+                    self.state.stats.handed_over.fetch_add(1, Ordering::Relaxed);
                     debug!(%key, "replica dropped: the group holds it");
                 }
             }
@@ -507,7 +582,7 @@ impl Vault {
         view: &ChunkView,
         assign: Vec<(u8, PeerId)>,
     ) -> Result<(), NodeError> {
-        let me = self.node().peer_id();
+        let me = self.ctx.node().peer_id();
         // Read only as many shards as a rebuild needs: k in all, local ones first. The holders
         // still needed are asked at once; more only if some of them fail.
         let holders: Vec<PeerId> = view
@@ -524,7 +599,7 @@ impl Vault {
                 break;
             }
             let answers = futures::future::join_all(batch.into_iter().map(|peer| async move {
-                let answer = self.node().request(peer, Request::GetShards { chunk }).await;
+                let answer = self.ctx.node().request(peer, Request::GetShards { chunk }).await;
                 (peer, answer)
             }))
             .await;
@@ -533,8 +608,8 @@ impl Vault {
                 _ => None,
             }) {
                 let len: u64 = got.iter().map(|s| s.data.len() as u64).sum();
-                self.repair_stats().bytes.fetch_add(len, Ordering::Relaxed);
-                self.repair_rate().spend(len).await;
+                self.state.stats.bytes.fetch_add(len, Ordering::Relaxed);
+                self.state.rate.spend(len).await;
                 // Checked as they arrive: a shard that does not match the address would
                 // otherwise take the place of a good one, and the rebuild would fail each
                 // time it is tried. The vault that served it is skipped, and reported in the
@@ -545,7 +620,7 @@ impl Vault {
                     .await
                     .map_err(|e| NodeError::Lookup { target: chunk, reason: e.to_string() })?;
                 if let Some(index) = lie {
-                    self.repair_stats().bad_shards.fetch_add(1, Ordering::Relaxed);
+                    self.state.stats.bad_shards.fetch_add(1, Ordering::Relaxed);
                     warn!(%chunk, %peer, index, "a vault served a bad shard for repair; skipping it");
                 }
                 let have: BTreeSet<u8> = shards.iter().map(|s| s.header.index).collect();
@@ -559,10 +634,10 @@ impl Vault {
         for (index, to) in assign {
             let Some(shard) = rebuilt.get(usize::from(index)).cloned() else { continue };
             let len = shard.data.len() as u64;
-            self.repair_rate().spend(len).await;
-            self.place(to, shard).await?;
-            self.repair_stats().repaired.fetch_add(1, Ordering::Relaxed);
-            self.repair_stats().bytes.fetch_add(len, Ordering::Relaxed);
+            self.state.rate.spend(len).await;
+            self.records.place(to, shard).await?;
+            self.state.stats.repaired.fetch_add(1, Ordering::Relaxed);
+            self.state.stats.bytes.fetch_add(len, Ordering::Relaxed);
             info!(%chunk, index, %to, "shard rebuilt");
         }
         Ok(())

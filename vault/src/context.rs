@@ -1,0 +1,161 @@
+//! What every subsystem of a vault shares, and nothing more: the network handle, the
+//! configuration, the record store, and the vault's lifetime (the stop signal its workers
+//! watch, the short tasks it started in the background, the store writes in flight).
+//!
+//! It is the bottom of the vault's module graph: it uses no subsystem, and every subsystem
+//! gets a [`Ctx`] (a cheap clone) instead of the whole vault.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kura_node::wire::{RemoteError, Request, Response};
+use kura_node::{Address, NodeError, NodeHandle, PeerId, RecordKind};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::config::VaultConfig;
+use crate::store::RecordStore;
+
+/// More store writes than can ever be in flight at once.
+const MAX_WRITES: u32 = 1 << 20;
+
+/// A vault's shared context: cheap to clone, handed to every subsystem.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    node: NodeHandle,
+    core: Arc<Core>,
+}
+
+struct Core {
+    config: VaultConfig,
+    store: Arc<dyn RecordStore>,
+    /// One permit per store write or delete in flight, held by the blocking task that does it;
+    /// [`Ctx::drain_writes`] takes them all, so the index is marked clean only once nothing
+    /// is writing.
+    writes: Arc<Semaphore>,
+    /// Tells the workers to stop once their current step is done.
+    stop: watch::Sender<bool>,
+    /// Short tasks started in the background (an account's comparison with its group, a
+    /// balance read), aborted at shutdown: none outlives the vault.
+    background: Mutex<tokio::task::JoinSet<()>>,
+}
+
+impl Ctx {
+    /// The context of a vault with network handle `node`, configuration `config` and store
+    /// `store`.
+    pub(crate) fn new(node: NodeHandle, config: VaultConfig, store: Arc<dyn RecordStore>) -> Ctx {
+        Ctx {
+            node,
+            core: Arc::new(Core {
+                config,
+                store,
+                writes: Arc::new(Semaphore::new(MAX_WRITES as usize)),
+                stop: watch::channel(false).0,
+                background: Default::default(),
+            }),
+        }
+    }
+
+    /// The vault's network handle.
+    pub(crate) fn node(&self) -> &NodeHandle {
+        &self.node
+    }
+
+    /// The vault's configuration.
+    pub(crate) fn config(&self) -> &VaultConfig {
+        &self.core.config
+    }
+
+    /// The vault's record store (its index is in memory; reads of record bytes go through
+    /// [`crate::records::Records`], off the async threads).
+    pub(crate) fn store(&self) -> &Arc<dyn RecordStore> {
+        &self.core.store
+    }
+
+    /// The vault's own peer id.
+    pub(crate) fn me(&self) -> PeerId {
+        self.node.peer_id()
+    }
+
+    /// Sends a maintenance request (repair, audit, catch-up) to `peer`, giving up after the
+    /// configured maintenance timeout.
+    pub(crate) async fn ask(&self, peer: PeerId, request: Request) -> Result<Response, NodeError> {
+        tokio::time::timeout(self.config().maintenance_timeout(), self.node.request(peer, request))
+            .await
+            .unwrap_or_else(|_| Err(NodeError::Request { peer, reason: "timed out".into() }))
+    }
+
+    /// The addresses this vault holds records at, with the kind held there (a shard of a
+    /// chunk, or a replicated record).
+    pub(crate) fn held(&self) -> BTreeMap<Address, RecordKind> {
+        self.core.store.keys().into_iter().map(|k| (k.address, k.kind)).collect()
+    }
+
+    /// The vaults responsible for `address`, closest first (its `n` closest, and the placement
+    /// window past them), or an error when this vault is not among them.
+    pub(crate) async fn responsible(&self, address: Address, n: usize) -> Result<Vec<PeerId>, RemoteError> {
+        let window = self.config().placement_window.max(n);
+        let vaults = self.node.local_closest(address, window).await.map_err(internal)?;
+        if !vaults.contains(&self.me()) {
+            return Err(RemoteError::NotResponsible(address));
+        }
+        Ok(vaults)
+    }
+
+    /// A permit to write to the store, or `None` once shutdown has begun.
+    pub(crate) fn write_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.core.writes.clone().try_acquire_owned().ok()
+    }
+
+    /// Runs `task` in the background until it ends or the vault shuts down.
+    pub(crate) fn spawn_background(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        if *self.core.stop.borrow() {
+            return;
+        }
+        let mut background = self.core.background.lock().unwrap_or_else(|e| e.into_inner());
+        while background.try_join_next().is_some() {}
+        background.spawn(task);
+    }
+
+    /// The signal a worker watches: it turns `true` when the vault begins to shut down.
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.core.stop.subscribe()
+    }
+
+    /// Tells the workers to stop once their current step is done; no background task
+    /// starts from now on.
+    pub(crate) fn stop(&self) {
+        let _ = self.core.stop.send(true);
+    }
+
+    /// Aborts the background tasks still running.
+    pub(crate) fn abort_background(&self) {
+        self.core.background.lock().unwrap_or_else(|e| e.into_inner()).abort_all();
+    }
+
+    /// Waits (up to `limit`) until no store write is in flight and refuses every later one;
+    /// says whether the writes finished in time.
+    pub(crate) async fn drain_writes(&self, limit: Duration) -> bool {
+        // A write's permit lives in its blocking task, which an abort does not stop: holding
+        // every permit means every write has finished, and no new one can start.
+        match tokio::time::timeout(limit, self.core.writes.acquire_many(MAX_WRITES)).await {
+            Ok(Ok(all)) => {
+                all.forget();
+                self.core.writes.close();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An internal error, as a peer is told it.
+pub(crate) fn internal(e: impl std::fmt::Display) -> RemoteError {
+    RemoteError::Internal(e.to_string())
+}
+
+/// A lock's guard (a poisoned lock still holds usable state: every update here is a whole
+/// insert or remove).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
