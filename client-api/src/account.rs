@@ -102,6 +102,7 @@ impl Account {
         let path = home.join(SEED_FILE);
         match std::fs::read(&path) {
             Ok(bytes) => {
+                let bytes = kura_node::durable::decode_key(&bytes).map_err(|reason| ClientError::Key { path: path.clone(), reason })?;
                 let seed = bytes
                     .as_slice()
                     .try_into()

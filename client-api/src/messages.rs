@@ -397,18 +397,46 @@ impl std::fmt::Debug for Mailbox {
     }
 }
 
+/// The format of the mailbox's files (mail and contacts) this build writes: `{"format": 1,
+/// "data": ...}`. Format 0, the bare value earlier builds wrote, is read as well.
+const MAIL_FORMAT: u64 = 1;
+
+/// Reads a mailbox file of any format this build knows (a missing file is the default).
 fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T, ClientError> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ClientError::Message(format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
-        Err(e) => Err(ClientError::Message(format!("{}: {e}", path.display()))),
-    }
+    let bad = |e: String| ClientError::Message(format!("{}: {e}", path.display()));
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    decode_json(&bytes).map_err(bad)
+}
+
+/// A mailbox file's value, from its bytes of format 1 or 0.
+fn decode_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let format = match value.get("format") {
+        Some(f) => f.as_u64().ok_or("a format that is not a number")?,
+        None => 0,
+    };
+    let value = match format {
+        0 => value,
+        MAIL_FORMAT => value.get_mut("data").map(serde_json::Value::take).ok_or("format 1 with no data")?,
+        newer => return Err(format!("format {newer}, newer than this build reads ({MAIL_FORMAT})")),
+    };
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+/// A mailbox file's bytes for `value`, in the current format.
+fn encode_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ClientError> {
+    serde_json::to_vec_pretty(&serde_json::json!({ "format": MAIL_FORMAT, "data": value }))
+        .map_err(|e| ClientError::Message(e.to_string()))
 }
 
 /// Writes `value` to `path` whole or not at all: a temporary file, fsynced, renamed over it,
 /// and the folder fsynced.
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ClientError> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| ClientError::Message(e.to_string()))?;
+    let bytes = encode_json(value)?;
     write_synced(path, &bytes).map_err(|e| ClientError::Message(format!("{}: {e}", path.display())))
 }
 
@@ -641,6 +669,39 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(DEFAULT_TTL_SECS);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Mailbox files of every format, kept in `tests/fixtures` (format 0: the bare JSON of
+    /// builds before formats; format 1: in its envelope), read back as the same value.
+    /// `KURA_WRITE_FIXTURES=1` writes them again.
+    #[test]
+    fn mailbox_files_of_every_format_read_back() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut state = MailState { last_sent_ms: 17, rejected: 2, ..Default::default() };
+        state.next_seq.insert("someone".into(), 3);
+        state.handled.insert("an-id".into(), 99);
+        state.receipts_owed.insert("someone".into(), vec!["an-id".into()]);
+        let friend = Account::from_phrase(&bip39::Mnemonic::from_entropy(&[4u8; 32]).unwrap().to_string()).unwrap().id();
+        let contacts = vec![Contact { id: friend, name: Some("ann".into()), blocked: false }];
+        if std::env::var_os("KURA_WRITE_FIXTURES").is_some() {
+            std::fs::write(fixtures.join("mail-format0.json"), serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+            std::fs::write(fixtures.join("mail-format1.json"), encode_json(&state).unwrap()).unwrap();
+            std::fs::write(fixtures.join("contacts-format0.json"), serde_json::to_vec_pretty(&contacts).unwrap()).unwrap();
+            std::fs::write(fixtures.join("contacts-format1.json"), encode_json(&contacts).unwrap()).unwrap();
+        }
+        let json = |v: &MailState| serde_json::to_value(v).unwrap();
+        for name in ["mail-format0.json", "mail-format1.json"] {
+            let read: MailState = read_json(&fixtures.join(name)).unwrap();
+            assert_eq!(json(&read), json(&state), "{name}");
+        }
+        for name in ["contacts-format0.json", "contacts-format1.json"] {
+            let read: Vec<Contact> = read_json(&fixtures.join(name)).unwrap();
+            assert_eq!(read, contacts, "{name}");
+        }
+        assert_eq!(std::fs::read(fixtures.join("mail-format1.json")).unwrap(), encode_json(&state).unwrap(), "format 1 is what this build writes");
+        let newer = br#"{"format": 2, "data": []}"#;
+        assert!(decode_json::<Vec<Contact>>(newer).unwrap_err().contains("format 2"));
+        assert!(decode_json::<Vec<Contact>>(br#"{"format": 1}"#).is_err());
+    }
 
     fn letter(from: &Account, to: &Account, text: &str) -> Letter {
         Letter { from: from.id(), to: to.id(), seq: 1, sent_ms: 1, body: Body::Text { text: text.into(), attachments: vec![] } }

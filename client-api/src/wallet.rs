@@ -99,6 +99,7 @@ impl Wallet {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(ClientError::Io { path, source: e }),
         };
+        let seed = kura_node::durable::decode_key(&seed).map_err(|e| ClientError::Wallet(format!("{}: {e}", path.display())))?;
         let seed: [u8; 32] = seed.try_into().map_err(|_| ClientError::Wallet(format!("{} is not a 32-byte key", path.display())))?;
         Wallet::open(&dir.join("faucet"), WalletKey::from_seed(&seed)).map(Some)
     }

@@ -9,10 +9,10 @@ use crate::error::NodeError;
 /// File name of the identity key inside a vault's root directory.
 pub const KEY_FILE: &str = "identity.key";
 
-/// Reads `dir/name`, or publishes `make()`'s bytes there once (owner-only, durably) and
-/// returns them: see [`kura_types::durable::create_once`].
+/// Reads the key file `dir/name`, or publishes `make()`'s key there once (owner-only,
+/// durably, with its format: see [`kura_types::durable::key_once`]) and returns the key.
 pub fn read_or_create_once(dir: &Path, name: &str, make: impl FnOnce() -> Vec<u8>) -> std::io::Result<Vec<u8>> {
-    kura_types::durable::create_once(dir, name, kura_types::durable::Access::Private, make)
+    kura_types::durable::key_once(dir, name, make)
 }
 
 /// Loads the Ed25519 identity stored in `dir`, or creates and stores a new one (see
@@ -80,6 +80,44 @@ mod tests {
         fs::write(old.path().join(KEY_FILE), weak.to_protobuf_encoding().unwrap()).unwrap();
         assert!(matches!(load_or_create_with_work(old.path(), 6), Err(NodeError::Identity { .. })));
         assert_eq!(fs::read(old.path().join(KEY_FILE)).unwrap(), weak.to_protobuf_encoding().unwrap(), "kept");
+    }
+
+    /// Key files of every format, kept in `tests/fixtures` (format 0: the bare key of builds
+    /// before formats; format 1: with its header), load as the same key, and are left as they
+    /// are. `KURA_WRITE_FIXTURES=1` writes them again.
+    #[test]
+    fn key_files_of_every_format_load_as_the_same_key() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let identity = Keypair::ed25519_from_bytes([3u8; 32]).unwrap();
+        let bare = identity.to_protobuf_encoding().unwrap();
+        let seed = [5u8; 32];
+        let files = [
+            ("identity-format0.key", bare.clone()),
+            ("identity-format1.key", kura_types::durable::encode_key(&bare)),
+            ("seed-format0.key", seed.to_vec()),
+            ("seed-format1.key", kura_types::durable::encode_key(&seed)),
+        ];
+        if std::env::var_os("KURA_WRITE_FIXTURES").is_some() {
+            for (name, bytes) in &files {
+                fs::write(fixtures.join(name), bytes).unwrap();
+            }
+        }
+        for (name, bytes) in &files {
+            let on_disk = fs::read(fixtures.join(name)).unwrap();
+            assert_eq!(&on_disk, bytes, "{name} is what this build writes for its format");
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join("key"), &on_disk).unwrap();
+            let key = read_or_create_once(dir.path(), "key", || unreachable!("the file exists")).unwrap();
+            let want = if name.starts_with("identity") { bare.clone() } else { seed.to_vec() };
+            assert_eq!(key, want, "{name}");
+            assert_eq!(fs::read(dir.path().join("key")).unwrap(), on_disk, "{name} is left as it is");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        fs::copy(fixtures.join("identity-format0.key"), dir.path().join(KEY_FILE)).unwrap();
+        assert_eq!(load_or_create(dir.path()).unwrap().public().to_peer_id(), identity.public().to_peer_id());
+        let fresh = tempfile::tempdir().unwrap();
+        load_or_create(fresh.path()).unwrap();
+        assert!(fs::read(fresh.path().join(KEY_FILE)).unwrap().starts_with(b"KKEY\x01"), "a new key file has its format");
     }
 
     #[test]

@@ -141,6 +141,32 @@ mod tests {
         assert!(!peers.contains("4001"));
     }
 
+    /// A state file of format 1, kept in `tests/fixtures` (`KURA_WRITE_FIXTURES=1` writes it
+    /// again), reads back.
+    #[test]
+    fn a_state_file_of_format_1_reads_back() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/testnet-format1.json");
+        let state = TestnetState {
+            version: 1,
+            vaults: vec![VaultEntry {
+                index: 0,
+                peer_id: "12D3KooWExample".into(),
+                addr: "/ip4/127.0.0.1/udp/4000/quic-v1/p2p/12D3KooWExample".into(),
+                port: 4000,
+                pid: 42,
+                capacity: 1 << 30,
+            }],
+            vault_args: vec!["--no-repair".into()],
+        };
+        if std::env::var_os("KURA_WRITE_FIXTURES").is_some() {
+            std::fs::write(&fixture, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().to_path_buf());
+        std::fs::copy(&fixture, layout.state_file()).unwrap();
+        assert_eq!(layout.load().unwrap(), state);
+    }
+
     #[test]
     fn future_state_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();

@@ -124,7 +124,7 @@ impl Testnet {
         let seed: [u8; 32] = rand::random();
         let path = self.layout.dir.join(kura_client::wallet::GENESIS_KEY_FILE);
         // The faucet's secret: owner-only from its first byte.
-        crate::state::write_atomic(&path, &seed, crate::state::Access::Private)?;
+        crate::state::write_atomic(&path, &kura_node::durable::encode_key(&seed), crate::state::Access::Private)?;
         let faucet = self.layout.dir.join("faucet");
         if faucet.exists() {
             std::fs::remove_dir_all(&faucet).map_err(|e| TestnetError::io(&faucet, e))?;

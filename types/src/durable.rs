@@ -98,6 +98,40 @@ pub fn create_once(dir: &Path, name: &str, access: Access, make: impl FnOnce() -
     }
 }
 
+/// The first bytes of a key file of format 1 and later.
+pub const KEY_MAGIC: [u8; 4] = *b"KKEY";
+
+/// The format of the key files this build writes.
+pub const KEY_FORMAT: u8 = 1;
+
+/// A key file's bytes for `key`: [`KEY_MAGIC`], [`KEY_FORMAT`], then the key.
+pub fn encode_key(key: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(key.len() + 5);
+    bytes.extend_from_slice(&KEY_MAGIC);
+    bytes.push(KEY_FORMAT);
+    bytes.extend_from_slice(key);
+    bytes
+}
+
+/// The key a key file holds: format 1 (see [`encode_key`]), or format 0, the bare key earlier
+/// builds wrote (no key of ours starts with the magic: a 32-byte seed does so once in 2^32,
+/// and then reads as a key of the wrong length, an error, never another key).
+pub fn decode_key(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    match bytes.strip_prefix(&KEY_MAGIC[..]) {
+        Some([KEY_FORMAT, key @ ..]) => Ok(key.to_vec()),
+        Some([format, ..]) => Err(format!("key file format {format} (this build reads {KEY_FORMAT} and the bare keys before it)")),
+        Some([]) => Err("a key file with a header and no key".into()),
+        None => Ok(bytes.to_vec()),
+    }
+}
+
+/// Reads the key file `dir/name`, or creates it once ([`create_once`], owner-only) holding
+/// `make()`'s key; returns the key, whichever format the file has.
+pub fn key_once(dir: &Path, name: &str, make: impl FnOnce() -> Vec<u8>) -> std::io::Result<Vec<u8>> {
+    let bytes = create_once(dir, name, Access::Private, || encode_key(&make()))?;
+    decode_key(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", dir.join(name).display())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +176,22 @@ mod tests {
         let second = create_once(dir.path(), "id", Access::Private, || b"second".to_vec()).unwrap();
         assert_eq!((first.as_slice(), second.as_slice()), (&b"first"[..], &b"first"[..]));
         assert_eq!(mode(&dir.path().join("id")), 0o600);
+    }
+
+    #[test]
+    fn key_files_carry_a_format_and_bare_keys_of_earlier_builds_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = key_once(dir.path(), "k", || vec![7; 32]).unwrap();
+        assert_eq!(key, vec![7; 32]);
+        let on_disk = fs::read(dir.path().join("k")).unwrap();
+        assert_eq!(&on_disk[..5], b"KKEY\x01");
+        assert_eq!(mode(&dir.path().join("k")), 0o600);
+        assert_eq!(key_once(dir.path(), "k", || vec![8; 32]).unwrap(), vec![7; 32], "made once");
+        // Format 0: the bare key.
+        fs::write(dir.path().join("old"), [9u8; 32]).unwrap();
+        assert_eq!(key_once(dir.path(), "old", || unreachable!()).unwrap(), vec![9; 32]);
+        // A format this build does not know is an error, not a key.
+        assert!(decode_key(b"KKEY\x02abc").unwrap_err().contains("format 2"));
+        assert!(decode_key(b"KKEY").is_err());
     }
 }

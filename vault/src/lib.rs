@@ -30,5 +30,5 @@ pub mod worker;
 
 pub use config::{Storage, VaultConfig, PRESETS};
 pub use error::VaultError;
-pub use info::{VaultInfo, INFO_FILE};
+pub use info::{VaultInfo, INFO_FILE, INFO_FORMAT};
 pub use server::{Vault, PLACEMENT_WINDOW};

@@ -120,6 +120,7 @@ impl Vault {
         let usage = store.usage();
         info!(peer = %node.peer_id(), ?listen, records = usage.records, bytes = usage.bytes, "vault started");
         VaultInfo {
+            format: crate::info::INFO_FORMAT,
             peer_id: node.peer_id().to_string(),
             listen_addrs: listen.iter().map(|a| a.to_string()).collect(),
             pid: std::process::id(),
