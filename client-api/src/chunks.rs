@@ -15,8 +15,9 @@ use tracing::{debug, warn};
 use crate::client::Client;
 use crate::error::ClientError;
 
-/// Vaults a lookup returns: the close group and the spares behind it.
-const CANDIDATES: usize = 20;
+/// Vaults asked for a chunk (its group, and stand-ins past it): see
+/// [`kura_node::record::CHUNK_CANDIDATES`].
+const CANDIDATES: usize = kura_node::record::CHUNK_CANDIDATES;
 /// Most vaults one download remembers as having served bad shards.
 const MAX_SHUNNED: usize = 1024;
 

@@ -74,9 +74,10 @@ impl Client {
     /// by the next one past the group.
     pub(crate) async fn store_replicas(&self, record: Record) -> Result<Replicas, ClientError> {
         let address = record.key().address;
-        let candidates = self.group(address, 2 * usize::from(REPLICAS)).await?;
-        let group = usize::from(REPLICAS).min(candidates.len());
-        let mut out = Replicas { stored: 0, needed: group / 2 + 1, group, detail: Vec::new(), stale: None };
+        let strategy = record.strategy();
+        let candidates = self.group(address, strategy.candidates()).await?;
+        let group = strategy.group_size().min(candidates.len());
+        let mut out = Replicas { stored: 0, needed: strategy.write_quorum(group), group, detail: Vec::new(), stale: None };
         let mut spares = candidates.iter().skip(group).copied();
         let send = |vault, attempt: u32| {
             let node = self.node().clone();

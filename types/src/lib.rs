@@ -2,6 +2,7 @@
 //! clients and tools agree on them without pulling in the network stack.
 //!
 //! - [`Address`]: the 256-bit XOR space.
+//! - [`kind`]: what a record kind declares (key, checks, supersession, strategy, migration).
 //! - [`record`]: record kinds, keys and replication strategies; chunk shards whose storage
 //!   address commits to their coding, owner-signed mutable pointers, and inbox messages.
 //! - [`erasure`]: Reed-Solomon coding of chunks, decoded only with the coding an address
@@ -28,6 +29,7 @@ mod address;
 pub mod audit;
 pub mod durable;
 pub mod erasure;
+pub mod kind;
 pub mod ledger;
 pub mod message;
 pub mod record;
@@ -35,4 +37,5 @@ pub mod stored;
 pub mod wire;
 
 pub use address::{Address, AddressParseError, ADDRESS_LEN};
+pub use kind::Kind;
 pub use record::{Pointer, Record, RecordError, RecordKey, RecordKind, Shard, ShardHeader, Strategy};

@@ -333,6 +333,30 @@ impl InboxRequest {
     }
 }
 
+impl crate::kind::Kind for Message {
+    const KIND: RecordKind = RecordKind::Message;
+
+    fn key(&self) -> RecordKey {
+        Message::key(self)
+    }
+
+    fn strategy(&self) -> crate::record::Strategy {
+        crate::record::Strategy::Replicated { n: crate::record::REPLICAS }
+    }
+
+    fn check(&self) -> Result<(), RecordError> {
+        self.verify()
+    }
+
+    fn size(&self) -> usize {
+        self.sealed.len() + 96
+    }
+
+    fn into_record(self) -> crate::record::Record {
+        crate::record::Record::Message(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

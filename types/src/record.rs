@@ -14,6 +14,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kind::Kind;
+
 use crate::address::Address;
 
 /// What kind of record a key names. The tags ([`RecordKind::tag`]) are stable: they are
@@ -89,12 +91,61 @@ pub enum Strategy {
     },
 }
 
+/// How a record's close group brings it back to full redundancy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairPlan {
+    /// Any `k` shards rebuild the lost ones, which go to members holding none.
+    Rebuild,
+    /// The newest valid copy (each checked against the key) goes to members lacking it.
+    CopyNewest,
+}
+
+/// Vaults a writer of a coded chunk asks: the group, and those past it that stand in for a
+/// member that refuses.
+pub const CHUNK_CANDIDATES: usize = 20;
+
 impl Strategy {
     /// How many vaults of the close group hold the record (or a shard of it).
     pub fn group_size(&self) -> usize {
         match *self {
             Strategy::ErasureCoded { k, m } => usize::from(k) + usize::from(m),
             Strategy::Replicated { n } => usize::from(n),
+        }
+    }
+
+    /// How many vaults a writer asks, closest first: the group, and those past it that stand
+    /// in for members that refuse or do not answer.
+    pub fn candidates(&self) -> usize {
+        match *self {
+            Strategy::ErasureCoded { .. } => CHUNK_CANDIDATES.max(self.group_size()),
+            Strategy::Replicated { n } => 2 * usize::from(n),
+        }
+    }
+
+    /// How many of a group of `group` vaults must store the record before a write succeeds:
+    /// every shard of a coded chunk (each is one of the `k + m`), a majority of the copies of
+    /// a replicated record (two majorities meet, so a later write sees an earlier one).
+    pub fn write_quorum(&self, group: usize) -> usize {
+        match *self {
+            Strategy::ErasureCoded { .. } => self.group_size(),
+            Strategy::Replicated { .. } => group / 2 + 1,
+        }
+    }
+
+    /// How many valid answers a reader needs: `k` distinct shards of a coded chunk; one copy
+    /// of a replicated record (each is checked against its key, and the newest read wins).
+    pub fn read_quorum(&self) -> usize {
+        match *self {
+            Strategy::ErasureCoded { k, .. } => usize::from(k),
+            Strategy::Replicated { .. } => 1,
+        }
+    }
+
+    /// How the record's group repairs it.
+    pub fn repair_plan(&self) -> RepairPlan {
+        match self {
+            Strategy::ErasureCoded { .. } => RepairPlan::Rebuild,
+            Strategy::Replicated { .. } => RepairPlan::CopyNewest,
         }
     }
 }
@@ -467,48 +518,22 @@ pub enum Record {
 impl Record {
     /// Its kind.
     pub fn kind(&self) -> RecordKind {
-        match self {
-            Record::Shard(_) => RecordKind::Shard,
-            Record::Pointer(_) => RecordKind::Pointer,
-            Record::Message(_) => RecordKind::Message,
-            Record::Transfer(_) => RecordKind::Transfer,
-        }
+        crate::each_kind!(self, r => kind_of(r))
     }
 
     /// The key it is stored under, derived from the record itself.
     pub fn key(&self) -> RecordKey {
-        match self {
-            Record::Shard(s) => s.key(),
-            Record::Pointer(p) => p.key(),
-            Record::Message(m) => m.key(),
-            Record::Transfer(e) => e.key(),
-        }
+        crate::each_kind!(self, r => Kind::key(r))
     }
 
     /// How it is replicated.
     pub fn strategy(&self) -> Strategy {
-        match self {
-            Record::Shard(s) => Strategy::ErasureCoded { k: s.header.k, m: s.header.m },
-            Record::Pointer(_) | Record::Message(_) | Record::Transfer(_) => Strategy::Replicated { n: REPLICAS },
-        }
+        crate::each_kind!(self, r => r.strategy())
     }
 
     /// Checks the record on its own (hashes, signature) and that vaults accept it.
     pub fn validate(&self) -> Result<(), RecordError> {
-        match self {
-            Record::Shard(s) => {
-                s.verify()?;
-                if !s.header.accepted() {
-                    return Err(RecordError::NotAccepted { k: s.header.k, m: s.header.m });
-                }
-                Ok(())
-            }
-            Record::Pointer(p) => p.verify(),
-            Record::Message(m) => m.verify(),
-            // The certificate's pairings are checked where a vault admits it (with its cache of
-            // verified keys, and its view of who the account's replicas are).
-            Record::Transfer(e) => e.check_shape().map_err(RecordError::Ledger),
-        }
+        crate::each_kind!(self, r => r.check())
     }
 
     /// [`Record::validate`], and that it belongs under `key`.
@@ -523,20 +548,82 @@ impl Record {
     /// Whether this record may replace `stored` under the same key: never for immutable
     /// kinds, only a newer version for mutable ones.
     pub fn supersedes(&self, stored: &Record) -> bool {
+        if self.key() != stored.key() {
+            return false;
+        }
         match (self, stored) {
-            (Record::Pointer(new), Record::Pointer(old)) => new.key() == old.key() && new.supersedes(old),
+            (Record::Pointer(new), Record::Pointer(old)) => Kind::supersedes(new, old),
+            (Record::Shard(new), Record::Shard(old)) => Kind::supersedes(new, old),
+            (Record::Message(new), Record::Message(old)) => Kind::supersedes(new, old),
+            (Record::Transfer(new), Record::Transfer(old)) => Kind::supersedes(new, old),
             _ => false,
         }
     }
 
     /// Bytes charged against a vault's quota for it.
     pub fn size(&self) -> usize {
-        match self {
-            Record::Shard(s) => s.data.len() + 32 * s.header.shard_hashes.len() + 48,
-            Record::Pointer(_) => 200,
-            Record::Message(m) => m.sealed.len() + 96,
-            Record::Transfer(e) => 400 + 40 * e.certificate.transfer.transfer.outputs.len(),
+        crate::each_kind!(self, r => r.size())
+    }
+}
+
+/// The kind of a record of kind `K`.
+fn kind_of<K: Kind>(_: &K) -> RecordKind {
+    K::KIND
+}
+
+impl Kind for Shard {
+    const KIND: RecordKind = RecordKind::Shard;
+
+    fn key(&self) -> RecordKey {
+        Shard::key(self)
+    }
+
+    fn strategy(&self) -> Strategy {
+        Strategy::ErasureCoded { k: self.header.k, m: self.header.m }
+    }
+
+    fn check(&self) -> Result<(), RecordError> {
+        self.verify()?;
+        if !self.header.accepted() {
+            return Err(RecordError::NotAccepted { k: self.header.k, m: self.header.m });
         }
+        Ok(())
+    }
+
+    fn size(&self) -> usize {
+        self.data.len() + 32 * self.header.shard_hashes.len() + 48
+    }
+
+    fn into_record(self) -> Record {
+        Record::Shard(self)
+    }
+}
+
+impl Kind for Pointer {
+    const KIND: RecordKind = RecordKind::Pointer;
+
+    fn key(&self) -> RecordKey {
+        Pointer::key(self)
+    }
+
+    fn strategy(&self) -> Strategy {
+        Strategy::Replicated { n: REPLICAS }
+    }
+
+    fn check(&self) -> Result<(), RecordError> {
+        self.verify()
+    }
+
+    fn supersedes(&self, held: &Self) -> bool {
+        Pointer::supersedes(self, held)
+    }
+
+    fn size(&self) -> usize {
+        200
+    }
+
+    fn into_record(self) -> Record {
+        Record::Pointer(self)
     }
 }
 
@@ -547,6 +634,18 @@ mod tests {
 
     fn signer() -> ed25519_dalek::SigningKey {
         ed25519_dalek::SigningKey::from_bytes(&rand::random())
+    }
+
+    #[test]
+    fn strategies_answer_placement_quorums_and_repair() {
+        let coded = Strategy::ErasureCoded { k: 4, m: 4 };
+        assert_eq!((coded.group_size(), coded.candidates(), coded.write_quorum(8), coded.read_quorum()), (8, 20, 8, 4));
+        assert_eq!(coded.repair_plan(), RepairPlan::Rebuild);
+        let replicated = Strategy::Replicated { n: REPLICAS };
+        assert_eq!((replicated.group_size(), replicated.candidates(), replicated.read_quorum()), (8, 16, 1));
+        assert_eq!(replicated.write_quorum(8), 5);
+        assert_eq!(replicated.write_quorum(3), 2, "a majority of the group found");
+        assert_eq!(replicated.repair_plan(), RepairPlan::CopyNewest);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! read, never written.
 
 use crate::ledger::SignedTransfer;
-use crate::record::{Pointer, Record, RecordKind, Shard};
+use crate::record::{Record, Shard};
 
 /// First bytes of every record written in format 2 or later.
 pub const MAGIC: &[u8; 4] = b"KREC";
@@ -43,12 +43,7 @@ pub fn encode(record: &Record) -> Vec<u8> {
     out.extend_from_slice(MAGIC);
     out.push(FORMAT);
     out.push(record.kind().tag());
-    let body = match record {
-        Record::Shard(s) => postcard::to_extend(s, out),
-        Record::Pointer(p) => postcard::to_extend(p, out),
-        Record::Message(m) => postcard::to_extend(m, out),
-        Record::Transfer(e) => postcard::to_extend(e, out),
-    };
+    let body = crate::each_kind!(record, r => postcard::to_extend(r, out));
     // Serializing these plain structs into a Vec cannot fail.
     body.unwrap_or_default()
 }
@@ -61,13 +56,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, FormatError> {
             return Err(FormatError::Newer(format));
         }
         let (&tag, body) = rest.split_first().ok_or_else(|| FormatError::Unreadable("no kind tag".into()))?;
-        return match RecordKind::from_tag(tag) {
-            Some(RecordKind::Shard) => whole::<Shard>(body).map(Record::Shard),
-            Some(RecordKind::Pointer) => whole::<Pointer>(body).map(Record::Pointer),
-            Some(RecordKind::Message) => whole::<crate::message::Message>(body).map(Record::Message),
-            Some(RecordKind::Transfer) => whole::<crate::ledger::Entry>(body).map(Record::Transfer),
-            None => Err(FormatError::UnknownKind(tag)),
-        };
+        return crate::kind::read_stored(tag, body, format);
     }
     match bytes.split_first() {
         Some((&FORMAT_1_LEAD, body)) => whole::<Shard>(body).map(Record::Shard),
@@ -101,7 +90,7 @@ pub fn decode_transfer(bytes: &[u8]) -> Result<SignedTransfer, FormatError> {
     }
 }
 
-fn whole<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, FormatError> {
+pub(crate) fn whole<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, FormatError> {
     let (value, rest) = postcard::take_from_bytes(body).map_err(|e| FormatError::Unreadable(e.to_string()))?;
     if !rest.is_empty() {
         return Err(FormatError::Unreadable(format!("{} trailing bytes", rest.len())));
@@ -113,6 +102,7 @@ fn whole<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, FormatError
 mod tests {
     use super::*;
     use crate::erasure::Coding;
+    use crate::record::Pointer;
     use crate::Address;
     use proptest::prelude::*;
 

@@ -547,6 +547,32 @@ pub struct AccountView {
     /// the owner must finish it before any other (a wallet that lost it learns it here).
     pub pending: Option<SignedTransfer>,
 }
+impl crate::kind::Kind for Entry {
+    const KIND: crate::record::RecordKind = crate::record::RecordKind::Transfer;
+
+    fn key(&self) -> crate::record::RecordKey {
+        Entry::key(self)
+    }
+
+    fn strategy(&self) -> crate::record::Strategy {
+        crate::record::Strategy::Replicated { n: crate::record::REPLICAS }
+    }
+
+    /// The certificate's pairings are checked where a vault admits it (with its cache of
+    /// verified keys, and its view of who the account's replicas are).
+    fn check(&self) -> Result<(), crate::record::RecordError> {
+        self.check_shape().map_err(crate::record::RecordError::Ledger)
+    }
+
+    fn size(&self) -> usize {
+        400 + 40 * self.certificate.transfer.transfer.outputs.len()
+    }
+
+    fn into_record(self) -> crate::record::Record {
+        crate::record::Record::Transfer(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
