@@ -11,13 +11,10 @@ use std::time::Duration;
 
 use kura_node::wire::{RemoteError, Request, Response};
 use kura_node::{Address, NodeError, NodeHandle, PeerId, RecordKind};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 
 use crate::config::VaultConfig;
-use crate::store::RecordStore;
-
-/// More store writes than can ever be in flight at once.
-const MAX_WRITES: u32 = 1 << 20;
+use crate::store::{RecordStore, StoreActor};
 
 /// A vault's shared context: cheap to clone, handed to every subsystem.
 #[derive(Clone)]
@@ -28,11 +25,8 @@ pub(crate) struct Ctx {
 
 struct Core {
     config: VaultConfig,
-    store: Arc<dyn RecordStore>,
-    /// One permit per store write or delete in flight, held by the blocking task that does it;
-    /// [`Ctx::drain_writes`] takes them all, so the index is marked clean only once nothing
-    /// is writing.
-    writes: Arc<Semaphore>,
+    /// The store's actor: reads and writes of record files go through it.
+    store: StoreActor,
     /// Tells the workers to stop once their current step is done.
     stop: watch::Sender<bool>,
     /// Short tasks started in the background (an account's comparison with its group, a
@@ -43,17 +37,8 @@ struct Core {
 impl Ctx {
     /// The context of a vault with network handle `node`, configuration `config` and store
     /// `store`.
-    pub(crate) fn new(node: NodeHandle, config: VaultConfig, store: Arc<dyn RecordStore>) -> Ctx {
-        Ctx {
-            node,
-            core: Arc::new(Core {
-                config,
-                store,
-                writes: Arc::new(Semaphore::new(MAX_WRITES as usize)),
-                stop: watch::channel(false).0,
-                background: Default::default(),
-            }),
-        }
+    pub(crate) fn new(node: NodeHandle, config: VaultConfig, store: StoreActor) -> Ctx {
+        Ctx { node, core: Arc::new(Core { config, store, stop: watch::channel(false).0, background: Default::default() }) }
     }
 
     /// The vault's network handle.
@@ -66,9 +51,14 @@ impl Ctx {
         &self.core.config
     }
 
-    /// The vault's record store (its index is in memory; reads of record bytes go through
-    /// [`crate::records::Records`], off the async threads).
+    /// The vault's record store, for index lookups (in memory); reads and writes of record
+    /// files go through [`Ctx::actor`].
     pub(crate) fn store(&self) -> &Arc<dyn RecordStore> {
+        self.core.store.store()
+    }
+
+    /// The store's actor, which reads and writes record files off the async threads.
+    pub(crate) fn actor(&self) -> &StoreActor {
         &self.core.store
     }
 
@@ -88,7 +78,7 @@ impl Ctx {
     /// The addresses this vault holds records at, with the kind held there (a shard of a
     /// chunk, or a replicated record).
     pub(crate) fn held(&self) -> BTreeMap<Address, RecordKind> {
-        self.core.store.keys().into_iter().map(|k| (k.address, k.kind)).collect()
+        self.store().keys().into_iter().map(|k| (k.address, k.kind)).collect()
     }
 
     /// The vaults responsible for `address`, closest first (its `n` closest, and the placement
@@ -100,11 +90,6 @@ impl Ctx {
             return Err(RemoteError::NotResponsible(address));
         }
         Ok(vaults)
-    }
-
-    /// A permit to write to the store, or `None` once shutdown has begun.
-    pub(crate) fn write_permit(&self) -> Option<OwnedSemaphorePermit> {
-        self.core.writes.clone().try_acquire_owned().ok()
     }
 
     /// Runs `task` in the background until it ends or the vault shuts down.
@@ -133,19 +118,11 @@ impl Ctx {
         self.core.background.lock().unwrap_or_else(|e| e.into_inner()).abort_all();
     }
 
-    /// Waits (up to `limit`) until no store write is in flight and refuses every later one;
-    /// says whether the writes finished in time.
+    /// Refuses every later store read or write and waits (up to `limit`) for those under
+    /// way; says whether they finished in time. A job runs on the store's own thread, which
+    /// no abort stops: only once the actor has closed may the index be marked clean.
     pub(crate) async fn drain_writes(&self, limit: Duration) -> bool {
-        // A write's permit lives in its blocking task, which an abort does not stop: holding
-        // every permit means every write has finished, and no new one can start.
-        match tokio::time::timeout(limit, self.core.writes.acquire_many(MAX_WRITES)).await {
-            Ok(Ok(all)) => {
-                all.forget();
-                self.core.writes.close();
-                true
-            }
-            _ => false,
-        }
+        self.core.store.close(limit).await
     }
 }
 

@@ -249,13 +249,8 @@ impl Records {
     /// Writes a checked record in the disk format.
     async fn write_record(&self, key: RecordKey, record: &Record) -> Result<(), RemoteError> {
         let bytes = stored::encode(record);
-        let store = self.ctx.store().clone();
-        let permit = self.ctx.write_permit().ok_or(RemoteError::Busy)?;
-        let written = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            store.put(&key, &bytes)
-        });
-        match written.await.map_err(internal)? {
+        let written = self.ctx.actor().run(move |store| store.put(&key, &bytes)).await;
+        match written.and_then(|w| w) {
             Ok(()) => {
                 // Held again: losing it from now on is a loss, not a hand-on.
                 self.state.released.forget(&key);
@@ -265,6 +260,8 @@ impl Records {
                 self.state.refused_full.fetch_add(1, Ordering::Relaxed);
                 Err(RemoteError::Full { used, capacity, wanted })
             }
+            // Shutting down: the sender tries another vault or later.
+            Err(StoreError::Closed) => Err(RemoteError::Busy),
             Err(e) => {
                 warn!(%key, error = %e, "storing a record failed");
                 Err(internal(e))
@@ -281,8 +278,7 @@ impl Records {
 
     /// [`Records::read_record`] for many keys at once; returns those that check out.
     pub(crate) async fn read_records(&self, keys: Vec<RecordKey>) -> Result<Vec<Record>, StoreError> {
-        let store = self.ctx.store().clone();
-        let (records, corrupt) = tokio::task::spawn_blocking(move || {
+        let (records, corrupt) = self.ctx.actor().run(move |store| {
             let mut records = Vec::new();
             let mut corrupt = 0u64;
             for key in keys {
@@ -300,8 +296,7 @@ impl Records {
             }
             Ok::<_, StoreError>((records, corrupt))
         })
-        .await
-        .map_err(|e| StoreError::Index(e.to_string()))??;
+        .await??;
         self.state.corrupt.fetch_add(corrupt, Ordering::Relaxed);
         Ok(records)
     }
@@ -345,16 +340,9 @@ impl Records {
         if let Ok(rules) = self.rules(key.kind) {
             rules.gone(&key);
         }
-        let store = self.ctx.store().clone();
-        let Some(permit) = self.ctx.write_permit() else { return };
-        let deleted = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            store.delete(&key)
-        });
-        match deleted.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(%key, error = %e, "deleting a record failed"),
-            Err(e) => warn!(%key, error = %e, "deleting a record failed"),
+        match self.ctx.actor().run(move |store| store.delete(&key)).await {
+            Ok(Ok(_)) | Err(StoreError::Closed) => {}
+            Ok(Err(e)) | Err(e) => warn!(%key, error = %e, "deleting a record failed"),
         }
     }
 

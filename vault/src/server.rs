@@ -28,7 +28,7 @@ use crate::payments::Payments;
 use crate::pointer::Pointers;
 use crate::records::{KindRules, Records};
 use crate::repair::Repair;
-use crate::store::{DiskStore, MemoryStore, RecordStore};
+use crate::store::{DiskStore, MemoryStore, RecordStore, StoreActor};
 
 /// The default placement window ([`VaultConfig::placement_window`]).
 pub const PLACEMENT_WINDOW: usize = 20;
@@ -128,6 +128,7 @@ impl Vault {
         }
         .write(&config.root)?;
         let ledger_dir = (config.storage == Storage::Disk).then(|| config.root.join("ledger"));
+        let store = StoreActor::start(store).map_err(|source| VaultError::Io { path: config.root.clone(), source })?;
         let vault = Vault::assemble(node, config, store, disk, keypair, kura_node::ledger::WalletKey::from_seed(&bls_seed), genesis, ledger_dir, verifier);
         vault.start_workers(inbound);
         Ok(vault)
@@ -139,7 +140,7 @@ impl Vault {
     fn assemble(
         node: NodeHandle,
         config: VaultConfig,
-        store: Arc<dyn RecordStore>,
+        store: StoreActor,
         disk: Option<Arc<DiskStore>>,
         keypair: kura_node::Keypair,
         bls: kura_node::ledger::WalletKey,
@@ -370,16 +371,22 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
         // And one write that is slow to finish (a slow disk): shutdown must wait for it.
-        let slow = vault.ctx.write_permit().unwrap();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let slow = tokio::spawn({
+            let vault = vault.clone();
+            async move { vault.ctx.actor().run(move |_| { let _ = wait.recv(); }).await }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
         let closing = tokio::spawn({
             let vault = vault.clone();
             async move { vault.shutdown().await }
         });
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!closing.is_finished(), "shutdown returned while a write was in flight");
-        assert!(vault.ctx.write_permit().is_none(), "no new write starts once shutdown has begun");
-        drop(slow);
+        assert!(vault.ctx.actor().run(|_| ()).await.is_err(), "no new write starts once shutdown has begun");
+        drop(release);
         closing.await.unwrap();
+        assert!(slow.await.unwrap().is_ok(), "the slow write ran to its end");
         let record_files = || {
             let mut files = 0;
             for prefix in std::fs::read_dir(dir.path().join("store/shard")).into_iter().flatten().flatten() {

@@ -4,6 +4,7 @@
 //! what a record means: the vault checks records of each kind before storing and after
 //! reading, so later record kinds reuse the same stores.
 
+mod actor;
 mod disk;
 mod memory;
 
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 
 use kura_node::{Address, RecordKey, RecordKind};
 
+pub use actor::StoreActor;
 pub use disk::DiskStore;
 pub use memory::MemoryStore;
 
@@ -69,6 +71,9 @@ pub enum StoreError {
         /// The newest format this build knows.
         known: u32,
     },
+    /// The store is closing (the vault is shutting down): nothing more is read or written.
+    #[error("the store is closing")]
+    Closed,
 }
 
 /// A place to keep records.
