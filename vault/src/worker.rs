@@ -6,8 +6,9 @@
 //! a failing step backs off exponentially ([`Backoff`]). Each worker owns its state; what is
 //! due when is plain state with time passed in (the repair worker's
 //! [`crate::repair::Schedule`], [`Periodic`] here), so scheduling is tested without sockets or
-//! sleeps. Shutdown aborts the workers' tasks; store writes they started run to completion
-//! first (see `Vault::shutdown`).
+//! sleeps. At shutdown a worker is told to stop ([`Workers::spawn`]'s stop signal), finishes
+//! the step under way and is aborted if it has not within the vault's deadline; store writes
+//! it started run to completion on the store's threads first (see `Vault::shutdown`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -123,7 +123,7 @@ pub(crate) struct State {
     /// Locks that make signing and storing at one account take turns (an account hashes to
     /// one of them): a payee credited by many payers at once queues, it does not refuse.
     stripes: Vec<Arc<tokio::sync::Mutex<()>>>,
-    /// Accounts whose group is to be compared soon (see [`Vault::entry_stored`]).
+    /// Accounts whose group is to be compared soon (see [`Ledger::entry_stored`]).
     scheduled: Mutex<HashSet<Address>>,
     /// Accounts being caught up on (bounded: a flood of refused transfers starts few).
     catching_up: Mutex<HashSet<Address>>,
