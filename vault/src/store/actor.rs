@@ -51,7 +51,9 @@ impl StoreActor {
                 // One thread waits on the queue at a time; the others wait for the lock.
                 let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                 let Ok((job, _room)) = next else { return };
-                job(store.as_ref());
+                // A job that panics loses its answer (its caller gets an error), not the thread:
+                // were every thread lost, queued jobs would wait for ever.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(store.as_ref())));
             })?;
             threads.push(thread);
         }
@@ -123,5 +125,15 @@ mod tests {
         assert!(closing.await.unwrap(), "every job ended");
         assert!(slow.await.unwrap().unwrap().unwrap(), "the slow job ran to its end");
         assert!(actor.store().keys().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_job_that_panics_fails_alone_and_the_threads_stay() {
+        let actor = StoreActor::start(Arc::new(MemoryStore::new(1 << 20))).unwrap();
+        for _ in 0..2 * THREADS {
+            assert!(actor.run(|_| -> () { panic!("a bad job") }).await.is_err());
+        }
+        assert_eq!(actor.run(|_| 7).await.unwrap(), 7, "every thread still runs jobs");
+        assert!(actor.close(Duration::from_secs(5)).await);
     }
 }
