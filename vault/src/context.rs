@@ -97,7 +97,7 @@ impl Ctx {
         if *self.core.stop.borrow() {
             return;
         }
-        let mut background = self.core.background.lock().unwrap_or_else(|e| e.into_inner());
+        let mut background = lock(&self.core.background);
         while background.try_join_next().is_some() {}
         background.spawn(task);
     }
@@ -115,7 +115,7 @@ impl Ctx {
 
     /// Aborts the background tasks still running.
     pub(crate) fn abort_background(&self) {
-        self.core.background.lock().unwrap_or_else(|e| e.into_inner()).abort_all();
+        lock(&self.core.background).abort_all();
     }
 
     /// Refuses every later store read or write and waits (up to `limit`) for those under

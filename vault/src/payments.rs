@@ -210,9 +210,7 @@ impl Payments {
                 let payments = self.clone();
                 self.ctx.spawn_background(async move {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    if let Some(b) = payments.own_balance().await {
-                        *lock(&payments.state.balance) = Some(b);
-                    }
+                    payments.refresh_balance().await;
                     payments.state.refreshing.store(false, Ordering::Relaxed);
                 });
             }
@@ -244,6 +242,14 @@ impl Payments {
         }
         self.state.stats.unpaid_dropped.fetch_add(due.len() as u64, Ordering::Relaxed);
         due.len()
+    }
+
+    /// Reads this vault's balance ([`Payments::own_balance`]) and keeps it for status, unless
+    /// the replicas did not agree.
+    async fn refresh_balance(&self) {
+        if let Some(b) = self.own_balance().await {
+            *lock(&self.state.balance) = Some(b);
+        }
     }
 
     /// This vault's balance, as its account's replicas agree on it (asked now, 2 s at most).
@@ -319,10 +325,7 @@ impl crate::worker::Worker for LedgerWorker {
         }
         if now >= self.next_balance {
             self.next_balance = now + BALANCE_EVERY;
-            let b = self.payments.own_balance().await;
-            if b.is_some() {
-                *lock(&self.payments.state.balance) = b;
-            }
+            self.payments.refresh_balance().await;
         }
         Ok(crate::worker::WorkState::Idle)
     }

@@ -10,7 +10,7 @@ use kura_node::wire::RemoteError;
 use kura_node::{Address, NodeError, Record, RecordKey};
 
 use crate::context::Ctx;
-use crate::records::{Guard, KindRules, Records};
+use crate::records::{Guard, Held, KindRules, Records};
 use crate::repair::Repair;
 
 /// The pointer rules of a vault.
@@ -33,6 +33,21 @@ impl KindRules for Pointers {
         self.ctx.responsible(key.address, record.strategy().group_size()).await?;
         // Versions of one pointer are written one at a time.
         self.records.lock_address(key.address)
+    }
+
+    fn held_already(&self, held: &Record, record: &Record, key: &RecordKey) -> Result<Held, RemoteError> {
+        if held == record {
+            return Ok(Held::Same);
+        }
+        // Only a newer version its owner signed replaces the one held.
+        if !record.supersedes(held) {
+            let version = match held {
+                Record::Pointer(p) => p.version,
+                _ => 0,
+            };
+            return Err(RemoteError::Stale { key: *key, held: version });
+        }
+        Ok(Held::Superseded)
     }
 
     fn stored(&self, _record: &Record, key: &RecordKey) {

@@ -61,21 +61,9 @@ pub(crate) trait KindRules: Send + Sync {
     /// record is stored.
     async fn admit(&self, record: &Record, key: &RecordKey) -> Result<Guard, RemoteError>;
 
-    /// What to do when `held` is stored under the key already: by default, the same record is
-    /// acknowledged, a record that supersedes it replaces it, and any other is stale.
-    fn held_already(&self, held: &Record, record: &Record, key: &RecordKey) -> Result<Held, RemoteError> {
-        if held == record {
-            return Ok(Held::Same);
-        }
-        if !record.supersedes(held) {
-            let version = match held {
-                Record::Pointer(p) => p.version,
-                _ => 0,
-            };
-            return Err(RemoteError::Stale { key: *key, held: version });
-        }
-        Ok(Held::Superseded)
-    }
+    /// What to do when `held` is stored under the key already: acknowledge it as the same,
+    /// replace it, or refuse.
+    fn held_already(&self, held: &Record, record: &Record, key: &RecordKey) -> Result<Held, RemoteError>;
 
     /// The last check, with the guard held, just before the record is written.
     async fn before_write(&self, _record: &Record) -> Result<Verdict, RemoteError> {

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::audit::Auditor;
 use crate::config::{Storage, VaultConfig};
-use crate::context::{internal, Ctx};
+use crate::context::{internal, lock, Ctx};
 use crate::error::VaultError;
 use crate::inbox::Inbox;
 use crate::info::VaultInfo;
@@ -40,9 +40,9 @@ pub struct Vault {
     records: Records,
     auditor: Auditor,
     repair: Repair,
-    /// The replicated kinds' rules (pointers, messages, ledger entries): the records' table
-    /// holds them weakly, the vault owns them.
-    _kinds: Arc<[Arc<dyn KindRules>]>,
+    /// The pointer rules: the records' table holds every kind's rules weakly, the vault owns
+    /// them (this field, `inbox` and `ledger`).
+    _pointers: Arc<Pointers>,
     inbox: Arc<Inbox>,
     ledger: Arc<Ledger>,
     payments: Payments,
@@ -157,13 +157,12 @@ impl Vault {
         let ledger = Arc::new(Ledger::new(ctx.clone(), records.clone(), repair.clone(), bls, &keypair, genesis, ledger_dir, verifier));
         let payments = Payments::new(ctx.clone(), records.clone(), (*ledger).clone(), keypair);
         let kinds: [(RecordKind, Arc<dyn KindRules>); 3] =
-            [(RecordKind::Pointer, pointers), (RecordKind::Message, inbox.clone()), (RecordKind::Transfer, ledger.clone())];
+            [(RecordKind::Pointer, pointers.clone()), (RecordKind::Message, inbox.clone()), (RecordKind::Transfer, ledger.clone())];
         for (kind, rules) in &kinds {
             records.register(*kind, Arc::downgrade(rules));
         }
-        let kinds = kinds.into_iter().map(|(_, rules)| rules).collect();
         let life = Life { started: Instant::now(), disk, workers: Default::default(), tasks: Default::default() };
-        Vault { ctx, records, auditor, repair, _kinds: kinds, inbox, ledger, payments, life: Arc::new(life) }
+        Vault { ctx, records, auditor, repair, _pointers: pointers, inbox, ledger, payments, life: Arc::new(life) }
     }
 
     /// Starts the request loop and the workers the configuration turns on.
@@ -179,7 +178,7 @@ impl Vault {
         let purge = Duration::from_secs(config.message_purge_secs.max(1));
         tasks.push(workers.spawn(crate::inbox::InboxWorker::new((*self.inbox).clone(), purge), self.ctx.stop_signal()));
         tasks.push(workers.spawn(crate::payments::LedgerWorker::new(self.payments.clone()), self.ctx.stop_signal()));
-        *self.life.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
+        *lock(&self.life.tasks) = tasks;
     }
 
     /// The vault's network handle.
@@ -204,7 +203,7 @@ impl Vault {
         // The request loop ends once the node's queue closes; workers finish the step under
         // way. Whatever has not finished by the deadline is aborted.
         self.ctx.stop();
-        let tasks = std::mem::take(&mut *self.life.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let tasks = std::mem::take(&mut *lock(&self.life.tasks));
         let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
         if tokio::time::timeout(WORKERS_DRAIN, futures::future::join_all(tasks)).await.is_err() {
             debug!("workers still busy at the shutdown deadline; aborted");
