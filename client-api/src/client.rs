@@ -31,6 +31,10 @@ pub struct ClientConfig {
     pub faucet: Option<Arc<crate::Wallet>>,
     /// The most a put may cost, in units; a put estimated above it stores nothing.
     pub max_cost: Option<u64>,
+    /// The network's genesis key, against which vaults' ages are checked. When unset, the
+    /// client takes it from its bootstrap vaults, all of which must agree (it trusts them to
+    /// show it the network anyway).
+    pub genesis: Option<Vec<u8>>,
 }
 
 impl Default for ClientConfig {
@@ -42,6 +46,7 @@ impl Default for ClientConfig {
             prefetch: 4,
             wallet: None,
             faucet: None,
+            genesis: None,
             max_cost: None,
         }
     }
@@ -61,6 +66,10 @@ pub struct Client {
     pub(crate) verifier: Arc<std::sync::OnceLock<Option<kura_node::verifier::Verifier>>>,
     /// Storage quotes, bills and payments (see [`crate::payments`]).
     pub(crate) payments: Arc<crate::payments::Payments>,
+    /// The vaults this client joined through (asked for the genesis key).
+    bootstrap: Arc<Vec<PeerId>>,
+    /// The ages this client has learned, once it knows the genesis key.
+    elders: Arc<tokio::sync::OnceCell<Arc<kura_node::elders::Elders>>>,
 }
 
 /// How long a looked-up close group is reused: a payment asks one group three times in a
@@ -80,6 +89,10 @@ impl Client {
     /// vault is in the routing table.
     pub async fn connect_with(peers: Vec<Multiaddr>, config: ClientConfig) -> Result<Client, ClientError> {
         let tried = peers.len();
+        let bootstrap: Vec<PeerId> = peers
+            .iter()
+            .filter_map(|a| a.iter().find_map(|p| if let kura_node::Protocol::P2p(id) = p { Some(id) } else { None }))
+            .collect();
         let (node, _inbound) =
             kura_node::spawn(NodeConfig::client(Keypair::generate_ed25519()).with_bootstrap(peers)).await?;
         let start = Instant::now();
@@ -97,7 +110,49 @@ impl Client {
             verified: Default::default(),
             verifier: Default::default(),
             payments: Default::default(),
+            bootstrap: Arc::new(bootstrap),
+            elders: Default::default(),
         })
+    }
+
+    /// The ages this client has learned (set up on first use with the network's genesis key:
+    /// the configured one, or the one every bootstrap vault that answers shows).
+    pub async fn elders(&self) -> Result<Arc<kura_node::elders::Elders>, ClientError> {
+        self.elders
+            .get_or_try_init(|| async {
+                if let Some(g) = &self.config.genesis {
+                    return Ok(kura_node::elders::Elders::new(Some(g.clone())));
+                }
+                let mut asked = self.bootstrap.iter().take(8).copied().collect::<Vec<_>>();
+                if asked.is_empty() {
+                    asked = self.node.routing_table().await?.into_iter().take(8).collect();
+                }
+                let answers = futures::future::join_all(asked.iter().map(|&p| self.node.request(p, Request::Age))).await;
+                let shown: Vec<Option<Vec<u8>>> = answers
+                    .into_iter()
+                    .filter_map(|a| match a {
+                        Ok(Response::Age { genesis, .. }) => Some(genesis),
+                        _ => None,
+                    })
+                    .collect();
+                match shown.first() {
+                    None => Err(ClientError::Wallet(format!("none of the {} bootstrap vaults showed the network's genesis key; try again", asked.len()))),
+                    Some(first) if shown.iter().all(|g| g == first) => Ok(kura_node::elders::Elders::new(first.clone())),
+                    Some(_) => Err(ClientError::Wallet("the bootstrap vaults disagree on the network's genesis key: they are not one network".into())),
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    /// The committee of `account`: its [`kura_node::REPLICAS`] closest elders (vaults with a
+    /// proven age; see [`kura_node::elders`]), closest first, and how many elders a committee
+    /// has on this network as this client knows it.
+    pub async fn committee(&self, account: Address) -> Result<(Vec<PeerId>, usize), ClientError> {
+        let elders = self.elders().await?;
+        let near = self.group(account, 2 * usize::from(kura_node::REPLICAS)).await?;
+        let members: Vec<PeerId> = elders.elders(&self.node, near).await.into_iter().take(usize::from(kura_node::REPLICAS)).collect();
+        Ok((members, elders.committee_size()))
     }
 
     /// The client's settings.

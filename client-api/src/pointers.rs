@@ -75,9 +75,13 @@ impl Client {
     pub(crate) async fn store_replicas(&self, record: Record) -> Result<Replicas, ClientError> {
         let address = record.key().address;
         let strategy = record.strategy();
-        let candidates = self.group(address, strategy.candidates()).await?;
+        // A transfer is held by its account's committee of elders only.
+        let candidates = match record.key().kind {
+            kura_node::RecordKind::Transfer => self.committee(address).await?.0,
+            _ => self.group(address, strategy.candidates()).await?,
+        };
         let group = strategy.group_size().min(candidates.len());
-        let mut out = Replicas { stored: 0, needed: strategy.write_quorum(group), group, detail: Vec::new(), stale: None };
+        let mut out = Replicas { stored: 0, needed: strategy.write_quorum(group), detail: Vec::new(), stale: None };
         let mut spares = candidates.iter().skip(group).copied();
         let send = |vault, attempt: u32| {
             let node = self.node().clone();
@@ -194,8 +198,6 @@ fn describe(result: Result<Response, NodeError>) -> String {
 pub(crate) struct Replicas {
     pub(crate) stored: usize,
     needed: usize,
-    /// Group members sent to.
-    pub(crate) group: usize,
     pub(crate) detail: Vec<String>,
     stale: Option<u64>,
 }

@@ -12,15 +12,15 @@
 //! Reads ask the whole committee. A balance is believed when a quorum of the committee
 //! agrees on it and the certificates one of them holds add up to it; otherwise the client adds
 //! up the certificates the replicas hold itself, counting only those whose signers are a
-//! quorum of the payer's committee or that [`VOUCHERS`] replicas hold, so three lying replicas
+//! quorum of the payer's committee or that [`VOUCHERS`](kura_node::committee::VOUCHERS) replicas hold, so three lying replicas
 //! can neither show a balance nor hide one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
-use kura_node::committee::{quorum_of, VOUCHERS};
-use kura_node::ledger::{Certificate, Entry, LedgerError, Output, SignedTransfer, Summary, WalletKey, QUORUM};
+use kura_node::committee::{quorum_of, vouchers};
+use kura_node::ledger::{quorum, Certificate, Entry, LedgerError, Output, SignedTransfer, Summary, WalletKey, QUORUM};
 use kura_node::record::REPLICAS;
 use kura_node::wire::{RemoteError, Request, Response};
 use kura_node::{Address, NodeError, PeerId, Record, RecordError};
@@ -204,7 +204,7 @@ impl Client {
                     *wallet.spent.lock().unwrap_or_else(|e| e.into_inner()) = Some(nonce + 1);
                     return Ok(cert);
                 }
-                Err(Uncertified { signed: 0, conflict, reasons }) => {
+                Err(Uncertified { signed: 0, conflict, reasons, needed }) => {
                     wallet.set_pending(None)?;
                     match conflict {
                         // A transfer of ours at this nonce that we no longer had: finish it,
@@ -212,11 +212,11 @@ impl Client {
                         Some(theirs) => self.finish(wallet, theirs).await?,
                         // The nonce remembered may be stale: read the account and try again.
                         None if known.is_some() => {}
-                        None => return Err(uncertified_error(0, reasons)),
+                        None => return Err(uncertified_error(0, needed, reasons)),
                     }
                 }
                 // Some replicas promised it: it stays pending, and the next payment finishes it.
-                Err(Uncertified { signed, reasons, .. }) => return Err(uncertified_error(signed, reasons)),
+                Err(Uncertified { signed, reasons, needed, .. }) => return Err(uncertified_error(signed, needed, reasons)),
             }
         }
         Err(ClientError::Wallet("the account's replicas keep disagreeing on its next nonce; try again".into()))
@@ -232,7 +232,7 @@ impl Client {
         match self.certify(&signed).await {
             Ok(cert) => self.confirm(&cert).await?,
             Err(Uncertified { signed: 0, .. }) => {} // no replica promised it: drop it
-            Err(Uncertified { signed, reasons, .. }) => return Err(uncertified_error(signed, reasons)),
+            Err(Uncertified { signed, reasons, needed, .. }) => return Err(uncertified_error(signed, needed, reasons)),
         }
         wallet.set_pending(None)
     }
@@ -240,11 +240,13 @@ impl Client {
     /// Asks every replica of the paying account to sign; aggregates a quorum.
     async fn certify(&self, signed: &SignedTransfer) -> Result<Certificate, Uncertified> {
         let from = signed.transfer.from_address();
-        let group = self.group(from, usize::from(REPLICAS)).await.map_err(|e| Uncertified {
+        let (group, size) = self.committee(from).await.map_err(|e| Uncertified {
+            needed: QUORUM,
             signed: 0,
             conflict: None,
             reasons: vec![e.to_string()],
         })?;
+        let need = quorum(size);
         let ask = |vault: PeerId, attempt: u32| {
             let node = self.node().clone();
             let signed = signed.clone();
@@ -263,7 +265,7 @@ impl Client {
         loop {
             // A quorum is enough: the slowest replicas of the group are not waited for (they
             // were asked, and sign all the same).
-            while shares.len() < QUORUM {
+            while shares.len() < need {
                 let Some((vault, attempt, answer)) = asks.next().await else { break };
                 match answer {
                     Ok(Response::Signed(share)) if share.binding.peer == vault => shares.push((share.binding, share.signature)),
@@ -286,14 +288,14 @@ impl Client {
                 }
             }
             let signed_count = shares.len();
-            if signed_count < QUORUM {
+            if signed_count < need {
                 let reasons = match checked {
                     true => vec![format!("only {signed_count} of the signatures verify")],
                     false => reasons,
                 };
-                return Err(Uncertified { signed: signed_count, conflict, reasons });
+                return Err(Uncertified { signed: signed_count, needed: need, conflict, reasons });
             }
-            let fail = |reasons| Uncertified { signed: signed_count, conflict: None, reasons };
+            let fail = |reasons| Uncertified { signed: signed_count, needed: need, conflict: None, reasons };
             // One pairing for all; only if that fails, one per share to find the bad ones,
             // and the rest of the group's answers are waited for.
             let cert = Certificate::aggregate(signed.clone(), shares.clone()).map_err(|e| fail(vec![e.to_string()]))?;
@@ -382,13 +384,14 @@ impl Client {
             let entry = Record::Transfer(Entry { account, certificate: cert.clone() });
             (account, self.store_replicas(entry).await)
         });
+        let needed = quorum(self.elders().await?.committee_size());
         for (account, outcome) in futures::future::join_all(stores).await {
             let outcome = outcome?;
-            if outcome.stored < QUORUM.min(outcome.group) {
+            if outcome.stored < needed {
                 return Err(ClientError::NotStored {
                     what: format!("transfer at account {account}"),
                     stored: outcome.stored,
-                    needed: QUORUM,
+                    needed,
                     detail: outcome.detail.join("; "),
                 });
             }
@@ -400,7 +403,7 @@ impl Client {
     /// one of them holds add up to it; else what the certificates its replicas hold add up
     /// to, counting only those this client can place (see the module's docs).
     pub async fn balance(&self, account: Address) -> Result<Balance, ClientError> {
-        let group = self.group(account, usize::from(REPLICAS)).await?;
+        let (group, size) = self.committee(account).await?;
         let asks = group.iter().map(|&v| async move { (v, self.ask_retrying(v, Request::Account(account)).await) });
         let mut votes: HashMap<(i128, u64), Vec<PeerId>> = HashMap::new();
         let mut geneses: HashMap<u64, usize> = HashMap::new();
@@ -426,15 +429,15 @@ impl Client {
             return Err(ClientError::Wallet(format!("no replica of account {account} answered ({} asked); try again", group.len())));
         }
         let genesis = geneses.into_iter().max_by_key(|(g, n)| (*n, std::cmp::Reverse(*g))).map_or(0, |(g, _)| g);
-        let needed = QUORUM.min(group.len());
+        let needed = quorum(size);
         let agreed = votes.iter().filter(|(_, v)| v.len() >= needed).max_by_key(|((_, nonce), v)| (*nonce, v.len()));
         if let Some((&(balance, nonce), voters)) = agreed {
-            let behind = self.summed(account, &voters[..1], genesis, false).await?;
+            let behind = self.summed(account, &voters[..1], genesis, false, size).await?;
             if (behind.balance(), behind.nonce()) == (balance, nonce) {
                 return Ok(Balance { balance, nonce, agreeing: voters.len(), pending });
             }
         }
-        let summed = self.summed(account, &answered, genesis, true).await?;
+        let summed = self.summed(account, &answered, genesis, true, size).await?;
         let (balance, nonce) = (summed.balance(), summed.nonce());
         let agreeing = votes.get(&(balance, nonce)).map_or(0, Vec::len);
         Ok(Balance { balance, nonce, agreeing, pending })
@@ -443,8 +446,9 @@ impl Client {
     /// What the certificates that `vaults` hold at `account` add up to, each verified (and
     /// counted as the ledger's rules say: a debit once per nonce, a credit once per payer and
     /// nonce). With `strict`, a certificate counts only if its signers are a quorum of the
-    /// payer's committee as this client finds it, or if [`VOUCHERS`] of `vaults` hold it.
-    async fn summed(&self, account: Address, vaults: &[PeerId], genesis: u64, strict: bool) -> Result<Summary, ClientError> {
+    /// payer's committee as this client finds it, or if [`VOUCHERS`](kura_node::committee::VOUCHERS) of `vaults` (elders of
+    /// the account's committee, `size` of them on this network) hold it.
+    async fn summed(&self, account: Address, vaults: &[PeerId], genesis: u64, strict: bool, size: usize) -> Result<Summary, ClientError> {
         let mut found: BTreeMap<[u8; 32], (Entry, usize)> = BTreeMap::new();
         for &vault in vaults {
             for e in self.held_at(vault, account).await {
@@ -456,10 +460,10 @@ impl Client {
             if self.verify_certificate(&entry.certificate).await.is_err() {
                 continue;
             }
-            if strict && holders < VOUCHERS {
+            if strict && holders < vouchers(size) {
                 let payer = entry.certificate.transfer.transfer.from_address();
-                let members = self.group(payer, usize::from(REPLICAS)).await?;
-                if !quorum_of(&entry.certificate.signer_peers(), &members) {
+                let (members, size) = self.committee(payer).await?;
+                if !quorum_of(&entry.certificate.signer_peers(), &members, size) {
                     continue;
                 }
             }
@@ -495,7 +499,7 @@ impl Client {
     /// Every transfer into or out of `account` that the replicas hold and whose certificate
     /// verifies, oldest nonce first for debits (credits in id order).
     pub async fn history(&self, account: Address) -> Result<Vec<Entry>, ClientError> {
-        let group = self.group(account, usize::from(REPLICAS)).await?;
+        let (group, _) = self.committee(account).await?;
         let mut found: BTreeMap<[u8; 32], Entry> = BTreeMap::new();
         for vault in group.into_iter().take(AGREEING) {
             for e in self.held_at(vault, account).await {
@@ -527,6 +531,8 @@ impl Client {
 /// Why a transfer was not certified.
 #[derive(Debug)]
 struct Uncertified {
+    /// Signatures a certificate needed.
+    needed: usize,
     /// Replicas that signed (and so promised it).
     signed: usize,
     /// An earlier transfer of the same account that a replica promised at this nonce.
@@ -535,7 +541,7 @@ struct Uncertified {
     reasons: Vec<String>,
 }
 
-fn uncertified_error(signed: usize, reasons: Vec<String>) -> ClientError {
+fn uncertified_error(signed: usize, needed: usize, reasons: Vec<String>) -> ClientError {
     let mut counted: BTreeMap<String, usize> = BTreeMap::new();
     for r in reasons {
         *counted.entry(r).or_default() += 1;
@@ -543,5 +549,5 @@ fn uncertified_error(signed: usize, reasons: Vec<String>) -> ClientError {
     let mut reasons: Vec<(String, usize)> = counted.into_iter().collect();
     reasons.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     let detail = reasons.into_iter().map(|(r, n)| format!("{r} ({n})")).collect::<Vec<_>>().join("; ");
-    ClientError::NotCertified { signed, needed: QUORUM, detail }
+    ClientError::NotCertified { signed, needed, detail }
 }

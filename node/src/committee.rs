@@ -1,10 +1,12 @@
 //! Who signs for a ledger account, and when a certificate's signers did: the committee rule.
 //!
-//! An account's **committee** is the [`REPLICAS`] vaults closest to its address, as the vault
-//! that asks sees the network; nothing wider. An honest vault signs a transfer out of an
-//! account only while it is in the committee of its own view, and admits a certificate only
-//! when at least [`QUORUM`] of its signers are in the payer's committee of the admitting
-//! vault's view ([`quorum_of`]).
+//! An account's **committee** is the [`REPLICAS`] elders closest to its address (vaults with
+//! a proven age: see [`crate::elders`]), as the vault that asks sees the network; nothing
+//! wider, and never a newcomer however close its id was ground. An honest vault signs a
+//! transfer out of an account only while it is in the committee of its own view, and admits
+//! a certificate only when a quorum of its signers are in the payer's committee of the
+//! admitting vault's view ([`quorum_of`]): [`QUORUM`] of eight, or [`quorum`] of all the
+//! elders of a network with fewer than eight.
 //!
 //! Why one nonce cannot be certified twice (FastPay's argument, with views that differ):
 //! let two honest vaults admit certificates `S1` and `S2` at one nonce, seeing committees `C1`
@@ -17,13 +19,18 @@
 //! tries every way of splitting the honest vaults between two transfers.
 
 use crate::{close_group, Address, PeerId};
-use kura_types::ledger::QUORUM;
+use kura_types::ledger::{quorum, QUORUM};
 use kura_types::record::REPLICAS;
 
 /// Members of the account's group who must hold an old entry (whose signers have left the
 /// payer's committee) before a vault admits it: `2q − n`, one more than the dishonest members
 /// at which the ledger is still safe, so three lying members cannot make up history.
 pub const VOUCHERS: usize = 2 * QUORUM - REPLICAS as usize;
+
+/// [`VOUCHERS`] for a group of `n` elders (a network with fewer than eight): `2q − n`.
+pub const fn vouchers(n: usize) -> usize {
+    2 * quorum(n) - n
+}
 
 /// An account's committee as one vault sees it: the [`REPLICAS`] closest of `view`, closest
 /// first.
@@ -39,9 +46,19 @@ pub fn members_among(signers: &[PeerId], committee: &[PeerId]) -> usize {
     seen.len()
 }
 
-/// Whether `signers` hold a quorum of `committee`: what makes a certificate current.
-pub fn quorum_of(signers: &[PeerId], committee: &[PeerId]) -> bool {
-    members_among(signers, committee) >= QUORUM
+/// How many elders a committee has on a network where `elders` are known: [`REPLICAS`], or
+/// all of them on a smaller network (at least one).
+pub fn committee_size(elders: usize) -> usize {
+    elders.clamp(1, usize::from(REPLICAS))
+}
+
+/// Whether `signers` hold a quorum of `committee`, on a network whose committees have `size`
+/// elders ([`committee_size`]): what makes a certificate current. A committee seen with fewer
+/// members than that (ages not yet learned, or a view cut short) certifies nothing less: its
+/// quorum is still that of `size`, so no two views that each see a few elders can each
+/// certify a transfer at one nonce.
+pub fn quorum_of(signers: &[PeerId], committee: &[PeerId], size: usize) -> bool {
+    members_among(signers, committee) >= quorum(size.clamp(1, usize::from(REPLICAS)))
 }
 
 /// The signers that are not members of `committee`.
@@ -85,7 +102,7 @@ mod tests {
                     .collect()
             };
             let (s1, s2) = (side(0), side(1));
-            let admitted = |s: &[PeerId]| counted.iter().any(|c| quorum_of(s, c));
+            let admitted = |s: &[PeerId]| counted.iter().any(|c| quorum_of(s, c, usize::from(REPLICAS)));
             if admitted(&s1) && admitted(&s2) {
                 return true;
             }

@@ -1,6 +1,7 @@
 //! Kura's network layer, shared by vaults and clients.
 //!
 //! - [`Address`] and [`close_group`]: the XOR space and the one placement rule.
+//! - [`elders`]: which vaults are elders, learned from their age proofs.
 //! - [`wire`]: versioned, size-limited request/response messages that decode without panics.
 //! - [`spawn`] / [`NodeHandle`]: a libp2p swarm (QUIC, Kademlia under Kura's own protocol name,
 //!   identify, request-response) run as an actor, with [`NodeHandle::closest_vaults`] built on
@@ -23,6 +24,7 @@ pub mod budget;
 mod codec;
 pub mod committee;
 mod config;
+pub mod elders;
 mod error;
 pub mod identity;
 mod limits;
@@ -34,7 +36,7 @@ pub mod verifier;
 
 // The storage types live in `kura-types` (no runtime, no transport); they are re-exported
 // here so that users of the network layer need one dependency.
-pub use kura_types::{audit, durable, erasure, ledger, message, record, stored, wire};
+pub use kura_types::{age, audit, durable, erasure, ledger, message, record, stored, wire};
 pub use kura_types::record::REPLICAS;
 pub use address::{close_group, distance_to_peer, kad_key, Address, AddressParseError, ADDRESS_LEN};
 pub use codec::{read_frame, write_frame, Envelope, KuraCodec};

@@ -92,7 +92,13 @@ impl Testnet {
         std::fs::create_dir_all(&self.layout.dir).map_err(|e| TestnetError::io(&self.layout.dir, e))?;
         let bin = process::vault_binary(&self.layout.dir)?;
         let mut vault_args = vault_args;
-        vault_args.extend(self.mint_genesis()?);
+        let (flags, genesis) = self.mint_genesis()?;
+        vault_args.extend(flags);
+        // The vaults a testnet starts with are its first elders, by its genesis key's grant;
+        // vaults added later are newcomers, as on any network.
+        for index in 0..nodes {
+            self.found_elder(index, &genesis)?;
+        }
         // Storage is free on a testnet unless asked for (`kura-testnet up` asks).
         if !vault_args.iter().any(|a| a == "--paid-storage") {
             vault_args.push("--free-storage".into());
@@ -118,9 +124,22 @@ impl Testnet {
         crate::state::write_atomic(&pointer, dir.to_string_lossy().as_bytes(), crate::state::Access::Shared)
     }
 
+    /// Gives founding vault `index` its identity and the genesis key's grant of an elder's
+    /// age ([`kura_vault::age::AGE_FILE`]), before it first starts.
+    fn found_elder(&self, index: usize, genesis: &kura_node::ledger::WalletKey) -> Result<(), TestnetError> {
+        let root = self.layout.vault_root(index);
+        std::fs::create_dir_all(&root).map_err(|e| TestnetError::io(&root, e))?;
+        let key = kura_node::identity::load_or_create_with_work(&root, process::TESTNET_ID_DIFFICULTY)
+            .map_err(|e| TestnetError::Usage(format!("vault {index}'s identity: {e}")))?;
+        let proof = kura_node::age::AgeProof::genesis(genesis, key.public().to_peer_id(), kura_node::age::ELDER_AGE);
+        let path = root.join(kura_vault::age::AGE_FILE);
+        kura_node::durable::replace(&path, &kura_vault::age::encode(&proof), kura_node::durable::Access::Shared).map_err(|e| TestnetError::io(&path, e))
+    }
+
     /// Makes a new genesis key for a new network (its faucet) and returns the vault flags
-    /// that name it; a faucet payment left pending from an earlier network is dropped.
-    fn mint_genesis(&self) -> Result<Vec<String>, TestnetError> {
+    /// that name it, and the key; a faucet payment left pending from an earlier network is
+    /// dropped.
+    fn mint_genesis(&self) -> Result<(Vec<String>, kura_node::ledger::WalletKey), TestnetError> {
         let seed: [u8; 32] = rand::random();
         let path = self.layout.dir.join(kura_client::wallet::GENESIS_KEY_FILE);
         // The faucet's secret: owner-only from its first byte.
@@ -130,12 +149,13 @@ impl Testnet {
             std::fs::remove_dir_all(&faucet).map_err(|e| TestnetError::io(&faucet, e))?;
         }
         let key = kura_node::ledger::WalletKey::from_seed(&seed);
-        Ok(vec![
+        let flags = vec![
             "--genesis-key".into(),
             hex::encode(key.public_key()),
             "--genesis-supply".into(),
             GENESIS_SUPPLY.to_string(),
-        ])
+        ];
+        Ok((flags, key))
     }
 
     /// Adds `nodes` vaults that join through the running ones.

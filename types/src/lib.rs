@@ -10,6 +10,7 @@
 //! - [`message`]: inbox messages (sealed, with proof of work) and the owner's signed requests.
 //! - [`ledger`]: the reward ledger's accounts, owner-signed transfers and the quorum
 //!   certificates that replicas sign, and what a replica may sign.
+//! - [`age`]: node age, elders and the quorums they certify with.
 //! - [`audit`]: random-slice Bao proofs of storage.
 //! - [`durable`]: the one crash-safe way every Kura file is written.
 //! - [`stored`]: the versioned disk format of a record, apart from the wire.
@@ -26,6 +27,7 @@
 #![deny(missing_docs)]
 
 mod address;
+pub mod age;
 pub mod audit;
 pub mod durable;
 pub mod erasure;

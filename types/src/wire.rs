@@ -117,6 +117,8 @@ pub enum Request {
         /// The last id of the previous page.
         after: Option<[u8; 32]>,
     },
+    /// Ask a vault for the proof of its age ([`Response::Age`]).
+    Age,
     /// A frame that arrived but could not be decoded. Never sent: the codec produces it so the
     /// receiver can answer with a clear error instead of silently dropping the stream.
     #[serde(skip)]
@@ -177,6 +179,15 @@ pub enum Response {
         entries: Vec<crate::ledger::Entry>,
         /// Whether a later page holds more.
         more: bool,
+    },
+    /// Reply to [`Request::Age`].
+    Age {
+        /// The vault's age proof, none while it is a newcomer.
+        proof: Option<crate::age::AgeProof>,
+        /// The genesis key the vault checks ages against (none: ages do not count on its
+        /// network). A client takes it from its bootstrap vaults when not given one.
+        #[serde(with = "serde_bytes")]
+        genesis: Option<Vec<u8>>,
     },
 }
 

@@ -219,14 +219,20 @@ impl VaultConfig {
         }
     }
 
-    /// The genesis account's address and supply, if the network has one.
-    pub fn genesis(&self) -> Result<Option<(kura_node::Address, u64)>, VaultError> {
+    /// The genesis key's bytes, if the network has one: it holds the supply and grants the
+    /// first elders their age.
+    pub fn genesis_public_key(&self) -> Result<Option<Vec<u8>>, VaultError> {
         let Some(key) = &self.genesis_key else { return Ok(None) };
-        let bytes = hex::decode(key.trim())
+        hex::decode(key.trim())
             .ok()
             .filter(|b| b.len() == kura_node::ledger::PUBLIC_KEY_LEN)
-            .ok_or_else(|| VaultError::Config(format!("genesis_key {key:?} is not a 48-byte BLS public key in hex")))?;
-        Ok(Some((kura_node::ledger::account_address(&bytes), self.genesis_supply)))
+            .map(Some)
+            .ok_or_else(|| VaultError::Config(format!("genesis_key {key:?} is not a 48-byte BLS public key in hex")))
+    }
+
+    /// The genesis account's address and supply, if the network has one.
+    pub fn genesis(&self) -> Result<Option<(kura_node::Address, u64)>, VaultError> {
+        Ok(self.genesis_public_key()?.map(|bytes| (kura_node::ledger::account_address(&bytes), self.genesis_supply)))
     }
 
     /// The work this vault asks of inbox messages.

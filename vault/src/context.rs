@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kura_node::age::AgeProof;
+use kura_node::elders::Elders;
 use kura_node::wire::{RemoteError, Request, Response};
 use kura_node::{Address, NodeError, NodeHandle, PeerId, RecordKind};
 use tokio::sync::watch;
@@ -25,6 +27,10 @@ pub(crate) struct Ctx {
 
 struct Core {
     config: VaultConfig,
+    /// The ages this vault has learned (who is an elder).
+    elders: Arc<Elders>,
+    /// The proof of this vault's own age, none while it is a newcomer.
+    age: Option<AgeProof>,
     /// The store's actor: reads and writes of record files go through it.
     store: StoreActor,
     /// Tells the workers to stop once their current step is done.
@@ -37,8 +43,24 @@ struct Core {
 impl Ctx {
     /// The context of a vault with network handle `node`, configuration `config` and store
     /// `store`.
-    pub(crate) fn new(node: NodeHandle, config: VaultConfig, store: StoreActor) -> Ctx {
-        Ctx { node, core: Arc::new(Core { config, store, stop: watch::channel(false).0, background: Default::default() }) }
+    pub(crate) fn new(node: NodeHandle, config: VaultConfig, store: StoreActor, elders: Arc<Elders>, age: Option<AgeProof>) -> Ctx {
+        let core = Core { config, elders, age, store, stop: watch::channel(false).0, background: Default::default() };
+        Ctx { node, core: Arc::new(core) }
+    }
+
+    /// The ages this vault has learned.
+    pub(crate) fn elders(&self) -> &Arc<Elders> {
+        &self.core.elders
+    }
+
+    /// The proof of this vault's age, if it has one.
+    pub(crate) fn age(&self) -> Option<&AgeProof> {
+        self.core.age.as_ref()
+    }
+
+    /// The elders among `peers` (in order), their ages learned first.
+    pub(crate) async fn elders_among(&self, peers: Vec<PeerId>) -> Vec<PeerId> {
+        self.core.elders.elders(&self.node, peers).await
     }
 
     /// The vault's network handle.

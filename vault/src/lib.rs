@@ -10,6 +10,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod age;
 pub mod audit;
 pub mod cli;
 mod config;

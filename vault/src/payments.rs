@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use kura_node::ledger::{LedgerError, Quote, QUORUM};
+use kura_node::ledger::{quorum, LedgerError, Quote};
 use kura_node::wire::{RemoteError, Request, Response};
 use kura_node::{NodeError, PeerId, RecordKey, RecordKind};
 
@@ -256,7 +256,8 @@ impl Payments {
     pub(crate) async fn own_balance(&self) -> Option<i128> {
         let account = self.ledger.account();
         let ask = async {
-            let group = self.ctx.node().closest_vaults(account, usize::from(kura_node::REPLICAS)).await.ok()?;
+            let near = self.ctx.node().closest_vaults(account, 20).await.ok()?;
+            let group: Vec<_> = self.ctx.elders_among(near).await.into_iter().take(usize::from(kura_node::REPLICAS)).collect();
             let me = self.ctx.node().peer_id();
             let mut votes: HashMap<i128, usize> = HashMap::new();
             let answers = futures::future::join_all(group.iter().map(|&p| async move {
@@ -271,7 +272,7 @@ impl Payments {
                     *votes.entry(v.balance).or_default() += 1;
                 }
             }
-            let needed = QUORUM.min(group.len());
+            let needed = quorum(self.ctx.elders().committee_size());
             votes.into_iter().filter(|(_, n)| *n >= needed).max_by_key(|(_, n)| *n).map(|(b, _)| b)
         };
         tokio::time::timeout(std::time::Duration::from_secs(2), ask).await.ok().flatten()

@@ -103,6 +103,8 @@ impl Vault {
             .map_err(|_| VaultError::Config(format!("{} is not a 32-byte key", crate::ledger::BLS_KEY_FILE)))?;
         let verifier = kura_node::verifier::Verifier::start().map_err(|source| VaultError::Io { path: config.root.clone(), source })?;
         let genesis = config.genesis()?;
+        let age = crate::age::load(&config.root, &keypair.public().to_peer_id())?;
+        let elders = kura_node::elders::Elders::new(config.genesis_public_key()?);
         let mut node_config = kura_node::NodeConfig::vault(keypair.clone())
             .with_listen(config.listen.clone())
             .with_bootstrap(config.bootstrap.clone());
@@ -129,7 +131,16 @@ impl Vault {
         .write(&config.root)?;
         let ledger_dir = (config.storage == Storage::Disk).then(|| config.root.join("ledger"));
         let store = StoreActor::start(store).map_err(|source| VaultError::Io { path: config.root.clone(), source })?;
-        let vault = Vault::assemble(node, config, store, disk, keypair, kura_node::ledger::WalletKey::from_seed(&bls_seed), genesis, ledger_dir, verifier);
+        let me = node.peer_id();
+        let own = elders.admit(me, age.clone()).await;
+        if age.is_some() && own == 0 {
+            return Err(VaultError::Config(format!(
+                "the age proof in {} is not signed by this network's genesis key",
+                config.root.join(crate::age::AGE_FILE).display()
+            )));
+        }
+        let ctx = Ctx::new(node, config, store, elders, age);
+        let vault = Vault::assemble(ctx, disk, keypair, kura_node::ledger::WalletKey::from_seed(&bls_seed), genesis, ledger_dir, verifier);
         vault.start_workers(inbound);
         Ok(vault)
     }
@@ -138,9 +149,7 @@ impl Vault {
     /// rules with the records.
     #[allow(clippy::too_many_arguments)]
     fn assemble(
-        node: NodeHandle,
-        config: VaultConfig,
-        store: StoreActor,
+        ctx: Ctx,
         disk: Option<Arc<DiskStore>>,
         keypair: kura_node::Keypair,
         bls: kura_node::ledger::WalletKey,
@@ -148,7 +157,6 @@ impl Vault {
         ledger_dir: Option<std::path::PathBuf>,
         verifier: kura_node::verifier::Verifier,
     ) -> Vault {
-        let ctx = Ctx::new(node, config, store);
         let records = Records::new(ctx.clone());
         let auditor = Auditor::new(ctx.clone(), records.clone());
         let repair = Repair::new(ctx.clone(), records.clone(), auditor.clone());
@@ -178,6 +186,7 @@ impl Vault {
         let purge = Duration::from_secs(config.message_purge_secs.max(1));
         tasks.push(workers.spawn(crate::inbox::InboxWorker::new((*self.inbox).clone(), purge), self.ctx.stop_signal()));
         tasks.push(workers.spawn(crate::payments::LedgerWorker::new(self.payments.clone()), self.ctx.stop_signal()));
+        tasks.push(workers.spawn(crate::age::AgeWorker::new(self.ctx.clone()), self.ctx.stop_signal()));
         *lock(&self.life.tasks) = tasks;
     }
 
@@ -284,6 +293,7 @@ impl Vault {
             Request::Inbox(request) => self.inbox.inbox_request(request).await,
             Request::Sign(signed) => self.ledger.sign_transfer(signed).await,
             Request::Quote => Ok(self.payments.quote()),
+            Request::Age => Ok(Response::Age { proof: self.ctx.age().cloned(), genesis: self.ctx.elders().genesis().map(<[u8]>::to_vec) }),
             Request::StoreShard { shard, quote } => self.payments.store_quoted(shard, quote, peer).await,
             Request::Paid { certificate, shards } => self.payments.paid(certificate, shards).await,
             Request::Account(account) => self.ledger.account_view(account).await,

@@ -221,6 +221,11 @@ impl WalletKey {
         self.0.sign(replica_message(&signed.certified_id())).as_bytes()
     }
 
+    /// A signature of a message that begins with its own domain tag (an age grant).
+    pub(crate) fn sign_tagged(&self, message: &[u8]) -> Vec<u8> {
+        self.0.sign(message).as_bytes()
+    }
+
     /// This replica key's binding to the peer holding `keypair`.
     pub fn bind(&self, keypair: &libp2p_identity::Keypair) -> Binding {
         let bls = self.public_key();

@@ -29,7 +29,7 @@ impl fmt::Debug for SigCheck {
 }
 
 impl SigCheck {
-    pub(super) fn new(key: &[u8], msg: Vec<u8>, sig: &[u8]) -> Result<SigCheck, LedgerError> {
+    pub(crate) fn new(key: &[u8], msg: Vec<u8>, sig: &[u8]) -> Result<SigCheck, LedgerError> {
         Ok(SigCheck { key: decode_key(key)?.into(), sig: decode_signature(sig)?.into(), msg })
     }
 

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use kura_node::committee::{committee, outsiders, quorum_of, VOUCHERS};
+use kura_node::committee::{committee, outsiders, quorum_of, vouchers};
 use kura_node::ledger::{Certificate, Entry, LedgerError, ReplicaSignature, SignedTransfer, Summary};
 use kura_node::wire::{RemoteError, Request, Response};
 use kura_node::{Address, PeerId, Record, RecordKey, RecordKind};
@@ -77,19 +77,24 @@ impl Ledger {
 
     /// The account's committee as this vault sees it, if this vault is in it; else
     /// [`RemoteError::NotResponsible`]. Nothing wider than the committee signs for an account
-    /// or holds its entries. A routing table lags churn (a vault that left stays in it for a
-    /// while), so a vault that finds itself just outside the committee of its table, when
-    /// asked as a member, looks the committee up before it refuses.
+    /// or holds its entries, and only elders sit in it: a newcomer refuses at once, however
+    /// close its id. A routing table lags churn (a vault that left stays in it for a while),
+    /// so a vault that finds itself just outside the committee of its table, when asked as a
+    /// member, looks the committee up before it refuses.
     pub(crate) async fn committee_member(&self, account: Address) -> Result<Vec<PeerId>, RemoteError> {
-        let me = self.ctx.node().peer_id();
-        let view = self.ctx.node().local_closest(account, usize::from(kura_node::REPLICAS) + LAGGING).await.map_err(internal)?;
-        let members = committee(&account, view.iter().copied());
+        let me = self.ctx.me();
+        if !self.ctx.elders().votes(&me) {
+            return Err(RemoteError::NotResponsible(account));
+        }
+        let view = self.ctx.node().local_closest(account, WIDE).await.map_err(internal)?;
+        let elders = self.ctx.elders_among(view).await;
+        let members = committee(&account, elders.iter().copied());
         if members.contains(&me) {
             return Ok(members);
         }
         // Only a vault close behind the committee may be a member whose table lags; any other
         // refuses at no cost.
-        if !view.contains(&me) {
+        if !elders.iter().take(usize::from(kura_node::REPLICAS) + LAGGING).any(|p| *p == me) {
             return Err(RemoteError::NotResponsible(account));
         }
         let found = self.looked_up_committee(account).await?;
@@ -97,6 +102,11 @@ impl Ledger {
             true => Ok(found),
             false => Err(RemoteError::NotResponsible(account)),
         }
+    }
+
+    /// How many elders a committee has on this network, as this vault knows it.
+    pub(crate) fn committee_size(&self) -> usize {
+        self.ctx.elders().committee_size()
     }
 
     /// Signs a transfer out of an account this vault is a replica of, if the rules allow.
@@ -254,9 +264,9 @@ impl Ledger {
     /// network has no table entries near it; a table can also lag churn). Lookups are reused
     /// for a while and bounded in number, so certificates naming many payers cost little.
     pub(crate) async fn payer_committee(&self, payer: Address, signers: &[PeerId]) -> Result<Vec<PeerId>, RemoteError> {
-        let n = usize::from(kura_node::REPLICAS);
-        let local = committee(&payer, self.ctx.node().local_closest(payer, n).await.map_err(internal)?);
-        if quorum_of(signers, &local) {
+        let view = self.ctx.node().local_closest(payer, WIDE).await.map_err(internal)?;
+        let local = committee(&payer, self.ctx.elders_among(view).await);
+        if quorum_of(signers, &local, self.committee_size()) {
             return Ok(local);
         }
         self.looked_up_committee(payer).await
@@ -265,14 +275,14 @@ impl Ledger {
     /// The account's committee found by lookup (reused for [`LOOKUP_FRESH`]; at most
     /// [`MAX_LOOKUPS`] at once).
     pub(crate) async fn looked_up_committee(&self, account: Address) -> Result<Vec<PeerId>, RemoteError> {
-        let n = usize::from(kura_node::REPLICAS);
         if let Some((at, found)) = lock(&self.state.looked_up).get(&account) {
             if at.elapsed() < LOOKUP_FRESH {
                 return Ok(found.clone());
             }
         }
         let _permit = self.state.lookups.acquire().await.map_err(internal)?;
-        let found = committee(&account, self.ctx.node().closest_vaults(account, n).await.map_err(internal)?);
+        let near = self.ctx.node().closest_vaults(account, WIDE).await.map_err(internal)?;
+        let found = committee(&account, self.ctx.elders_among(near).await);
         let mut kept = lock(&self.state.looked_up);
         if kept.len() >= LOOKUPS_KEPT {
             kept.retain(|_, (at, _)| at.elapsed() < LOOKUP_FRESH);
@@ -287,7 +297,7 @@ impl Ledger {
     /// Checks a certificate: its signers are vault ids and a quorum of the payer's committee
     /// as this vault sees it, its owner signed the transfer, its signers' aggregate signature
     /// holds. An `entry` whose signers have left the committee (history, met in catch-up) is
-    /// taken only if [`VOUCHERS`] members of its account's group hold this very entry.
+    /// taken only if [`vouchers`] elders of its account's group hold this very entry.
     pub(crate) async fn check_certificate(&self, cert: &Certificate, entry: Option<(&Entry, Option<Vec<PeerId>>)>) -> Result<u64, RemoteError> {
         // The free checks first, so that a stranger's certificate is refused before it costs
         // a pairing: its shape, and that its signers are vault ids (they carry work).
@@ -302,7 +312,7 @@ impl Ledger {
         let members = self.payer_committee(from, &signers).await?;
         // A certificate of evidence this vault kept was its payer's committee's when found;
         // its signers are penalized since, so the table no longer shows them.
-        let current = quorum_of(&signers, &members) || self.state.evidence.holds(cert);
+        let current = quorum_of(&signers, &members, self.committee_size()) || self.state.evidence.holds(cert);
         if !current && entry.is_none() {
             return Err(refused(LedgerError::UnknownSigners(outsiders(&signers, &members))));
         }
@@ -339,19 +349,26 @@ impl Ledger {
         }
         lock(&self.state.cache).remember(prepared.digest);
         if let (false, Some((e, holders))) = (current, entry) {
-            let vouchers = match holders {
-                Some(listed) if listed.len() < VOUCHERS => listed.len(),
-                Some(listed) => self.vouchers_among(e, listed).await,
+            let needed = vouchers(self.committee_size());
+            let held = match holders {
+                Some(listed) => {
+                    let listed = self.ctx.elders_among(listed).await;
+                    match listed.len() < needed {
+                        true => listed.len(),
+                        false => self.vouchers_among(e, listed).await,
+                    }
+                }
                 None => self.vouchers(e).await,
             };
-            if vouchers < VOUCHERS {
+            if held < needed {
                 return Err(refused(LedgerError::UnknownSigners(outsiders(&signers, &members))));
             }
         }
         Ok(prepared.total)
     }
 
-    /// How many other members of the entry's account group hold this very entry.
+    /// How many other elders of the entry's account group hold this very entry (a newcomer's
+    /// word is not counted: its id may have been ground next to the account).
     /// The group asked is the account's committee as this vault's table has it, with the
     /// [`LAGGING`] vaults past it, and as a lookup finds it: after churn a table still holds
     /// vaults that left, and a lookup already holds vaults that have not caught up, so either
@@ -362,7 +379,8 @@ impl Ledger {
         if let Ok(found) = self.looked_up_committee(entry.account).await {
             group.extend(found.into_iter().filter(|p| !group.contains(p)).collect::<Vec<_>>());
         }
-        self.vouchers_among(entry, group.into_iter().filter(|p| *p != me).collect()).await
+        let elders = self.ctx.elders_among(group.into_iter().filter(|p| *p != me).collect()).await;
+        self.vouchers_among(entry, elders).await
     }
 
     /// How many of `peers` hold this very entry (the same certificate, not only the same

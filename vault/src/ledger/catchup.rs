@@ -127,7 +127,9 @@ impl Ledger {
         let started = std::time::Instant::now();
         let me = self.ctx.node().peer_id();
         let n = usize::from(kura_node::REPLICAS);
-        let candidates = self.ctx.node().local_closest(account, n + self.ctx.config().spare_candidates).await?;
+        // The group is the account's elders: a newcomer neither holds its entries nor is asked.
+        let view = self.ctx.node().local_closest(account, WIDE + self.ctx.config().spare_candidates).await?;
+        let candidates = self.ctx.elders_among(view).await;
         let asked = futures::future::join_all(
             candidates.iter().filter(|p| **p != me).map(|&p| async move { (p, self.peer_ids(p, account).await) }),
         )

@@ -1,0 +1,201 @@
+//! Which vaults are elders: ages learned from the vaults' own proofs, checked against the
+//! network's genesis key (rules in [`kura_types::age`]).
+//!
+//! A vault or client asks each vault it counts for its [`AgeProof`] once (`Request::Age`),
+//! verifies it (one pairing) and remembers the age; a vault that shows none, or cannot be
+//! asked, counts as a newcomer for [`YOUNG_FOR`] and is asked again after. What it keeps is
+//! one small entry per vault it has counted, at most [`MAX_KNOWN`], so checking who is an
+//! elder needs neither the network's whole membership nor any history: an age proof is
+//! signed by a key every vault already holds.
+//!
+//! A network without a genesis key has no elders and no ledger supply: on it every vault
+//! counts as it did before ages (see [`Elders::elders`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kura_types::age::{AgeProof, ELDER_AGE};
+use kura_types::wire::{Request, Response};
+use libp2p::PeerId;
+use tracing::debug;
+
+use crate::NodeHandle;
+
+/// How long a vault that showed no age (or did not answer) counts as a newcomer before it
+/// is asked again.
+pub const YOUNG_FOR: Duration = Duration::from_secs(30);
+
+/// Most vaults whose age is remembered.
+pub const MAX_KNOWN: usize = 1 << 16;
+
+/// Age proofs asked for at once.
+const ASKS_AT_ONCE: usize = 16;
+
+#[derive(Debug, Clone, Copy)]
+enum Known {
+    /// A proven age.
+    Aged(u8),
+    /// No age shown, as of this instant.
+    Young(Instant),
+}
+
+/// The ages this node has learned.
+#[derive(Debug)]
+pub struct Elders {
+    genesis: Option<Vec<u8>>,
+    known: Mutex<HashMap<PeerId, Known>>,
+}
+
+impl Elders {
+    /// A registry for a network whose genesis key is `genesis` (none: no ages on it).
+    pub fn new(genesis: Option<Vec<u8>>) -> Arc<Elders> {
+        Arc::new(Elders { genesis, known: Mutex::new(HashMap::new()) })
+    }
+
+    /// The network's genesis key.
+    pub fn genesis(&self) -> Option<&[u8]> {
+        self.genesis.as_deref()
+    }
+
+    /// Whether ages count on this network (it has a genesis key).
+    pub fn counted(&self) -> bool {
+        self.genesis.is_some()
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, Known>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The proven age of `peer`, if this node knows it (0 for a newcomer it asked lately).
+    pub fn age(&self, peer: &PeerId) -> Option<u8> {
+        match self.known().get(peer) {
+            Some(Known::Aged(a)) => Some(*a),
+            Some(Known::Young(at)) if at.elapsed() < YOUNG_FOR => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Whether `peer` is a proven elder.
+    pub fn is_elder(&self, peer: &PeerId) -> bool {
+        self.age(peer).is_some_and(|a| a >= ELDER_AGE)
+    }
+
+    fn remember(&self, peer: PeerId, known: Known) {
+        let mut map = self.known();
+        if map.len() >= MAX_KNOWN && !map.contains_key(&peer) {
+            // Newcomers first: they are asked again anyway.
+            map.retain(|_, k| matches!(k, Known::Aged(_)));
+            if map.len() >= MAX_KNOWN {
+                map.clear();
+            }
+        }
+        map.insert(peer, known);
+    }
+
+    /// Checks the proof `shown_by` showed (off the async threads) and remembers the age it
+    /// proves; a missing or bad proof counts as a newcomer's. Returns the age.
+    pub async fn admit(&self, shown_by: PeerId, proof: Option<AgeProof>) -> u8 {
+        let age = match proof {
+            Some(proof) => {
+                let genesis = self.genesis.clone();
+                let checked = tokio::task::spawn_blocking(move || proof.verify(&shown_by, genesis.as_deref())).await;
+                match checked {
+                    Ok(Ok(age)) => Some(age),
+                    Ok(Err(e)) => {
+                        debug!(peer = %shown_by, error = %e, "an age proof refused");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
+            None => None,
+        };
+        match age {
+            Some(a) => self.remember(shown_by, Known::Aged(a)),
+            None => self.remember(shown_by, Known::Young(Instant::now())),
+        }
+        age.unwrap_or(0)
+    }
+
+    /// Asks every one of `peers` whose age is not known for its proof (a few at a time).
+    pub async fn learn(&self, node: &NodeHandle, peers: &[PeerId]) {
+        if !self.counted() {
+            return;
+        }
+        let me = node.peer_id();
+        let unknown: Vec<PeerId> = peers.iter().filter(|p| **p != me && self.age(p).is_none()).copied().collect();
+        futures::stream::iter(unknown)
+            .map(|peer| async move {
+                let proof = match node.request(peer, Request::Age).await {
+                    Ok(Response::Age { proof, .. }) => proof,
+                    _ => None,
+                };
+                self.admit(peer, proof).await;
+            })
+            .buffer_unordered(ASKS_AT_ONCE)
+            .collect::<Vec<()>>()
+            .await;
+    }
+
+    /// The elders among `peers`, in their order, after learning the ages not yet known. On a
+    /// network without a genesis key, every peer.
+    pub async fn elders(&self, node: &NodeHandle, peers: Vec<PeerId>) -> Vec<PeerId> {
+        if !self.counted() {
+            return peers;
+        }
+        self.learn(node, &peers).await;
+        peers.into_iter().filter(|p| self.is_elder(p)).collect()
+    }
+
+    /// Whether `peer` may vote (sign for a committee, vouch for history): it is a proven
+    /// elder, or ages do not count on this network.
+    pub fn votes(&self, peer: &PeerId) -> bool {
+        !self.counted() || self.is_elder(peer)
+    }
+
+    /// How many elders a committee has on this network as this node knows it
+    /// ([`crate::committee::committee_size`] of the elders it knows; eight where ages do not
+    /// count).
+    pub fn committee_size(&self) -> usize {
+        match self.counted() {
+            true => crate::committee::committee_size(self.counts().1),
+            false => usize::from(crate::REPLICAS),
+        }
+    }
+
+    /// How many vaults this node knows the age of, and how many of them are elders.
+    pub fn counts(&self) -> (usize, usize) {
+        let map = self.known();
+        let elders = map.values().filter(|k| matches!(k, Known::Aged(a) if *a >= ELDER_AGE)).count();
+        (map.len(), elders)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kura_types::ledger::WalletKey;
+
+    #[tokio::test]
+    async fn proven_ages_are_remembered_and_anything_else_is_a_newcomer() {
+        let genesis = WalletKey::random();
+        let elders = Elders::new(Some(genesis.public_key()));
+        let (old, forged, none) = (PeerId::random(), PeerId::random(), PeerId::random());
+        assert_eq!(elders.admit(old, Some(AgeProof::genesis(&genesis, old, ELDER_AGE))).await, ELDER_AGE);
+        let stranger = WalletKey::random();
+        assert_eq!(elders.admit(forged, Some(AgeProof::genesis(&stranger, forged, 40))).await, 0);
+        // Another vault's proof, shown as one's own.
+        let thief = PeerId::random();
+        assert_eq!(elders.admit(thief, Some(AgeProof::genesis(&genesis, old, ELDER_AGE))).await, 0);
+        assert_eq!(elders.admit(none, None).await, 0);
+        assert!(elders.is_elder(&old));
+        for p in [forged, thief, none] {
+            assert_eq!(elders.age(&p), Some(0));
+            assert!(!elders.is_elder(&p));
+        }
+        assert_eq!(elders.age(&PeerId::random()), None, "never asked");
+        assert_eq!(elders.counts(), (4, 1));
+    }
+}
