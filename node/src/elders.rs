@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kura_types::age::{AgeProof, ELDER_AGE};
+use kura_types::age::{AgeProof, ELDER_AGE, HOLD_AGE};
 use kura_types::wire::{Request, Response};
 use libp2p::PeerId;
 use tracing::debug;
@@ -147,6 +147,12 @@ impl Elders {
         }
         self.learn(node, &peers).await;
         peers.into_iter().filter(|p| self.is_elder(p)).collect()
+    }
+
+    /// Whether `peer` may hold data alone (it has aged to [`HOLD_AGE`], or ages do not count
+    /// on this network).
+    pub fn has_aged(&self, peer: &PeerId) -> bool {
+        !self.counted() || self.age(peer).is_some_and(|a| a >= HOLD_AGE)
     }
 
     /// Whether `peer` may vote (sign for a committee, vouch for history): it is a proven

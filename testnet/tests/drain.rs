@@ -1,8 +1,10 @@
 //! Fake vaults cannot drain a chunk: on a real 16-vault testnet, 8 attacker vaults whose ids
 //! were ground to be closer to a stored file's root record than any honest vault join, take
-//! part (the honest holders hand them the record's shards), then all vanish at once: SIGKILL,
-//! and their data deleted. The honest holders kept their copies through the handover
-//! probation, so the file still fetches byte-identical and its redundancy comes back.
+//! part (the honest holders hand them the record's shards), wait out the handover probation
+//! twice over, audits and all, then all vanish at once: SIGKILL, and their data deleted. They
+//! are newcomers (issue 19): the honest holders keep their copies until a newcomer has aged,
+//! not merely for the probation, so the file still fetches byte-identical and its redundancy
+//! comes back.
 
 use std::time::{Duration, Instant};
 
@@ -109,6 +111,21 @@ fn attackers_closest_to_a_chunk_cannot_drain_it() {
             assert!(Instant::now() < deadline, "the attackers received only {held} of the 8 shards");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        client.close().await;
+    });
+
+    // They wait out the probation (twice over) before they leave: the honest holders still
+    // hold every shard of the root record, since the vaults that took them are newcomers.
+    std::thread::sleep(Duration::from_secs(2 * kura_testnet::process::TESTNET_PROBATION_SECS + 5));
+    rt.block_on(async {
+        let client = net.connect().await;
+        let mut indices = std::collections::BTreeSet::new();
+        for &p in &honest {
+            if let Ok(Response::Indices(i)) = client.node().request(p, Request::ShardIndices { chunk: address }).await {
+                indices.extend(i);
+            }
+        }
+        assert_eq!(indices.len(), 8, "after the probation the honest vaults hold shards {indices:?} of the root record");
         client.close().await;
     });
 

@@ -39,7 +39,8 @@ async fn put_everywhere(client: &kura_client::Client, record: Record) -> Vec<Res
 
 /// Every running vault's view of `account`: (balance, nonce) per vault of its current group.
 async fn replica_views(client: &kura_client::Client, account: Address) -> Vec<(i128, u64)> {
-    let group = client.closest_vaults(account, usize::from(REPLICAS)).await.unwrap();
+    // The account's replicas are its committee of elders (newcomers hold none of it).
+    let (group, _) = client.committee(account).await.unwrap();
     let asks = group.iter().map(|&v| client.node().request(v, Request::Account(account)));
     futures::future::join_all(asks)
         .await
@@ -187,6 +188,9 @@ fn a_replica_with_a_bad_share_does_not_stop_a_payment() {
     let keypair = kura_node::puzzle::generate(kura_testnet::process::TESTNET_ID_DIFFICULTY);
     let binding = WalletKey::random().bind(&keypair);
     let liar_key = WalletKey::random();
+    // An elder, by the network's genesis grant: it sits in committees, and is asked to sign.
+    let genesis = net.faucet().key().clone();
+    let age = kura_node::age::AgeProof::genesis(&genesis, keypair.public().to_peer_id(), kura_node::age::ELDER_AGE);
     let (liar, mut inbound) =
         liar_rt.block_on(kura_node::spawn(kura_node::NodeConfig::vault(keypair).with_bootstrap(peers))).unwrap();
     let lies = Arc::new(AtomicU64::new(0));
@@ -197,6 +201,7 @@ fn a_replica_with_a_bad_share_does_not_stop_a_payment() {
                 let (_, request, responder) = req.into_parts();
                 let response = match request {
                     Request::Ping => Response::Pong,
+                    Request::Age => Response::Age { proof: Some(age.clone()), genesis: Some(genesis.public_key()) },
                     Request::Sign(_) => {
                         lies.fetch_add(1, Ordering::Relaxed);
                         let signature = liar_key.sign_replica(&WalletKey::random().sign(1, vec![pay(Address::random(), 7)]));
@@ -223,7 +228,7 @@ fn a_replica_with_a_bad_share_does_not_stop_a_payment() {
         // A payer whose group has the liar in it.
         let payer = loop {
             let w = wallet_in(&dirs.path().join(format!("payer-{}", rand::random::<u32>())));
-            if client.closest_vaults(w.address(), usize::from(REPLICAS)).await.unwrap().contains(&liar.peer_id()) {
+            if client.committee(w.address()).await.unwrap().0.contains(&liar.peer_id()) {
                 break w;
             }
         };
@@ -503,6 +508,39 @@ fn storage_is_paid_exactly_once_and_unpaid_shards_are_refused_or_dropped() {
             assert!(Instant::now() < deadline, "an unpaid shard was kept past its grace period");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        client.close().await;
+    });
+}
+
+/// A network smaller than a committee: five vaults, paid storage on. Its committees are all
+/// five elders and certify with four signatures (issue 19; before, a payment needed six of
+/// five and `kura put` failed), and a paid put stores and reads back.
+#[test]
+fn a_five_vault_network_certifies_payments_and_stores_paid_files() {
+    use std::sync::Arc;
+    let net = Net::up_with(5, 1 << 30, &["--paid-storage"]);
+    let rt = rt();
+    let dirs = tempfile::tempdir().unwrap();
+    let file = dirs.path().join("file");
+    let content: Vec<u8> = (0..1 << 20).map(|_| rand::random::<u8>()).collect();
+    std::fs::write(&file, &content).unwrap();
+    let key = kura_client::UserKey::generate();
+    let bar = indicatif::ProgressBar::hidden();
+    rt.block_on(async {
+        let peers = kura_client::peers::read_peers_file(&net.peers_file()).unwrap();
+        let wallet = Arc::new(wallet_in(&dirs.path().join("payer")));
+        let config = kura_client::ClientConfig { wallet: Some(wallet.clone()), faucet: Some(Arc::new(net.faucet())), ..Default::default() };
+        let client = kura_client::Client::connect_with(peers, config).await.unwrap();
+        let (committee, size) = client.committee(wallet.address()).await.unwrap();
+        assert_eq!((committee.len(), size), (5, 5), "every vault is an elder of every committee");
+        let address = client.put_path(&file, kura_client::Visibility::Private, &key, &bar).await.unwrap();
+        assert!(client.storage_paid() > 0, "the put was paid for");
+        let back = dirs.path().join("back");
+        client.get_path(address, &back, &key, &bar).await.unwrap();
+        assert_eq!(std::fs::read(&back).unwrap(), content);
+        let payee = WalletKey::random().address();
+        client.pay(&net.faucet(), vec![pay(payee, 7)]).await.unwrap();
+        assert_eq!(client.balance(payee).await.unwrap().balance, 7);
         client.close().await;
     });
 }

@@ -7,7 +7,10 @@
 //!   genesis account), overdrawing, or crediting one (payer, nonce) a second time are refused
 //!   by every vault, whether stored fresh or met in catch-up after three members of the
 //!   account's group (lying nodes) hold and return them;
-//! - three replicas lying about a balance do not change what the client shows.
+//! - three replicas lying about a balance do not change what the client shows;
+//! - (issue 19) six lying vaults with ids ground next to the attacker's own account, six of
+//!   its eight closest vaults, are newcomers with forged age proofs: they mint nothing, by a
+//!   double spend at one nonce or out of an empty account.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -136,7 +139,8 @@ impl Liar {
 
 /// Nodes that join as vaults and lie: they sign every transfer they are asked to (no promise
 /// kept), claim to store anything, hold `forged` entries and return them to whoever lists or
-/// asks for them, and report `lie` as every account's balance.
+/// asks for them, report `lie` as every account's balance, and show an elder's age signed by
+/// a genesis key of their own.
 struct Liars {
     rt: tokio::runtime::Runtime,
     nodes: Vec<NodeHandle>,
@@ -152,12 +156,15 @@ impl Liars {
             let config = kura_node::NodeConfig::vault(liar.keypair.clone()).with_bootstrap(peers.clone());
             let (node, mut inbound) = rt.block_on(kura_node::spawn(config)).unwrap();
             let (me, forged) = (node.clone(), forged.clone());
+            let fake_genesis = WalletKey::random();
+            let fake_age = kura_node::age::AgeProof::genesis(&fake_genesis, liar.binding.peer, 40);
             rt.spawn(async move {
                 while let Some(req) = inbound.recv().await {
                     let (_, request, responder) = req.into_parts();
                     let at = |account: Address| forged.iter().filter(move |e| e.account == account);
                     let response = match request {
                         Request::Ping => Response::Pong,
+                        Request::Age => Response::Age { proof: Some(fake_age.clone()), genesis: Some(fake_genesis.public_key()) },
                         Request::Sign(signed) => Response::Signed(kura_node::ledger::ReplicaSignature {
                             binding: binding.clone(),
                             signature: key.sign_replica(&signed),
@@ -382,6 +389,87 @@ fn two_certificates_at_one_nonce_are_evidence_and_the_payee_credits_neither() {
             })
             .count();
         assert!(kept >= 1, "no evidence file names the double signers");
+        client.close().await;
+    });
+}
+
+/// Issue 19's mint. Six lying vaults (the honest code with the one-signature-per-nonce promise
+/// and the balance rule removed) with ids ground next to the attacker's own account, six of
+/// its eight closest vaults, sign three transfers of the account's whole 10 KURA at nonce 1,
+/// and 5,000,000 KURA out of an empty account. They are newcomers, whatever age they claim: no
+/// payee's replica and no client takes a certificate they made, the one transfer the
+/// account's elders certified is the only one paid, and the supply is conserved to the unit.
+#[test]
+fn aimed_newcomers_mint_nothing_however_close_their_ids() {
+    let net = Net::up(10, 1 << 30);
+    let rt = rt();
+    let dirs = tempfile::tempdir().unwrap();
+    let honest = common::running_ids(&net);
+    let attacker = kura_client::Wallet::open(&dirs.path().join("attacker"), WalletKey::random()).unwrap();
+    let second = kura_node::close_group(&attacker.address(), honest.iter().copied(), 2)[1];
+    let liars: Vec<Liar> = (0..6).map(|_| Liar::closer_than(&attacker.address(), &second)).collect();
+    let liar_ids: Vec<PeerId> = liars.iter().map(|l| l.binding.peer).collect();
+    let signers: Vec<(WalletKey, Binding)> = liars.iter().map(|l| (l.key.clone(), l.binding.clone())).collect();
+    let faucet = net.faucet();
+    let payees: Vec<Address> = (0..3).map(|_| WalletKey::random().address()).collect();
+    let empty = WalletKey::random();
+    rt.block_on(async {
+        let client = net.connect().await;
+        client.pay(&faucet, vec![pay(attacker.address(), 10 * KURA)]).await.unwrap();
+        client.close().await;
+    });
+    let _liars = Liars::spawn(&net, &liars, Arc::new(Vec::new()), 0);
+    rt.block_on(async {
+        let client = net.connect().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let group = client.closest_vaults(attacker.address(), usize::from(REPLICAS)).await.unwrap();
+            if liar_ids.iter().all(|l| group.contains(l)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the liars never became the account's closest vaults: {group:?}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // Three transfers of the whole balance at nonce 1: each signed by the six liars and
+        // by whichever honest vaults near the account sign it.
+        let near = client.closest_vaults(attacker.address(), 16).await.unwrap();
+        let honest_near: Vec<PeerId> = near.into_iter().filter(|p| !liar_ids.contains(p)).collect();
+        let mut certificates = Vec::new();
+        for payee in &payees {
+            let t = attacker.key().sign(1, vec![pay(*payee, 10 * KURA)]);
+            let mut s = shares(&client, &honest_near, &t).await;
+            s.extend(signers.iter().map(|(k, b)| (b.clone(), k.sign_replica(&t))));
+            certificates.push(Certificate::aggregate(t, s).unwrap());
+        }
+        certificates.push(certify(&empty.sign(1, vec![pay(payees[1], 5_000_000 * KURA)]), &signers));
+        // The elders signed the first transfer only; every other certificate is refused by
+        // every honest vault and by the client.
+        let mut taken = 0;
+        for (i, cert) in certificates.iter().enumerate() {
+            let confirmed = client.confirm(cert).await;
+            if confirmed.is_ok() {
+                taken += 1;
+                assert_eq!(i, 0, "certificate {i} was taken: {:?}", cert.transfer.transfer);
+                continue;
+            }
+            let to = cert.transfer.transfer.outputs[0].to;
+            for (vault, answer) in put_at(&client, &honest, &Record::Transfer(Entry { account: to, certificate: cert.clone() })).await {
+                assert!(answer.is_err(), "vault {vault} took certificate {i} at the payee: {answer:?}");
+            }
+        }
+        assert_eq!(taken, 1, "the elders' certificate of the first transfer is taken");
+        // Later payments from the account find nothing left to spend.
+        let onward = client.pay(&attacker, vec![pay(payees[2], 1)]).await;
+        assert!(onward.is_err(), "the account spent twice: {onward:?}");
+        let balances: Vec<i128> = {
+            let mut b = Vec::new();
+            for account in [payees[0], payees[1], payees[2], attacker.address(), empty.address(), faucet.address()] {
+                b.push(client.balance(account).await.unwrap().balance);
+            }
+            b
+        };
+        assert_eq!(&balances[..5], &[i128::from(10 * KURA), 0, 0, 0, 0], "one payee paid, once");
+        assert_eq!(balances.iter().sum::<i128>(), i128::from(GENESIS_SUPPLY), "the supply is conserved to the unit");
         client.close().await;
     });
 }

@@ -31,6 +31,11 @@ use crate::ledger::{SigCheck, WalletKey};
 /// The age from which a vault is an elder: it signs certificates and vouches for history.
 pub const ELDER_AGE: u8 = 5;
 
+/// The age from which a vault may hold a shard alone: a holder displaced by a younger vault
+/// keeps its copy until the newcomer has aged this far (not merely for a probation), so data
+/// is never left only with vaults whose place was chosen by grinding ids.
+pub const HOLD_AGE: u8 = 1;
+
 /// Most elders of one committee that share an address prefix.
 pub const PER_PREFIX: usize = 2;
 
@@ -124,6 +129,59 @@ impl AgeProof {
 /// ⌊(n − 1)/3⌋ dishonest ones it tolerates.
 pub use crate::ledger::quorum;
 
+/// Whether a churn event whose signed hash is `event` relocates a vault of `age`: when the
+/// hash ends in at least `age` zero bits. A newcomer (age 0) is relocated by the first event
+/// it meets, and each step of age halves how often a vault moves, so an old vault rarely
+/// moves and a young one is diluted across the network before it ever votes.
+pub fn relocates(event: &[u8; 32], age: u8) -> bool {
+    trailing_zero_bits(event) >= u32::from(age)
+}
+
+fn trailing_zero_bits(bytes: &[u8; 32]) -> u32 {
+    let mut bits = 0;
+    for b in bytes.iter().rev() {
+        if *b == 0 {
+            bits += 8;
+        } else {
+            return bits + b.trailing_zeros();
+        }
+    }
+    bits
+}
+
+/// Where a vault relocated by `event` must make its new key: a position in Kademlia's key
+/// space that neither the vault nor anyone short of a quorum of its group's elders can
+/// choose, since the event's hash is of their signatures.
+pub fn destination(event: &[u8; 32]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"kura-relocation-destination-v1");
+    h.update(event);
+    *h.finalize().as_bytes()
+}
+
+/// The leading bits a relocated vault's new position must share with its destination on a
+/// network of about `vaults` vaults: enough that the range holds about one group
+/// (⌊log₂(vaults / 8)⌋), so the vault cannot choose where in the network it lands.
+pub fn range_bits(vaults: usize) -> u32 {
+    let groups = (vaults / usize::from(crate::record::REPLICAS)).max(1);
+    (usize::BITS - 1 - groups.leading_zeros()).min(32)
+}
+
+/// Whether `position` (a Kademlia key) lies in the range of `destination` at `bits`.
+pub fn in_range(position: &[u8; 32], destination: &[u8; 32], bits: u32) -> bool {
+    let mut shared = 0;
+    for (a, b) in position.iter().zip(destination) {
+        let x = a ^ b;
+        if x == 0 {
+            shared += 8;
+        } else {
+            shared += x.leading_zeros();
+            break;
+        }
+    }
+    shared >= bits
+}
+
 /// The prefix under which elders count as one place: /24 of an IPv4 address, /48 of IPv6.
 /// Loopback addresses each count apart (a local testnet is one machine by design).
 pub fn prefix(ip: &IpAddr) -> Option<Vec<u8>> {
@@ -191,6 +249,24 @@ mod tests {
             assert!(overlap > (n - 1) / 3, "two quorums of {n} share {overlap}");
         }
         assert_eq!((quorum(8), quorum(5), quorum(4), quorum(1)), (6, 4, 3, 1));
+    }
+
+    #[test]
+    fn relocation_halves_with_each_year_of_age_and_lands_in_range() {
+        let events: Vec<[u8; 32]> = (0..4096u32).map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes()).collect();
+        for age in 0..6u8 {
+            let moved = events.iter().filter(|e| relocates(e, age)).count();
+            let expected = 4096 >> age;
+            assert!(moved.abs_diff(expected) <= expected / 4 + 8, "age {age}: {moved} of 4096, about {expected} expected");
+        }
+        assert!(events.iter().all(|e| relocates(e, 0)), "a newcomer moves at its first event");
+        assert_eq!((range_bits(8), range_bits(10_000), range_bits(1)), (0, 10, 0));
+        let dest = destination(&events[0]);
+        assert!(in_range(&dest, &dest, 256));
+        let mut near = dest;
+        near[1] ^= 0x01;
+        assert!(in_range(&near, &dest, 15) && !in_range(&near, &dest, 16));
+        assert_ne!(destination(&events[0]), destination(&events[1]));
     }
 
     #[test]

@@ -70,6 +70,10 @@ pub const fn quorum(n: usize) -> usize {
 /// The certificate quorum for an account's replicas.
 pub const QUORUM: usize = quorum(REPLICAS as usize);
 
+/// The fewest signers any certificate has: the quorum of a committee of one (a network of
+/// one elder).
+pub const MIN_SIGNERS: usize = quorum(1);
+
 /// Why a transfer, a certificate or a replica's signature is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
@@ -125,7 +129,7 @@ pub enum LedgerError {
     #[error("this replica is catching up on the account's transfers")]
     Behind,
     /// Fewer distinct signers than the quorum, or more than the replicas.
-    #[error("{got} signers; a certificate needs {need} of {REPLICAS} replicas")]
+    #[error("{got} signers; a certificate needs {need} to {REPLICAS}")]
     TooFewSigners {
         /// Signers present.
         got: usize,
@@ -454,9 +458,12 @@ impl Certificate {
     /// [`verify_batch`]).
     pub fn prepare(&self, cache: &mut BindingCache) -> Result<PreparedCertificate, LedgerError> {
         let (total, owner) = self.transfer.prepare()?;
+        // How many signers make a quorum depends on how many elders the payer's committee
+        // has (all of them on a network of fewer than eight: see `kura_types::age`); who
+        // counts is the admitting vault's to check. Here only the shape: one to eight.
         let n = self.signers.len();
-        if !(QUORUM..=usize::from(REPLICAS)).contains(&n) {
-            return Err(LedgerError::TooFewSigners { got: n, need: QUORUM });
+        if !(MIN_SIGNERS..=usize::from(REPLICAS)).contains(&n) {
+            return Err(LedgerError::TooFewSigners { got: n, need: MIN_SIGNERS });
         }
         let peers: HashSet<PeerId> = self.signers.iter().map(|b| b.peer).collect();
         let keys: HashSet<&[u8]> = self.signers.iter().map(|b| b.bls.as_slice()).collect();
@@ -617,10 +624,13 @@ mod tests {
         assert_eq!(QUORUM, 6);
         assert_eq!(certify(&signed, &reps[..6]).verify(&mut cache), Ok(5));
         assert_eq!(certify(&signed, &reps[..8]).verify(&mut cache), Ok(5));
-        assert_eq!(
-            certify(&signed, &reps[..5]).verify(&mut cache),
-            Err(LedgerError::TooFewSigners { got: 5, need: 6 })
-        );
+        // The shape admits one to eight signers; how many make a quorum is the committee's.
+        let mut none = certify(&signed, &reps[..1]);
+        none.signers.clear();
+        assert_eq!(none.verify(&mut cache), Err(LedgerError::TooFewSigners { got: 0, need: 1 }));
+        let mut nine = certify(&signed, &reps[..8]);
+        nine.signers.push(replicas(1)[0].binding.clone());
+        assert_eq!(nine.verify(&mut cache), Err(LedgerError::TooFewSigners { got: 9, need: 1 }));
         // One signer listed twice to make up the count.
         let mut dup = certify(&signed, &reps[..5]);
         dup.signers.push(dup.signers[0].clone());

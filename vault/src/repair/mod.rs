@@ -492,9 +492,16 @@ impl Repair {
     }
 
     /// Whether this vault's copy of shard `index` of `chunk` may go now that `holder` holds it
-    /// (see [`Probation`]); else how long until it may.
+    /// (see [`Probation`]); else how long until it may. A newcomer's holding never lets it
+    /// go, however long it lasts: its id may have been ground next to the chunk, so the copy
+    /// stays until the newcomer has aged ([`kura_node::age::HOLD_AGE`]).
     fn on_probation(&self, chunk: Address, index: u8, holder: PeerId) -> Result<(), Duration> {
-        lock(&self.state.probation).may_release(chunk, index, holder, std::time::Instant::now())
+        let mut probation = lock(&self.state.probation);
+        let served = probation.may_release(chunk, index, holder, std::time::Instant::now());
+        match self.ctx.elders().has_aged(&holder) {
+            true => served,
+            false => Err(probation.period()),
+        }
     }
 
     /// Examines one replicated record: fetches every group member's version (checked against
