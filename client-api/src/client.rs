@@ -165,6 +165,20 @@ impl Client {
         &self.node
     }
 
+    /// Where a replicated record (a pointer, a message) lives: its [`kura_node::REPLICAS`]
+    /// closest vaults and its [`kura_node::REPLICAS`] closest elders (closest first, each
+    /// once), and which of them are elders. Ids ground next to an address make newcomers its
+    /// closest vaults, never its elders: a record is always written to and read from vaults
+    /// whose place no one chose.
+    pub async fn replica_set(&self, address: Address) -> Result<(Vec<PeerId>, Vec<PeerId>), ClientError> {
+        let n = usize::from(kura_node::REPLICAS);
+        let near = self.group(address, 2 * n).await?;
+        let elders: Vec<PeerId> = self.elders().await?.elders(&self.node, near.clone()).await.into_iter().take(n).collect();
+        let mut set: Vec<PeerId> = near.into_iter().take(n).collect();
+        set.extend(elders.iter().filter(|e| !set.contains(e)).copied().collect::<Vec<_>>());
+        Ok((set, elders))
+    }
+
     /// The `n` vaults closest to `target`, closest first.
     pub async fn closest_vaults(&self, target: Address, n: usize) -> Result<Vec<PeerId>, ClientError> {
         Ok(self.node.closest_vaults(target, n).await?)

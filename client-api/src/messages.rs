@@ -19,7 +19,6 @@ use std::time::Duration;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use kura_node::message::{unix_now, Difficulty, InboxOp, InboxRequest, Message, DEFAULT_TTL_SECS, LIST_PAGE, MAX_DELETE, MAX_INBOX};
-use kura_node::record::REPLICAS;
 use kura_node::wire::{Request, Response};
 use kura_node::{Address, Record};
 use serde::{Deserialize, Serialize};
@@ -220,7 +219,7 @@ impl Client {
     /// checked against the inbox (a vault cannot put a message in another's inbox), once each.
     pub async fn list_inbox(&self, owner: &Account) -> Result<Vec<Message>, ClientError> {
         let inbox = owner.id().inbox();
-        let group = self.closest_vaults(inbox, usize::from(REPLICAS)).await?;
+        let (group, _) = self.replica_set(inbox).await?;
         let key = owner.signing_key();
         let mut lists: FuturesUnordered<_> = group
             .iter()
@@ -273,7 +272,7 @@ impl Client {
             return Ok(());
         }
         let inbox = owner.id().inbox();
-        let group = self.closest_vaults(inbox, usize::from(REPLICAS)).await?;
+        let (group, _) = self.replica_set(inbox).await?;
         let key = owner.signing_key();
         let mut sends = FuturesUnordered::new();
         for batch in ids.chunks(MAX_DELETE) {

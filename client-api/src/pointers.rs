@@ -8,7 +8,6 @@
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use kura_node::record::REPLICAS;
 use kura_node::wire::{RemoteError, Request, Response};
 use kura_node::{Address, NodeError, Pointer, Record, RecordKey};
 
@@ -24,10 +23,11 @@ pub const UNSET: Address = Address([0; 32]);
 pub const MAX_HOPS: usize = 8;
 
 impl Client {
-    /// The newest valid version of the pointer at `address` any of its group holds.
+    /// The newest valid version of the pointer at `address` any of its replicas holds (its
+    /// closest vaults and its closest elders: [`Client::replica_set`]).
     pub async fn get_pointer(&self, address: Address) -> Result<Option<Pointer>, ClientError> {
         let key = RecordKey::pointer(address);
-        let group = self.closest_vaults(address, usize::from(REPLICAS)).await?;
+        let (group, _) = self.replica_set(address).await?;
         let mut answers: FuturesUnordered<_> = group
             .iter()
             .map(|&vault| {
@@ -75,13 +75,27 @@ impl Client {
     pub(crate) async fn store_replicas(&self, record: Record) -> Result<Replicas, ClientError> {
         let address = record.key().address;
         let strategy = record.strategy();
-        // A transfer is held by its account's committee of elders only.
-        let candidates = match record.key().kind {
-            kura_node::RecordKind::Transfer => self.committee(address).await?.0,
-            _ => self.group(address, strategy.candidates()).await?,
+        // A transfer is held by its account's committee of elders only; a pointer or a message
+        // by its closest vaults and its closest elders, a majority of each.
+        let mut elders = Vec::new();
+        let (candidates, group) = match record.key().kind {
+            kura_node::RecordKind::Transfer => {
+                let c = self.committee(address).await?.0;
+                let g = strategy.group_size().min(c.len());
+                (c, g)
+            }
+            _ => {
+                let (set, e) = self.replica_set(address).await?;
+                elders = e;
+                let mut c = set.clone();
+                let past = self.group(address, strategy.candidates()).await?;
+                c.extend(past.into_iter().filter(|p| !set.contains(p)).collect::<Vec<_>>());
+                (c, set.len())
+            }
         };
-        let group = strategy.group_size().min(candidates.len());
-        let mut out = Replicas { stored: 0, needed: strategy.write_quorum(group), detail: Vec::new(), stale: None };
+        let needed = strategy.write_quorum(group.min(strategy.group_size()));
+        let elders_needed = if elders.is_empty() { 0 } else { strategy.write_quorum(elders.len()) };
+        let mut out = Replicas { stored: 0, needed, elders_stored: 0, elders_needed, detail: Vec::new(), stale: None };
         let mut spares = candidates.iter().skip(group).copied();
         let send = |vault, attempt: u32| {
             let node = self.node().clone();
@@ -98,7 +112,10 @@ impl Client {
             match result {
                 // A busy group member is asked again: only it can hold the record.
                 Err(e) if transient(&e) && attempt < ATTEMPTS_PER_VAULT => sends.push(send(vault, attempt + 1)),
-                Ok(Response::Stored) => out.stored += 1,
+                Ok(Response::Stored) => {
+                    out.stored += 1;
+                    out.elders_stored += usize::from(elders.contains(&vault));
+                }
                 // A certified transfer the vault holds already: as good as stored.
                 Err(NodeError::Remote {
                     error: RemoteError::Refused(kura_node::RecordError::Ledger(kura_node::ledger::LedgerError::AlreadyApplied(_))),
@@ -198,6 +215,9 @@ fn describe(result: Result<Response, NodeError>) -> String {
 pub(crate) struct Replicas {
     pub(crate) stored: usize,
     needed: usize,
+    /// Of those stored, how many at the record's closest elders, and how many must be.
+    elders_stored: usize,
+    elders_needed: usize,
     pub(crate) detail: Vec<String>,
     stale: Option<u64>,
 }
@@ -206,6 +226,10 @@ impl Replicas {
     fn into_result(self, what: String) -> Result<(), ClientError> {
         if self.stored < self.needed {
             return Err(ClientError::NotStored { what, stored: self.stored, needed: self.needed, detail: self.detail.join("; ") });
+        }
+        if self.elders_stored < self.elders_needed {
+            let detail = format!("stored at {} of its elders, {} needed; {}", self.elders_stored, self.elders_needed, self.detail.join("; "));
+            return Err(ClientError::NotStored { what, stored: self.stored, needed: self.needed, detail });
         }
         Ok(())
     }

@@ -10,7 +10,9 @@
 //! - three replicas lying about a balance do not change what the client shows;
 //! - (issue 19) six lying vaults with ids ground next to the attacker's own account, six of
 //!   its eight closest vaults, are newcomers with forged age proofs: they mint nothing, by a
-//!   double spend at one nonce or out of an empty account.
+//!   double spend at one nonce or out of an empty account;
+//! - (issue 19) eight such vaults ground next to a pointer and eight next to an inbox, the
+//!   closest vaults to each, neither hide the pointer's newest version nor drop messages.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -170,6 +172,7 @@ impl Liars {
                             signature: key.sign_replica(&signed),
                         }),
                         Request::PutRecord(_) => Response::Stored,
+                        Request::Inbox(_) => Response::Messages { messages: Vec::new(), more: false },
                         Request::GetRecord(k) => Response::Record(at(k.address).find(|e| e.key() == k).map(|e| Record::Transfer(e.clone()))),
                         Request::EntryIds { account, .. } => {
                             let mut ids: Vec<[u8; 32]> = at(account).map(|e| e.certificate.id()).collect();
@@ -472,6 +475,78 @@ fn aimed_newcomers_mint_nothing_however_close_their_ids() {
         };
         assert_eq!(&balances[..5], &[i128::from(10 * KURA), 0, 0, 0, 0], "one payee paid, once");
         assert_eq!(balances.iter().sum::<i128>(), i128::from(GENESIS_SUPPLY), "the supply is conserved to the unit");
+        client.close().await;
+    });
+}
+
+/// Issue 19's pointer and inbox groups. Eight lying vaults with ids ground next to a pointer,
+/// and eight next to a recipient's inbox, are the closest vaults to each: they take every write
+/// and keep nothing, and answer every read with nothing. They are newcomers: the owner's newest
+/// version stays visible and every message is delivered, now and after the vaults have
+/// compared their replicas.
+#[test]
+fn aimed_newcomers_hide_no_pointer_version_and_drop_no_message() {
+    use kura_client::messages::{Mailbox, DEFAULT_TTL};
+    let net = Net::up(10, 1 << 30);
+    let rt = rt();
+    let homes = tempfile::tempdir().unwrap();
+    let honest = common::running_ids(&net);
+    let owner = kura_client::UserKey::generate();
+    let (alice_home, bob_home) = (homes.path().join("alice"), homes.path().join("bob"));
+    let (alice, bob) = (kura_client::Account::generate(), kura_client::Account::generate());
+    alice.install(&alice_home).unwrap();
+    bob.install(&bob_home).unwrap();
+    let (first, second) = (Address::random(), Address::random());
+    let pointer = rt.block_on(async {
+        let client = net.connect().await;
+        let p = client.create_pointer(&owner, "aimed", Some(first)).await.unwrap();
+        client.close().await;
+        p.address()
+    });
+    let inbox = bob.id().inbox();
+    let closest = |a: Address| kura_node::close_group(&a, honest.iter().copied(), 1)[0];
+    let liars: Vec<Liar> = (0..8)
+        .map(|_| Liar::closer_than(&pointer, &closest(pointer)))
+        .chain((0..8).map(|_| Liar::closer_than(&inbox, &closest(inbox))))
+        .collect();
+    let liar_ids: Vec<PeerId> = liars.iter().map(|l| l.binding.peer).collect();
+    let _liars = Liars::spawn(&net, &liars, Arc::new(Vec::new()), 0);
+    rt.block_on(async {
+        let client = net.connect().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for address in [pointer, inbox] {
+            loop {
+                let group = client.closest_vaults(address, usize::from(REPLICAS)).await.unwrap();
+                if group.iter().all(|p| liar_ids.contains(p)) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the liars never became the closest vaults to {address}: {group:?}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        client.forget_group(&pointer);
+        client.forget_group(&inbox);
+        client.set_pointer(&owner, pointer, second).await.expect("the new version is stored at the pointer's elders");
+        let mut mailbox = Mailbox::open(&alice_home).unwrap();
+        for i in 0..3 {
+            mailbox.send(&client, bob.id(), format!("message {i}"), vec![], DEFAULT_TTL).await.expect("delivered to the inbox's elders");
+        }
+        drop(mailbox);
+        let seen = client.get_pointer(pointer).await.unwrap().expect("the pointer");
+        assert_eq!((seen.version, seen.target), (2, second), "the newest version is visible");
+        client.close().await;
+    });
+    // The vaults compare their replicas (the repair sweep) with the liars in every group;
+    // the elders keep theirs.
+    std::thread::sleep(Duration::from_secs(25));
+    rt.block_on(async {
+        let client = net.connect().await;
+        let seen = client.get_pointer(pointer).await.unwrap().expect("the pointer");
+        assert_eq!((seen.version, seen.target), (2, second), "the newest version is still visible");
+        let mut mailbox = Mailbox::open(&bob_home).unwrap();
+        let got = mailbox.sync(&client).await.unwrap();
+        let texts: Vec<&str> = got.new.iter().map(|r| r.text.as_str()).collect();
+        assert_eq!(texts, ["message 0", "message 1", "message 2"], "every message, once, in order");
         client.close().await;
     });
 }

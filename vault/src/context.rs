@@ -18,6 +18,9 @@ use tokio::sync::watch;
 use crate::config::VaultConfig;
 use crate::store::{RecordStore, StoreActor};
 
+/// Vaults looked at around an address to find its closest elders past the newcomers.
+pub(crate) const ELDERS_LOOKED_AT: usize = 64;
+
 /// A vault's shared context: cheap to clone, handed to every subsystem.
 #[derive(Clone)]
 pub(crate) struct Ctx {
@@ -104,14 +107,33 @@ impl Ctx {
     }
 
     /// The vaults responsible for `address`, closest first (its `n` closest, and the placement
-    /// window past them), or an error when this vault is not among them.
+    /// window past them), or an error when this vault is not among them. An elder among the
+    /// `n` closest elders is responsible however many newcomers sit closer (their ids may be
+    /// ground there: a record is always also held by elders).
     pub(crate) async fn responsible(&self, address: Address, n: usize) -> Result<Vec<PeerId>, RemoteError> {
         let window = self.config().placement_window.max(n);
         let vaults = self.node.local_closest(address, window).await.map_err(internal)?;
-        if !vaults.contains(&self.me()) {
-            return Err(RemoteError::NotResponsible(address));
+        if vaults.contains(&self.me()) {
+            return Ok(vaults);
         }
-        Ok(vaults)
+        if self.core.elders.counted() && self.core.elders.is_elder(&self.me()) {
+            let wide = self.node.local_closest(address, ELDERS_LOOKED_AT).await.map_err(internal)?;
+            let elders: Vec<PeerId> = self.elders_among(wide).await.into_iter().take(n).collect();
+            if elders.contains(&self.me()) {
+                return Ok(elders);
+            }
+        }
+        Err(RemoteError::NotResponsible(address))
+    }
+
+    /// The vaults that hold a replicated record at `address` when all is well: its `n`
+    /// closest of `candidates` (closest first) and its `n` closest elders among them, each
+    /// once.
+    pub(crate) async fn replica_group(&self, candidates: &[PeerId], n: usize) -> Vec<PeerId> {
+        let mut group: Vec<PeerId> = candidates.iter().take(n).copied().collect();
+        let elders = self.elders_among(candidates.to_vec()).await;
+        group.extend(elders.into_iter().filter(|e| !group.contains(e)).take(n).collect::<Vec<_>>());
+        group
     }
 
     /// Runs `task` in the background until it ends or the vault shuts down.

@@ -512,7 +512,12 @@ impl Repair {
         let failed = |e: String| NodeError::Lookup { target: key.address, reason: e };
         let Some(mine) = self.records.read_record(key).await.map_err(|e| failed(e.to_string()))? else { return Ok(()) };
         let n = mine.strategy().group_size();
-        let candidates = self.ctx.node().local_closest(key.address, n + self.ctx.config().spare_candidates).await?;
+        // The record's closest vaults and closest elders (looked for past any newcomers near
+        // it), and a few past them that stand in for members that do not answer.
+        let wide = self.ctx.node().local_closest(key.address, crate::context::ELDERS_LOOKED_AT).await?;
+        let mut candidates = self.ctx.replica_group(&wide, n).await;
+        let spares: Vec<PeerId> = wide.iter().filter(|p| !candidates.contains(p)).take(self.ctx.config().spare_candidates).copied().collect();
+        candidates.extend(spares);
         let asked = futures::future::join_all(candidates.iter().filter(|p| **p != me).map(|&peer| async move {
             (peer, self.ctx.ask(peer, Request::GetRecord(key)).await)
         }))
@@ -541,7 +546,10 @@ impl Repair {
             _ => std::cmp::Ordering::Equal,
         });
         let rank = |r: &Option<Record>| r.as_ref().and_then(|r| versions.iter().position(|v| *v == r));
-        let group: Vec<PeerId> = candidates.into_iter().filter(|p| answers.contains_key(p)).take(n).collect();
+        // Its n closest that answered, and its n closest elders that answered.
+        let mut answered: Vec<PeerId> = candidates.into_iter().filter(|p| answers.contains_key(p)).collect();
+        answered.sort_by_key(|p| wide.iter().position(|w| w == p));
+        let group = self.ctx.replica_group(&answered, n).await;
         let view = ReplicaView {
             address: key.address,
             group,
