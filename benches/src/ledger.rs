@@ -28,7 +28,7 @@ pub fn run(nodes: usize, payers: usize, each: usize) -> Result<()> {
     let owner = WalletKey::random();
     let to = WalletKey::random().address();
     let signed = owner.sign(1, vec![Output { to, amount: 5, memo: [0; 32] }]);
-    let replicas: Vec<WalletKey> = (0..8).map(|_| WalletKey::random()).collect();
+    let replicas: Vec<WalletKey> = (0..kura_node::age::VOTERS).map(|_| WalletKey::random()).collect();
     let shares: Vec<_> = replicas
         .iter()
         .map(|k| (k.bind(&kura_node::Keypair::generate_ed25519()), k.sign_replica(&signed)))

@@ -145,13 +145,13 @@ impl Client {
             .cloned()
     }
 
-    /// The committee of `account`: its [`kura_node::REPLICAS`] closest elders (vaults with a
+    /// The committee of `account`: its [`kura_node::age::VOTERS`] closest elders (vaults with a
     /// proven age; see [`kura_node::elders`]), closest first, and how many elders a committee
     /// has on this network as this client knows it.
     pub async fn committee(&self, account: Address) -> Result<(Vec<PeerId>, usize), ClientError> {
         let elders = self.elders().await?;
-        let near = self.group(account, 2 * usize::from(kura_node::REPLICAS)).await?;
-        let members: Vec<PeerId> = elders.elders(&self.node, near).await.into_iter().take(usize::from(kura_node::REPLICAS)).collect();
+        let near = self.group(account, 2 * kura_node::age::VOTERS).await?;
+        let members: Vec<PeerId> = elders.elders(&self.node, near).await.into_iter().take(kura_node::age::VOTERS).collect();
         Ok((members, elders.committee_size()))
     }
 
@@ -184,10 +184,10 @@ impl Client {
         Ok(self.node.closest_vaults(target, n).await?)
     }
 
-    /// The `n` (at most 16) vaults closest to `target`, as looked up within the last few
+    /// The `n` (at most 48) vaults closest to `target`, as looked up within the last few
     /// seconds, or looked up now. [`Client::forget_group`] drops one a vault of failed.
     pub async fn group(&self, target: Address, n: usize) -> Result<Vec<PeerId>, ClientError> {
-        let wide = 2 * usize::from(kura_node::REPLICAS);
+        let wide = 2 * kura_node::age::VOTERS;
         if let Some((at, group)) = self.groups.lock().unwrap_or_else(|e| e.into_inner()).get(&target) {
             if at.elapsed() < GROUP_TTL && n <= wide {
                 return Ok(group.iter().take(n).copied().collect());

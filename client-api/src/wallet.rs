@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use futures::StreamExt;
 use kura_node::committee::{quorum_of, vouchers};
 use kura_node::ledger::{quorum, Certificate, Entry, LedgerError, Output, SignedTransfer, Summary, WalletKey, QUORUM};
-use kura_node::record::REPLICAS;
 use kura_node::wire::{RemoteError, Request, Response};
 use kura_node::{Address, NodeError, PeerId, Record, RecordError};
 
@@ -31,7 +30,13 @@ use crate::error::ClientError;
 
 /// One more than the dishonest replicas a quorum tolerates: replicas that agree on what they
 /// hold include an honest one.
-pub const AGREEING: usize = REPLICAS as usize - QUORUM + 1;
+pub const AGREEING: usize = kura_node::age::VOTERS - QUORUM + 1;
+
+/// [`AGREEING`] for a committee of `size` elders (a network with fewer than
+/// [`kura_node::age::VOTERS`]).
+pub const fn agreeing(size: usize) -> usize {
+    size - quorum(size) + 1
+}
 
 const PENDING_FILE: &str = "pending-transfer";
 

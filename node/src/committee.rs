@@ -1,12 +1,12 @@
 //! Who signs for a ledger account, and when a certificate's signers did: the committee rule.
 //!
-//! An account's **committee** is the [`REPLICAS`] elders closest to its address (vaults with
+//! An account's **committee** is the [`VOTERS`] (24) elders closest to its address (vaults with
 //! a proven age: see [`crate::elders`]), as the vault that asks sees the network; nothing
 //! wider, and never a newcomer however close its id was ground. An honest vault signs a
 //! transfer out of an account only while it is in the committee of its own view, and admits
 //! a certificate only when a quorum of its signers are in the payer's committee of the
-//! admitting vault's view ([`quorum_of`]): [`QUORUM`] of eight, or [`quorum`] of all the
-//! elders of a network with fewer than eight.
+//! admitting vault's view ([`quorum_of`]): [`QUORUM`] (17) of 24, or [`quorum`] of all the
+//! elders of a network with fewer than 24.
 //!
 //! Why one nonce cannot be certified twice (FastPay's argument, with views that differ):
 //! let two honest vaults admit certificates `S1` and `S2` at one nonce, seeing committees `C1`
@@ -20,22 +20,22 @@
 
 use crate::{close_group, Address, PeerId};
 use kura_types::ledger::{quorum, QUORUM};
-use kura_types::record::REPLICAS;
+use kura_types::age::VOTERS;
 
 /// Members of the account's group who must hold an old entry (whose signers have left the
 /// payer's committee) before a vault admits it: `2q − n`, one more than the dishonest members
 /// at which the ledger is still safe, so three lying members cannot make up history.
-pub const VOUCHERS: usize = 2 * QUORUM - REPLICAS as usize;
+pub const VOUCHERS: usize = 2 * QUORUM - VOTERS;
 
-/// [`VOUCHERS`] for a group of `n` elders (a network with fewer than eight): `2q − n`.
+/// [`VOUCHERS`] for a group of `n` elders (a network with fewer than [`VOTERS`]): `2q − n`.
 pub const fn vouchers(n: usize) -> usize {
     2 * quorum(n) - n
 }
 
-/// An account's committee as one vault sees it: the [`REPLICAS`] closest of `view`, closest
-/// first.
+/// An account's committee as one vault sees it: the [`VOTERS`] closest of `view` (its
+/// elders), closest first.
 pub fn committee(account: &Address, view: impl IntoIterator<Item = PeerId>) -> Vec<PeerId> {
-    close_group(account, view, usize::from(REPLICAS))
+    close_group(account, view, VOTERS)
 }
 
 /// How many distinct `signers` are members of `committee`.
@@ -46,10 +46,10 @@ pub fn members_among(signers: &[PeerId], committee: &[PeerId]) -> usize {
     seen.len()
 }
 
-/// How many elders a committee has on a network where `elders` are known: [`REPLICAS`], or
+/// How many elders a committee has on a network where `elders` are known: [`VOTERS`], or
 /// all of them on a smaller network (at least one).
 pub fn committee_size(elders: usize) -> usize {
-    elders.clamp(1, usize::from(REPLICAS))
+    elders.clamp(1, VOTERS)
 }
 
 /// Whether `signers` hold a quorum of `committee`, on a network whose committees have `size`
@@ -58,7 +58,7 @@ pub fn committee_size(elders: usize) -> usize {
 /// quorum is still that of `size`, so no two views that each see a few elders can each
 /// certify a transfer at one nonce.
 pub fn quorum_of(signers: &[PeerId], committee: &[PeerId], size: usize) -> bool {
-    members_among(signers, committee) >= quorum(size.clamp(1, usize::from(REPLICAS)))
+    members_among(signers, committee) >= quorum(size.clamp(1, VOTERS))
 }
 
 /// The signers that are not members of `committee`.
@@ -76,6 +76,10 @@ pub fn difference(a: &[PeerId], b: &[PeerId]) -> usize {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The committee size the property tests use. The rule is the same for any size; eight
+    /// keeps the adversary's exhaustive split of the honest signers (2^signers) affordable.
+    const N: usize = 8;
 
     /// One honest vault: its id and its view of the network.
     struct Honest {
@@ -102,7 +106,7 @@ mod tests {
                     .collect()
             };
             let (s1, s2) = (side(0), side(1));
-            let admitted = |s: &[PeerId]| counted.iter().any(|c| quorum_of(s, c, usize::from(REPLICAS)));
+            let admitted = |s: &[PeerId]| counted.iter().any(|c| quorum_of(s, c, N));
             if admitted(&s1) && admitted(&s2) {
                 return true;
             }
@@ -112,12 +116,12 @@ mod tests {
 
     /// What each admitter counts under the committee rule: the payer's committee of its view.
     fn committees(account: &Address, views: &[Vec<PeerId>]) -> Vec<Vec<PeerId>> {
-        views.iter().map(|v| committee(account, v.iter().copied())).collect()
+        views.iter().map(|v| close_group(account, v.iter().copied(), N)).collect()
     }
 
     /// An honest vault signs while it is in the committee of its own view.
     fn member(account: Address) -> impl Fn(&Honest) -> bool {
-        move |h| committee(&account, h.view.iter().copied()).contains(&h.id)
+        move |h| close_group(&account, h.view.iter().copied(), N).contains(&h.id)
     }
 
     #[test]
@@ -160,7 +164,7 @@ mod tests {
             (account, live, gone, dishonest, misses) in network()
         ) {
             // The dishonest vaults sit where they do most harm: in the true committee.
-            let truth = committee(&account, live.iter().copied());
+            let truth = close_group(&account, live.iter().copied(), N);
             let bad: Vec<PeerId> = truth.iter().take(dishonest).copied().collect();
             let honest: Vec<Honest> = live
                 .iter()
@@ -186,10 +190,26 @@ mod tests {
                 .max()
                 .unwrap_or(0);
             // Within the tolerance the adversary never wins (beyond it, see the next test).
-            if dishonest + d < 2 * QUORUM - usize::from(REPLICAS) {
+            if dishonest + d < 2 * quorum(N) - N {
                 prop_assert!(!double_spend(&honest, &bad, &committees, &member(account)));
             }
         }
+    }
+
+    #[test]
+    fn a_committee_is_the_voters_closest_and_a_short_view_certifies_nothing_less() {
+        let account = Address::random();
+        let elders: Vec<PeerId> = (0..40).map(|_| PeerId::random()).collect();
+        let c = committee(&account, elders.iter().copied());
+        assert_eq!(c.len(), VOTERS);
+        assert_eq!((committee_size(40), committee_size(5), committee_size(0)), (VOTERS, 5, 1));
+        // A view that shows only the three nearest elders of a full network: three signers
+        // are all of it, yet no quorum of a network whose committees have 24.
+        let short = committee(&account, c[..3].iter().copied());
+        assert!(!quorum_of(&c[..3], &short, committee_size(40)));
+        assert!(quorum_of(&c[..QUORUM], &c, committee_size(40)));
+        assert!(!quorum_of(&c[..QUORUM - 1], &c, committee_size(40)));
+        assert_eq!((VOUCHERS, vouchers(5)), (10, 3));
     }
 
     #[test]
@@ -206,7 +226,7 @@ mod tests {
             .iter()
             .map(|&id| Honest { id, view: if first.contains(&id) && !second.contains(&id) { first.clone() } else { second.clone() } })
             .collect();
-        assert_eq!(difference(&committee(&account, first.clone()), &committee(&account, second.clone())), 4);
+        assert_eq!(difference(&close_group(&account, first.clone(), N), &close_group(&account, second.clone(), N)), 4);
         assert!(double_spend(&honest, &[], &committees(&account, &[first, second]), &member(account)));
     }
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kura_types::age::{AgeProof, ELDER_AGE, HOLD_AGE};
+use kura_types::age::{diverse, AgeProof, ELDER_AGE, HOLD_AGE, PER_PREFIX};
 use kura_types::wire::{Request, Response};
 use libp2p::PeerId;
 use tracing::debug;
@@ -139,14 +139,17 @@ impl Elders {
             .await;
     }
 
-    /// The elders among `peers`, in their order, after learning the ages not yet known. On a
+    /// The elders among `peers`, in their order, after learning the ages not yet known, past
+    /// the [`PER_PREFIX`]-th of one address prefix (see [`kura_types::age::diverse`]). On a
     /// network without a genesis key, every peer.
     pub async fn elders(&self, node: &NodeHandle, peers: Vec<PeerId>) -> Vec<PeerId> {
         if !self.counted() {
             return peers;
         }
         self.learn(node, &peers).await;
-        peers.into_iter().filter(|p| self.is_elder(p)).collect()
+        let elders: Vec<PeerId> = peers.into_iter().filter(|p| self.is_elder(p)).collect();
+        let ips = node.peer_ips(elders.clone()).await.unwrap_or_default();
+        diverse(elders.into_iter().zip(ips.iter().map(Option::as_ref).chain(std::iter::repeat(None))), PER_PREFIX)
     }
 
     /// Whether `peer` may hold data alone (it has aged to [`HOLD_AGE`], or ages do not count
@@ -162,12 +165,12 @@ impl Elders {
     }
 
     /// How many elders a committee has on this network as this node knows it
-    /// ([`crate::committee::committee_size`] of the elders it knows; eight where ages do not
-    /// count).
+    /// ([`crate::committee::committee_size`] of the elders it knows; [`kura_types::age::VOTERS`]
+    /// where ages do not count).
     pub fn committee_size(&self) -> usize {
         match self.counted() {
             true => crate::committee::committee_size(self.counts().1),
-            false => usize::from(crate::REPLICAS),
+            false => kura_types::age::VOTERS,
         }
     }
 

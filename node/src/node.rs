@@ -133,6 +133,10 @@ enum Command {
     RoutingTable {
         reply: oneshot::Sender<Vec<PeerId>>,
     },
+    PeerIps {
+        peers: Vec<PeerId>,
+        reply: oneshot::Sender<Vec<Option<std::net::IpAddr>>>,
+    },
     LocalClosest {
         target: Address,
         n: usize,
@@ -255,6 +259,12 @@ impl NodeHandle {
     /// The peers in this node's Kademlia routing table.
     pub async fn routing_table(&self) -> Result<Vec<PeerId>, NodeError> {
         self.call(|reply| Command::RoutingTable { reply }).await
+    }
+
+    /// The IP address each of `peers` is known at in the routing table (none for a peer not
+    /// in it, or known only at a loopback address).
+    pub async fn peer_ips(&self, peers: Vec<PeerId>) -> Result<Vec<Option<std::net::IpAddr>>, NodeError> {
+        self.call(|reply| Command::PeerIps { peers, reply }).await
     }
 
     /// The addresses this node listens on.

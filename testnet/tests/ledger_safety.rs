@@ -1,8 +1,8 @@
 //! Ledger safety against a client alone and against lying group members, on real vault
 //! processes with honest code (issue 17):
-//! - the double spend through vaults ranked 9–16 of an account (a 16-vault testnet): entries
-//!   pushed there are refused, and at most one transfer at the nonce is certified or admitted
-//!   anywhere;
+//! - the double spend through vaults near an account that are not its committee (a testnet of
+//!   eight elders and eight newcomers): entries pushed there are refused, and at most one
+//!   transfer at the nonce is certified or admitted anywhere;
 //! - certificates from keys that are no vault, with a forged owner signature (naming the
 //!   genesis account), overdrawing, or crediting one (payer, nonce) a second time are refused
 //!   by every vault, whether stored fresh or met in catch-up after three members of the
@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kura_node::ledger::{AccountView, Binding, Certificate, Entry, LedgerError, Output, SignedTransfer, WalletKey, QUORUM};
+use kura_node::ledger::{quorum, AccountView, Binding, Certificate, Entry, LedgerError, Output, SignedTransfer, WalletKey, QUORUM};
 use kura_node::wire::{RemoteError, Request, Response};
 use kura_node::{Address, NodeError, NodeHandle, PeerId, Record, REPLICAS};
 use kura_testnet::process::TESTNET_ID_DIFFICULTY;
@@ -59,8 +59,12 @@ fn certify(signed: &SignedTransfer, by: &[(WalletKey, Binding)]) -> Certificate 
 
 #[test]
 fn a_client_alone_cannot_double_spend_through_vaults_outside_the_committee() {
-    let net = Net::up(16, 1 << 30);
+    // Eight elders, and eight newcomers that sit among them: an account's committee is its
+    // eight elders, whichever vaults are closest.
+    let net = Net::up(8, 1 << 30);
+    net.net.add(8, 1 << 30).unwrap();
     let rt = rt();
+    rt.block_on(net.assert_healthy());
     let dirs = tempfile::tempdir().unwrap();
     rt.block_on(async {
         let client = net.connect().await;
@@ -68,23 +72,26 @@ fn a_client_alone_cannot_double_spend_through_vaults_outside_the_committee() {
         let funding = client.pay(&net.faucet(), vec![pay(payer.address(), 10 * KURA)]).await.unwrap();
         let ranked = client.closest_vaults(payer.address(), 16).await.unwrap();
         assert_eq!(ranked.len(), 16);
-        let (committee, outside) = ranked.split_at(usize::from(REPLICAS));
+        let (committee, _) = client.committee(payer.address()).await.unwrap();
+        assert_eq!(committee.len(), 8);
+        let outside: Vec<PeerId> = ranked.iter().filter(|p| !committee.contains(p)).copied().collect();
+        let (committee, outside) = (&committee[..], &outside[..]);
 
-        // The payer's credit pushed to the vaults ranked 9–16: none of them holds it.
+        // The payer's credit pushed to the vaults outside the committee: none of them holds it.
         let credit = Record::Transfer(Entry { account: payer.address(), certificate: funding.clone() });
         for (vault, answer) in put_at(&client, outside, &credit).await {
             assert!(
                 matches!(answer, Err(NodeError::Remote { error: RemoteError::NotResponsible(_), .. })),
-                "rank 9–16 vault {vault} took the payer's entry: {answer:?}"
+                "newcomer {vault} took the payer's entry: {answer:?}"
             );
         }
-        // Ranks 1–8 asked to sign one transfer of the whole balance, ranks 9–16 another at the
-        // same nonce.
+        // The committee asked to sign one transfer of the whole balance, the newcomers another
+        // at the same nonce.
         let (x, y) = (WalletKey::random().address(), WalletKey::random().address());
         let t1 = payer.key().sign(1, vec![pay(x, 10 * KURA)]);
         let t2 = payer.key().sign(1, vec![pay(y, 10 * KURA)]);
         let (s1, s2) = tokio::join!(shares(&client, committee, &t1), shares(&client, outside, &t2));
-        assert!(s1.len() >= QUORUM, "the committee signs the first: {} shares", s1.len());
+        assert!(s1.len() >= quorum(8), "the committee signs the first: {} shares", s1.len());
         assert!(s2.is_empty(), "vaults outside the committee signed {} shares", s2.len());
         // The outsiders' shares could not make a certificate anyway; the committee's, once
         // promised, sign nothing else at the nonce.
@@ -330,12 +337,12 @@ fn two_certificates_at_one_nonce_are_evidence_and_the_payee_credits_neither() {
     let (committee, s1) = rt.block_on(async {
         let client = net.connect().await;
         client.pay(&faucet, vec![pay(payer.address(), 100)]).await.unwrap();
-        let committee = client.closest_vaults(payer.address(), usize::from(REPLICAS)).await.unwrap();
+        let (committee, _) = client.committee(payer.address()).await.unwrap();
         let s1 = shares(&client, &committee, &t1).await;
         client.close().await;
         (committee, s1)
     });
-    assert!(s1.len() >= QUORUM, "{} shares", s1.len());
+    assert!(s1.len() >= quorum(10), "{} shares", s1.len());
     // The committee forgets its promises.
     let state = net.net.state().unwrap();
     let members: Vec<usize> = net.net.running_peers(&state).into_iter().filter(|(_, p)| committee.contains(p)).map(|(i, _)| i).collect();
@@ -350,13 +357,13 @@ fn two_certificates_at_one_nonce_are_evidence_and_the_payee_credits_neither() {
     rt.block_on(async {
         let client = net.connect().await;
         let s2 = shares(&client, &committee, &t2).await;
-        assert!(s2.len() >= QUORUM, "{} shares", s2.len());
+        assert!(s2.len() >= quorum(10), "{} shares", s2.len());
         let (c1, c2) = (Certificate::aggregate(t1.clone(), s1).unwrap(), Certificate::aggregate(t2.clone(), s2).unwrap());
         client.confirm(&c1).await.unwrap();
         assert_eq!(client.balance(payee).await.unwrap().balance, 100);
         // The second certificate, at both accounts' committees: refused as a double spend.
         for account in [payee, payer.address()] {
-            let group = client.closest_vaults(account, usize::from(REPLICAS)).await.unwrap();
+            let (group, _) = client.committee(account).await.unwrap();
             let record = Record::Transfer(Entry { account, certificate: c2.clone() });
             for (vault, answer) in put_at(&client, &group, &record).await {
                 assert_eq!(refusal(&answer), Some(LedgerError::DoubleSpend(1)), "vault {vault} at {account}");
@@ -388,7 +395,7 @@ fn two_certificates_at_one_nonce_are_evidence_and_the_payee_credits_neither() {
             .filter(|e| {
                 let exhibit = kura_vault::evidence::read(&std::fs::read(e.path()).unwrap()).unwrap();
                 let guilty = kura_vault::evidence::culprits(&exhibit);
-                guilty.len() >= 2 * QUORUM - usize::from(REPLICAS) && guilty.iter().all(|p| committee.contains(p))
+                guilty.len() >= 2 * quorum(10) - 10 && guilty.iter().all(|p| committee.contains(p))
             })
             .count();
         assert!(kept >= 1, "no evidence file names the double signers");
@@ -442,8 +449,8 @@ fn aimed_newcomers_mint_nothing_however_close_their_ids() {
             let t = attacker.key().sign(1, vec![pay(*payee, 10 * KURA)]);
             let mut s = shares(&client, &honest_near, &t).await;
             s.extend(signers.iter().map(|(k, b)| (b.clone(), k.sign_replica(&t))));
-            // A certificate names at most eight signers: the honest ones first.
-            s.truncate(usize::from(REPLICAS));
+            // A certificate names at most a committee's worth of signers: the honest first.
+            s.truncate(kura_node::age::VOTERS);
             certificates.push(Certificate::aggregate(t, s).unwrap());
         }
         certificates.push(certify(&empty.sign(1, vec![pay(payees[1], 5_000_000 * KURA)]), &signers));

@@ -256,8 +256,8 @@ impl Payments {
     pub(crate) async fn own_balance(&self) -> Option<i128> {
         let account = self.ledger.account();
         let ask = async {
-            let near = self.ctx.node().closest_vaults(account, 20).await.ok()?;
-            let group: Vec<_> = self.ctx.elders_among(near).await.into_iter().take(usize::from(kura_node::REPLICAS)).collect();
+            let near = self.ctx.node().closest_vaults(account, 2 * kura_node::age::VOTERS).await.ok()?;
+            let group: Vec<_> = self.ctx.elders_among(near).await.into_iter().take(kura_node::age::VOTERS).collect();
             let me = self.ctx.node().peer_id();
             let mut votes: HashMap<i128, usize> = HashMap::new();
             let answers = futures::future::join_all(group.iter().map(|&p| async move {

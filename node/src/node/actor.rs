@@ -141,7 +141,7 @@ impl Actor {
             Command::ClosestVaults { target, n, reply } => {
                 // Ask Kademlia for a full k-set even when fewer are wanted: the extra answers
                 // make the top `n` more reliable at little cost on a healthy network.
-                let want = NonZeroUsize::new(20).expect("nonzero");
+                let want = NonZeroUsize::new(n.max(20)).expect("nonzero");
                 let id = self.swarm.behaviour_mut().kad.get_n_closest_peers(target.0.to_vec(), want);
                 self.lookups.insert(id, PendingLookup { target, n, reply });
             }
@@ -151,6 +151,18 @@ impl Actor {
             }
             Command::RoutingTable { reply } => {
                 let _ = reply.send(self.routing_table());
+            }
+            Command::PeerIps { peers, reply } => {
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                let ips = peers
+                    .iter()
+                    .map(|peer| {
+                        let bucket = kad.kbucket(*peer)?;
+                        let entry = bucket.iter().find(|e| e.node.key.preimage() == peer)?;
+                        crate::limits::remote_ips(entry.node.value.iter()).into_iter().next()
+                    })
+                    .collect();
+                let _ = reply.send(ips);
             }
             Command::LocalClosest { target, n, reply } => {
                 let mut candidates = self.routing_table();

@@ -1,14 +1,14 @@
 //! The reward ledger's rules: accounts, owner-signed transfers, quorum certificates, and what
 //! a replica may sign, as pure functions (no clock, no disk, no network).
 //!
-//! An account is a BLS public key; its address is the BLAKE3 hash of the key, and the close
-//! group of that address (its `REPLICAS` closest vaults) holds its state. The owner signs a
+//! An account is a BLS public key; its address is the BLAKE3 hash of the key, and its
+//! committee (the [`crate::age::VOTERS`] elders closest to that address) holds its state. The owner signs a
 //! [`Transfer`] `{from, nonce, outputs}`; each replica of `from` checks the signature, that the
 //! nonce is the next one and that the balance covers it, promises never to sign another
 //! transfer at that nonce, and signs the transfer's id with its own BLS key. [`quorum`] of those
 //! signatures, aggregated, are the transfer's [`Certificate`] (FastPay's design: Baudet,
 //! Danezis, Sonnino 2020). Two certificates for one nonce would need `2q − n` replicas that
-//! signed twice, so with `n = 8`, `q = 6`, four dishonest replicas of one account.
+//! signed twice, so with `n = 24`, `q = 17`, ten dishonest replicas of one account.
 //!
 //! The certificate is stored as a [`Entry`] record (kind `transfer`) at `from` (a debit) and at
 //! every output's account (a credit). An account's state is what its entries add up to
@@ -32,7 +32,7 @@ use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
 
 use crate::address::Address;
-use crate::record::{RecordKey, RecordKind, REPLICAS};
+use crate::record::{RecordKey, RecordKind};
 
 mod quote;
 mod sig;
@@ -67,8 +67,8 @@ pub const fn quorum(n: usize) -> usize {
     2 * n / 3 + 1
 }
 
-/// The certificate quorum for an account's replicas.
-pub const QUORUM: usize = quorum(REPLICAS as usize);
+/// The certificate quorum of a full committee ([`crate::age::VOTERS`] elders): 17 of 24.
+pub const QUORUM: usize = quorum(crate::age::VOTERS);
 
 /// The fewest signers any certificate has: the quorum of a committee of one (a network of
 /// one elder).
@@ -129,7 +129,7 @@ pub enum LedgerError {
     #[error("this replica is catching up on the account's transfers")]
     Behind,
     /// Fewer distinct signers than the quorum, or more than the replicas.
-    #[error("{got} signers; a certificate needs {need} to {REPLICAS}")]
+    #[error("{got} signers; a certificate needs {need} to {}", crate::age::VOTERS)]
     TooFewSigners {
         /// Signers present.
         got: usize,
@@ -460,9 +460,9 @@ impl Certificate {
         let (total, owner) = self.transfer.prepare()?;
         // How many signers make a quorum depends on how many elders the payer's committee
         // has (all of them on a network of fewer than eight: see `kura_types::age`); who
-        // counts is the admitting vault's to check. Here only the shape: one to eight.
+        // counts is the admitting vault's to check. Here only the shape: one to a committee.
         let n = self.signers.len();
-        if !(MIN_SIGNERS..=usize::from(REPLICAS)).contains(&n) {
+        if !(MIN_SIGNERS..=crate::age::VOTERS).contains(&n) {
             return Err(LedgerError::TooFewSigners { got: n, need: MIN_SIGNERS });
         }
         let peers: HashSet<PeerId> = self.signers.iter().map(|b| b.peer).collect();
@@ -567,7 +567,7 @@ impl crate::kind::Kind for Entry {
     }
 
     fn strategy(&self) -> crate::record::Strategy {
-        crate::record::Strategy::Replicated { n: crate::record::REPLICAS }
+        crate::record::Strategy::Replicated { n: crate::age::VOTERS as u8 }
     }
 
     /// The certificate's pairings are checked where a vault admits it (with its cache of
@@ -621,16 +621,16 @@ mod tests {
         let signed = owner.sign(1, vec![pay(to, 5)]);
         assert_eq!(signed.verify(), Ok(5));
         let mut cache = BindingCache::default();
-        assert_eq!(QUORUM, 6);
+        assert_eq!(QUORUM, 17);
         assert_eq!(certify(&signed, &reps[..6]).verify(&mut cache), Ok(5));
         assert_eq!(certify(&signed, &reps[..8]).verify(&mut cache), Ok(5));
         // The shape admits one to eight signers; how many make a quorum is the committee's.
         let mut none = certify(&signed, &reps[..1]);
         none.signers.clear();
         assert_eq!(none.verify(&mut cache), Err(LedgerError::TooFewSigners { got: 0, need: 1 }));
-        let mut nine = certify(&signed, &reps[..8]);
-        nine.signers.push(replicas(1)[0].binding.clone());
-        assert_eq!(nine.verify(&mut cache), Err(LedgerError::TooFewSigners { got: 9, need: 1 }));
+        let mut many = certify(&signed, &reps[..8]);
+        many.signers.extend(replicas(crate::age::VOTERS + 1 - 8).into_iter().map(|r| r.binding));
+        assert_eq!(many.verify(&mut cache), Err(LedgerError::TooFewSigners { got: crate::age::VOTERS + 1, need: 1 }));
         // One signer listed twice to make up the count.
         let mut dup = certify(&signed, &reps[..5]);
         dup.signers.push(dup.signers[0].clone());

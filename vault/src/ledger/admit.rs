@@ -4,6 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
+use kura_node::age::VOTERS;
 use kura_node::committee::{committee, outsiders, quorum_of, vouchers};
 use kura_node::ledger::{Certificate, Entry, LedgerError, ReplicaSignature, SignedTransfer, Summary};
 use kura_node::wire::{RemoteError, Request, Response};
@@ -94,7 +95,7 @@ impl Ledger {
         }
         // Only a vault close behind the committee may be a member whose table lags; any other
         // refuses at no cost.
-        if !elders.iter().take(usize::from(kura_node::REPLICAS) + LAGGING).any(|p| *p == me) {
+        if !elders.iter().take(VOTERS + LAGGING).any(|p| *p == me) {
             return Err(RemoteError::NotResponsible(account));
         }
         let found = self.looked_up_committee(account).await?;
@@ -314,7 +315,12 @@ impl Ledger {
         // its signers are penalized since, so the table no longer shows them.
         let current = quorum_of(&signers, &members, self.committee_size()) || self.state.evidence.holds(cert);
         if !current && entry.is_none() {
-            return Err(refused(LedgerError::UnknownSigners(outsiders(&signers, &members))));
+            let strangers = outsiders(&signers, &members);
+            return Err(refused(match strangers.is_empty() {
+                // Members all, but too few of them.
+                true => LedgerError::TooFewSigners { got: signers.len(), need: kura_node::ledger::quorum(self.committee_size()) },
+                false => LedgerError::UnknownSigners(strangers),
+            }));
         }
         let state = self.state.clone();
         let owned = cert.clone();
@@ -375,11 +381,14 @@ impl Ledger {
     /// alone can leave too few holders to ask.
     pub(crate) async fn vouchers(&self, entry: &Entry) -> usize {
         let me = self.ctx.node().peer_id();
-        let Ok(mut group) = self.ctx.node().local_closest(entry.account, usize::from(kura_node::REPLICAS) + LAGGING).await else { return 0 };
+        let Ok(mut group) = self.ctx.node().local_closest(entry.account, WIDE).await else { return 0 };
         if let Ok(found) = self.looked_up_committee(entry.account).await {
             group.extend(found.into_iter().filter(|p| !group.contains(p)).collect::<Vec<_>>());
         }
-        let elders = self.ctx.elders_among(group.into_iter().filter(|p| *p != me).collect()).await;
+        // The committee's elders and those just past it, nearest first: no wider.
+        let all = group.len();
+        group = kura_node::close_group(&entry.account, group, all);
+        let elders: Vec<PeerId> = self.ctx.elders_among(group).await.into_iter().take(VOTERS + LAGGING).filter(|p| *p != me).collect();
         self.vouchers_among(entry, elders).await
     }
 

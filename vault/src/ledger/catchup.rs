@@ -126,7 +126,7 @@ impl Ledger {
         let _done = Unclaim(&self.state.comparing, account);
         let started = std::time::Instant::now();
         let me = self.ctx.node().peer_id();
-        let n = usize::from(kura_node::REPLICAS);
+        let n = kura_node::age::VOTERS;
         // The group is the account's elders: a newcomer neither holds its entries nor is asked.
         let view = self.ctx.node().local_closest(account, WIDE + self.ctx.config().spare_candidates).await?;
         let candidates = self.ctx.elders_among(view).await;

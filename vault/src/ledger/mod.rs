@@ -70,7 +70,7 @@ const LAGGING: usize = 3;
 
 /// Vaults looked at around an account to find its committee's elders among them: newcomers
 /// near it are passed over, so more than the committee is looked at.
-const WIDE: usize = 20;
+const WIDE: usize = 2 * kura_node::age::VOTERS;
 
 /// How long a committee found by lookup is reused.
 const LOOKUP_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
