@@ -362,7 +362,7 @@ fn main() -> anyhow::Result<()> {
         "group", "strategy", "attack%", "elders", "attack-eld%", "any(sampled)", "any(binom)", "chosen", "core-hours"
     );
     let mut csv = String::from("group,strategy,attack_pct,day,elders,attacker_elders,captured_groups,groups,chosen,chosen_attackers,any_analytic\n");
-    let mut curves: Vec<(String, Vec<(u32, f64)>)> = Vec::new();
+    let mut curves: Vec<(usize, String, Vec<(u32, f64)>)> = Vec::new();
     for &group in &args.groups {
         for &strat in &strategies {
             for (n, &share) in args.attackers.iter().enumerate() {
@@ -394,7 +394,7 @@ fn main() -> anyhow::Result<()> {
                     ));
                 }
                 if strat == Strategy::Wait {
-                    curves.push((format!("group {group}, {share}%"), run.samples.iter().map(|s| (s.day, s.any_analytic)).collect()));
+                    curves.push((group, format!("{share}% attackers"), run.samples.iter().map(|s| (s.day, s.any_analytic)).collect()));
                 }
             }
         }
@@ -404,11 +404,21 @@ fn main() -> anyhow::Result<()> {
         println!("daily samples: {}", path.display());
     }
     if let Some(path) = &args.png {
-        kura_benches_plot::plot(path, &curves)?;
-        println!("plot: {} (log10 of P(some committee captured) by day, strategy wait), colours in order:", path.display());
-        for (n, (name, _)) in curves.iter().enumerate() {
-            let [r, g, b] = kura_benches_plot::COLOURS[n % kura_benches_plot::COLOURS.len()];
-            println!("  #{r:02x}{g:02x}{b:02x}  {name}");
+        // One plot per group size, one curve per attacker share.
+        for &group in &args.groups {
+            let mine: Vec<(String, Vec<(u32, f64)>)> =
+                curves.iter().filter(|(g, _, _)| *g == group).map(|(_, name, c)| (name.clone(), c.clone())).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "sim".into());
+            let file = path.with_file_name(format!("{stem}-group{group}.png"));
+            kura_benches_plot::plot(&file, &mine)?;
+            println!("plot: {} (log10 of P(some committee of {group} captured) by day, strategy wait):", file.display());
+            for (n, (name, _)) in mine.iter().enumerate() {
+                let [r, g, b] = kura_benches_plot::COLOURS[n % kura_benches_plot::COLOURS.len()];
+                println!("  #{r:02x}{g:02x}{b:02x}  {name}");
+            }
         }
     }
     Ok(())

@@ -33,12 +33,21 @@ pub const MAX_KNOWN: usize = 1 << 16;
 /// Age proofs asked for at once.
 const ASKS_AT_ONCE: usize = 16;
 
+/// Times a vault is asked for its age before it is left unknown, and the wait between.
+const ASK_ATTEMPTS: u32 = 3;
+const ASK_BACKOFF: Duration = Duration::from_millis(200);
+
+/// How long a vault that did not answer is not asked again.
+pub const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, Copy)]
 enum Known {
     /// A proven age.
     Aged(u8),
     /// No age shown, as of this instant.
     Young(Instant),
+    /// Did not answer, as of this instant: unknown, not asked again for [`UNREACHABLE_FOR`].
+    Unreachable(Instant),
 }
 
 /// The ages this node has learned.
@@ -74,6 +83,17 @@ impl Elders {
             Some(Known::Aged(a)) => Some(*a),
             Some(Known::Young(at)) if at.elapsed() < YOUNG_FOR => Some(0),
             _ => None,
+        }
+    }
+
+    /// Whether `peer` should be asked for its age now: never asked, or its last answer (or
+    /// silence) is old.
+    fn to_ask(&self, peer: &PeerId) -> bool {
+        match self.known().get(peer) {
+            Some(Known::Aged(_)) => false,
+            Some(Known::Young(at)) => at.elapsed() >= YOUNG_FOR,
+            Some(Known::Unreachable(at)) => at.elapsed() >= UNREACHABLE_FOR,
+            None => true,
         }
     }
 
@@ -125,14 +145,28 @@ impl Elders {
             return;
         }
         let me = node.peer_id();
-        let unknown: Vec<PeerId> = peers.iter().filter(|p| **p != me && self.age(p).is_none()).copied().collect();
+        let unknown: Vec<PeerId> = peers.iter().filter(|p| **p != me && self.to_ask(p)).copied().collect();
         futures::stream::iter(unknown)
             .map(|peer| async move {
-                let proof = match node.request(peer, Request::Age).await {
-                    Ok(Response::Age { proof, .. }) => proof,
-                    _ => None,
-                };
-                self.admit(peer, proof).await;
+                for attempt in 0..ASK_ATTEMPTS {
+                    match node.request(peer, Request::Age).await {
+                        Ok(Response::Age { proof, .. }) => {
+                            self.admit(peer, proof).await;
+                            return;
+                        }
+                        // An answer that is not one: no age shown.
+                        Ok(_) => break,
+                        // Busy, rate limited, or not reached: asked again, and if it never
+                        // answers it is left unknown (not an elder now), not taken for a
+                        // newcomer.
+                        Err(_) if attempt + 1 < ASK_ATTEMPTS => tokio::time::sleep(ASK_BACKOFF * (attempt + 1)).await,
+                        Err(_) => {
+                            self.remember(peer, Known::Unreachable(Instant::now()));
+                            return;
+                        }
+                    }
+                }
+                self.admit(peer, None).await;
             })
             .buffer_unordered(ASKS_AT_ONCE)
             .collect::<Vec<()>>()

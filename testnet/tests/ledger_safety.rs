@@ -533,6 +533,9 @@ fn aimed_newcomers_hide_no_pointer_version_and_drop_no_message() {
         }
         client.forget_group(&pointer);
         client.forget_group(&inbox);
+        // Shown if the test fails: where the client looks for the pointer.
+        let (set, elders) = client.replica_set(pointer).await.unwrap();
+        eprintln!("replica set of {pointer}: {} vaults, elders {elders:?}", set.len());
         client.set_pointer(&owner, pointer, second).await.expect("the new version is stored at the pointer's elders");
         let mut mailbox = Mailbox::open(&alice_home).unwrap();
         for i in 0..3 {

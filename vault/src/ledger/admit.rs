@@ -314,13 +314,16 @@ impl Ledger {
         // A certificate of evidence this vault kept was its payer's committee's when found;
         // its signers are penalized since, so the table no longer shows them.
         let current = quorum_of(&signers, &members, self.committee_size()) || self.state.evidence.holds(cert);
-        if !current && entry.is_none() {
+        let not_current = || {
             let strangers = outsiders(&signers, &members);
-            return Err(refused(match strangers.is_empty() {
+            refused(match strangers.is_empty() {
                 // Members all, but too few of them.
                 true => LedgerError::TooFewSigners { got: signers.len(), need: kura_node::ledger::quorum(self.committee_size()) },
                 false => LedgerError::UnknownSigners(strangers),
-            }));
+            })
+        };
+        if !current && entry.is_none() {
+            return Err(not_current());
         }
         let state = self.state.clone();
         let owned = cert.clone();
@@ -367,7 +370,7 @@ impl Ledger {
                 None => self.vouchers(e).await,
             };
             if held < needed {
-                return Err(refused(LedgerError::UnknownSigners(outsiders(&signers, &members))));
+                return Err(not_current());
             }
         }
         Ok(prepared.total)
