@@ -48,6 +48,9 @@ enum Known {
     Young(Instant),
     /// Did not answer, as of this instant: unknown, not asked again for [`UNREACHABLE_FOR`].
     Unreachable(Instant),
+    /// Failed an audit or signed against the ledger's rules: counted as a newcomer whatever
+    /// its proof says, and not asked again.
+    Demoted,
 }
 
 /// The ages this node has learned.
@@ -82,15 +85,22 @@ impl Elders {
         match self.known().get(peer) {
             Some(Known::Aged(a)) => Some(*a),
             Some(Known::Young(at)) if at.elapsed() < YOUNG_FOR => Some(0),
+            Some(Known::Demoted) => Some(0),
             _ => None,
         }
+    }
+
+    /// Takes `peer`'s age away in this node's eyes: it failed an audit or signed against the
+    /// ledger's rules. It votes and holds alone no more here, whatever proof it shows.
+    pub fn demote(&self, peer: PeerId) {
+        self.remember(peer, Known::Demoted);
     }
 
     /// Whether `peer` should be asked for its age now: never asked, or its last answer (or
     /// silence) is old.
     fn to_ask(&self, peer: &PeerId) -> bool {
         match self.known().get(peer) {
-            Some(Known::Aged(_)) => false,
+            Some(Known::Aged(_) | Known::Demoted) => false,
             Some(Known::Young(at)) => at.elapsed() >= YOUNG_FOR,
             Some(Known::Unreachable(at)) => at.elapsed() >= UNREACHABLE_FOR,
             None => true,
@@ -106,7 +116,7 @@ impl Elders {
         let mut map = self.known();
         if map.len() >= MAX_KNOWN && !map.contains_key(&peer) {
             // Newcomers first: they are asked again anyway.
-            map.retain(|_, k| matches!(k, Known::Aged(_)));
+            map.retain(|_, k| matches!(k, Known::Aged(_) | Known::Demoted));
             if map.len() >= MAX_KNOWN {
                 map.clear();
             }
@@ -132,6 +142,9 @@ impl Elders {
             }
             None => None,
         };
+        if matches!(self.known().get(&shown_by), Some(Known::Demoted)) {
+            return 0;
+        }
         match age {
             Some(a) => self.remember(shown_by, Known::Aged(a)),
             None => self.remember(shown_by, Known::Young(Instant::now())),
@@ -240,5 +253,10 @@ mod tests {
         }
         assert_eq!(elders.age(&PeerId::random()), None, "never asked");
         assert_eq!(elders.counts(), (4, 1));
+        // An elder caught misbehaving votes no more here, whatever it shows again.
+        elders.demote(old);
+        assert!(!elders.is_elder(&old));
+        assert_eq!(elders.admit(old, Some(AgeProof::genesis(&genesis, old, ELDER_AGE))).await, 0);
+        assert!(!elders.is_elder(&old) && !elders.has_aged(&old));
     }
 }

@@ -152,6 +152,8 @@ impl Auditor {
                 self.state.stats.failed.fetch_add(1, Ordering::Relaxed);
                 warn!(%peer, chunk = %header.address(), index, %reason, "storage audit failed");
                 self.ctx.node().penalize(peer, format!("failed a storage audit: {reason}")).await?;
+                // It loses its age here too: it votes, and holds alone, no more.
+                self.ctx.elders().demote(peer);
                 Ok(Verdict::Failed)
             }
         }

@@ -242,6 +242,7 @@ impl Ledger {
         for peer in guilty {
             if peer != self.ctx.node().peer_id() {
                 let _ = self.ctx.node().penalize(peer, format!("signed against the ledger's rules: {:?}", exhibit.offence)).await;
+                self.ctx.elders().demote(peer);
             }
         }
     }
