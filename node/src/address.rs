@@ -43,6 +43,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_age_rules_place_peers_where_kademlia_does() {
+        for _ in 0..16 {
+            let peer = PeerId::random();
+            assert_eq!(kura_types::age::position(&peer).as_slice(), KBucketKey::from(peer).hashed_bytes());
+        }
+    }
     use proptest::prelude::*;
 
     fn peers(n: usize) -> Vec<PeerId> {

@@ -26,7 +26,7 @@ use std::net::IpAddr;
 use libp2p_identity::PeerId;
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::{SigCheck, WalletKey};
+use crate::ledger::{Binding, BindingCache, SigCheck, WalletKey};
 
 /// The age from which a vault is an elder: it signs certificates and vouches for history.
 pub const ELDER_AGE: u8 = 5;
@@ -49,14 +49,86 @@ pub const VOTERS: usize = 24;
 pub const PER_PREFIX: usize = 2;
 
 const AGE_DOMAIN: &[u8] = b"kura-age-v1";
+const TICKET_DOMAIN: &[u8] = b"kura-age-ticket-v1";
+const HANDOFF_DOMAIN: &[u8] = b"kura-age-handoff-v1";
 
-/// Who signed an age.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// How a vault's age was granted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
-pub enum Issuer {
-    /// The network's genesis key: the vaults a network starts with (a local testnet's
+pub enum Grant {
+    /// By the network's genesis key: the vaults a network starts with (a local testnet's
     /// founding vaults) are its first elders.
-    Genesis,
+    Genesis {
+        /// The genesis key's BLS signature of `(peer, age)`.
+        #[serde(with = "serde_bytes")]
+        signature: Vec<u8>,
+    },
+    /// By relocation: a quorum of the elders of the vault's old group signed a ticket whose
+    /// hash relocated it, and it made its new key in the range of the destination.
+    Relocated(Box<Relocation>),
+}
+
+/// A vault's request to its group's elders, once an epoch: "I, `peer`, of age `age`, am here
+/// at `epoch`; my range is `bits` bits". Its signatures decide whether and where it moves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Ticket {
+    /// The vault asking.
+    pub peer: PeerId,
+    /// Its age, as the elders know it.
+    pub age: u8,
+    /// The epoch (seconds since 1970 over the network's epoch length).
+    pub epoch: u64,
+    /// The leading bits its new position must share with its destination.
+    pub bits: u32,
+}
+
+impl Ticket {
+    fn message(&self) -> Vec<u8> {
+        [TICKET_DOMAIN, &postcard::to_stdvec(self).unwrap_or_default()].concat()
+    }
+
+    /// An elder's signature of this ticket with its replica key.
+    pub fn sign(&self, key: &WalletKey) -> Vec<u8> {
+        key.sign_tagged(&self.message())
+    }
+
+    /// Whether `signature` is `binding`'s signature of this ticket (one pairing; the
+    /// binding is checked apart).
+    pub fn holds(&self, binding: &Binding, signature: &[u8]) -> bool {
+        SigCheck::new(&binding.bls, self.message(), signature).is_ok_and(|c| c.holds())
+    }
+
+    /// The churn event the lead elder's signature makes: unpredictable to anyone without
+    /// that elder's key, and unique (BLS signatures are deterministic).
+    pub fn event(lead: &[u8]) -> [u8; 32] {
+        *blake3::hash(lead).as_bytes()
+    }
+
+    fn handoff(&self, new: &PeerId) -> Vec<u8> {
+        [HANDOFF_DOMAIN, &postcard::to_stdvec(&(self, new)).unwrap_or_default()].concat()
+    }
+}
+
+/// What proves a relocation: the ticket, its elders' aggregate signature, the lead elder's own
+/// signature (whose hash is the churn event), and the old key's handing of its age to the new.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Relocation {
+    /// The ticket the elders signed.
+    pub ticket: Ticket,
+    /// The elders that signed, the lead (closest to the old position) first.
+    pub signers: Vec<Binding>,
+    /// Their aggregate signature of the ticket.
+    #[serde(with = "serde_bytes")]
+    pub aggregate: Vec<u8>,
+    /// The lead's own signature of the ticket.
+    #[serde(with = "serde_bytes")]
+    pub lead: Vec<u8>,
+    /// The old peer's public key (protobuf encoding), whose hash is `ticket.peer`.
+    #[serde(with = "serde_bytes")]
+    pub old_key: Vec<u8>,
+    /// The old key's signature of (ticket, new peer).
+    #[serde(with = "serde_bytes")]
+    pub handoff: Vec<u8>,
 }
 
 /// A signed statement that `peer` has age `age`.
@@ -66,11 +138,8 @@ pub struct AgeProof {
     pub peer: PeerId,
     /// Its age.
     pub age: u8,
-    /// Who signed it.
-    pub issuer: Issuer,
-    /// The issuer's BLS signature of `(peer, age)`.
-    #[serde(with = "serde_bytes")]
-    pub signature: Vec<u8>,
+    /// How the age was granted.
+    pub grant: Grant,
 }
 
 /// Why an age proof is refused.
@@ -88,40 +157,150 @@ pub enum AgeError {
     /// This network has no genesis key to check the proof against.
     #[error("this network has no genesis key: no age can be proven on it")]
     NoGenesis,
-    /// The signature is malformed or does not verify.
+    /// A signature is malformed or does not verify.
     #[error("the age proof of {0} is not signed by its issuer")]
     BadSignature(PeerId),
+    /// The relocation does not follow the rules (age, signers, event, range, handoff).
+    #[error("the relocation of {peer} is not valid: {reason}")]
+    BadRelocation {
+        /// The relocated vault.
+        peer: PeerId,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
-fn message(peer: &PeerId, age: u8, issuer: Issuer) -> Vec<u8> {
+fn message(peer: &PeerId, age: u8) -> Vec<u8> {
     let mut m = AGE_DOMAIN.to_vec();
-    m.extend_from_slice(&postcard::to_stdvec(&(peer, age, issuer)).unwrap_or_default());
+    m.extend_from_slice(&postcard::to_stdvec(&(peer, age, 0u8)).unwrap_or_default());
     m
+}
+
+/// A peer's position in Kademlia's key space: the SHA-256 of its id (libp2p-kad's key).
+pub fn position(peer: &PeerId) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(peer.to_bytes()).into()
+}
+
+/// The XOR of two positions, compared as big-endian numbers.
+pub fn xor(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+    let mut d = [0u8; 32];
+    for i in 0..32 {
+        d[i] = a[i] ^ b[i];
+    }
+    d
+}
+
+/// An estimate of how many vaults the network holds, from the distances (in key space) of a
+/// vault's `k` closest peers: `k` peers within a fraction `f` of the space means about `k / f`.
+pub fn estimate_vaults(me: &PeerId, near: &[PeerId]) -> usize {
+    let mine = position(me);
+    let mut d: Vec<[u8; 32]> = near.iter().filter(|p| *p != me).map(|p| xor(&mine, &position(p))).collect();
+    d.sort_unstable();
+    let k = d.len().min(8);
+    if k == 0 {
+        return 1;
+    }
+    let top = u64::from_be_bytes(d[k - 1][..8].try_into().unwrap_or([0xff; 8])).max(1);
+    let fraction = top as f64 / u64::MAX as f64;
+    ((k as f64 / fraction) as usize).max(k + 1)
+}
+
+/// What a proof asks of the one who checks it: signatures to verify, and the peers that
+/// must be elders (at least a quorum of the committee size the checker knows).
+#[derive(Debug)]
+pub struct Pending {
+    /// The signatures.
+    pub checks: Vec<SigCheck>,
+    /// The signers who must be elders.
+    pub voters: Vec<PeerId>,
 }
 
 impl AgeProof {
     /// The genesis key's grant of `age` to `peer`.
     pub fn genesis(key: &WalletKey, peer: PeerId, age: u8) -> AgeProof {
-        let signature = key.sign_tagged(&message(&peer, age, Issuer::Genesis));
-        AgeProof { peer, age, issuer: Issuer::Genesis, signature }
+        let signature = key.sign_tagged(&message(&peer, age));
+        AgeProof { peer, age, grant: Grant::Genesis { signature } }
     }
 
-    /// The signature check that proves this age on a network whose genesis key is `genesis`
-    /// (one pairing: run it where pairings run), after the free checks.
-    pub fn check(&self, genesis: Option<&[u8]>) -> Result<SigCheck, AgeError> {
-        let Some(genesis) = genesis else { return Err(AgeError::NoGenesis) };
-        match self.issuer {
-            Issuer::Genesis => SigCheck::new(genesis, message(&self.peer, self.age, self.issuer), &self.signature)
-                .map_err(|_| AgeError::BadSignature(self.peer)),
-        }
+    /// The proof of `new`'s age after the relocation that `shares` (elders' signatures of
+    /// `ticket`, any order) decided, handed over by the old identity `old`.
+    pub fn relocated(ticket: Ticket, mut shares: Vec<(Binding, Vec<u8>)>, old: &libp2p_identity::Keypair, new: PeerId) -> Result<AgeProof, AgeError> {
+        let bad = |reason: &str| AgeError::BadRelocation { peer: new, reason: reason.into() };
+        let from = position(&ticket.peer);
+        shares.sort_by_key(|(b, _)| xor(&from, &position(&b.peer)));
+        shares.truncate(VOTERS);
+        let lead = shares.first().map(|(_, s)| s.clone()).ok_or_else(|| bad("no signers"))?;
+        let sigs: Vec<Vec<u8>> = shares.iter().map(|(_, s)| s.clone()).collect();
+        let aggregate = crate::ledger::aggregate_signatures(&sigs).map_err(|e| bad(&e.to_string()))?;
+        let handoff = old.sign(&ticket.handoff(&new)).map_err(|e| bad(&e.to_string()))?;
+        let age = ticket.age.saturating_add(1);
+        let relocation = Relocation {
+            ticket,
+            signers: shares.into_iter().map(|(b, _)| b).collect(),
+            aggregate,
+            lead,
+            old_key: old.public().encode_protobuf(),
+            handoff,
+        };
+        Ok(AgeProof { peer: new, age, grant: Grant::Relocated(Box::new(relocation)) })
     }
 
-    /// Verifies this proof as shown by `shown_by` (one pairing).
-    pub fn verify(&self, shown_by: &PeerId, genesis: Option<&[u8]>) -> Result<u8, AgeError> {
+    /// Everything this proof proves on its own (as shown by `shown_by`, on a network whose
+    /// genesis key is `genesis`), and what is left to check: its signatures, and for a
+    /// relocation that its signers were elders.
+    pub fn prepare(&self, shown_by: &PeerId, genesis: Option<&[u8]>, cache: &mut BindingCache) -> Result<Pending, AgeError> {
         if self.peer != *shown_by {
             return Err(AgeError::OtherPeer { proof: self.peer, peer: *shown_by });
         }
-        match self.check(genesis)?.holds() {
+        let Some(genesis) = genesis else { return Err(AgeError::NoGenesis) };
+        match &self.grant {
+            Grant::Genesis { signature } => {
+                let check = SigCheck::new(genesis, message(&self.peer, self.age), signature).map_err(|_| AgeError::BadSignature(self.peer))?;
+                Ok(Pending { checks: vec![check], voters: Vec::new() })
+            }
+            Grant::Relocated(r) => {
+                let bad = |reason: String| AgeError::BadRelocation { peer: self.peer, reason };
+                let t = &r.ticket;
+                if self.age != t.age.saturating_add(1) || self.age == t.age {
+                    return Err(bad(format!("age {} after a ticket of age {}", self.age, t.age)));
+                }
+                let old = libp2p_identity::PublicKey::try_decode_protobuf(&r.old_key).map_err(|e| bad(e.to_string()))?;
+                if old.to_peer_id() != t.peer || !old.verify(&t.handoff(&self.peer), &r.handoff) {
+                    return Err(bad("the old key did not hand its age to this peer".into()));
+                }
+                let n = r.signers.len();
+                let peers: std::collections::HashSet<PeerId> = r.signers.iter().map(|b| b.peer).collect();
+                if n == 0 || n > VOTERS || peers.len() != n || peers.contains(&t.peer) {
+                    return Err(bad(format!("{n} signers, {} distinct", peers.len())));
+                }
+                let from = position(&t.peer);
+                let lead_distance = xor(&from, &position(&r.signers[0].peer));
+                if r.signers.iter().any(|b| xor(&from, &position(&b.peer)) < lead_distance) {
+                    return Err(bad("the lead is not the signer closest to the old position".into()));
+                }
+                let event = Ticket::event(&r.lead);
+                if !relocates(&event, t.age) {
+                    return Err(bad("the ticket's event does not relocate a vault of that age".into()));
+                }
+                if !in_range(&position(&self.peer), &destination(&event), t.bits) {
+                    return Err(bad(format!("the new position is not within {} bits of the destination", t.bits)));
+                }
+                let aggregate = crate::ledger::aggregate_check(&r.signers, t.message(), &r.aggregate, cache).map_err(|e| bad(e.to_string()))?;
+                let lead = SigCheck::new(&r.signers[0].bls, t.message(), &r.lead).map_err(|e| bad(e.to_string()))?;
+                Ok(Pending { checks: vec![aggregate, lead], voters: r.signers.iter().map(|b| b.peer).collect() })
+            }
+        }
+    }
+
+    /// Verifies a genesis grant as shown by `shown_by` (one pairing). A relocation needs its
+    /// signers' ages too: see [`AgeProof::prepare`].
+    pub fn verify(&self, shown_by: &PeerId, genesis: Option<&[u8]>) -> Result<u8, AgeError> {
+        let pending = self.prepare(shown_by, genesis, &mut BindingCache::default())?;
+        if !pending.voters.is_empty() {
+            return Err(AgeError::BadRelocation { peer: self.peer, reason: "its signers' ages are not known here".into() });
+        }
+        match pending.checks.iter().all(SigCheck::holds) {
             true => Ok(self.age),
             false => Err(AgeError::BadSignature(self.peer)),
         }
@@ -244,9 +423,98 @@ mod tests {
         let stranger = WalletKey::random();
         assert_eq!(AgeProof::genesis(&stranger, peer, 9).verify(&peer, Some(&pk)), Err(AgeError::BadSignature(peer)));
         assert_eq!(proof.verify(&peer, None), Err(AgeError::NoGenesis));
-        let garbage = AgeProof { signature: vec![7; 5], ..proof };
+        let garbage = AgeProof { grant: Grant::Genesis { signature: vec![7; 5] }, ..proof };
         assert_eq!(garbage.verify(&peer, Some(&pk)), Err(AgeError::BadSignature(peer)));
         assert!(!AgeProof::genesis(&genesis, peer, ELDER_AGE - 1).elder());
+    }
+
+    /// Elders with bound keys, and a ticket of `old` at `age` that their signatures relocate.
+    fn relocating(old: &libp2p_identity::Keypair, age: u8) -> (Ticket, Vec<(Binding, Vec<u8>)>) {
+        let elders: Vec<(WalletKey, Binding)> = (0..6)
+            .map(|_| {
+                let k = WalletKey::random();
+                let b = k.bind(&libp2p_identity::Keypair::generate_ed25519());
+                (k, b)
+            })
+            .collect();
+        for epoch in 0.. {
+            let ticket = Ticket { peer: old.public().to_peer_id(), age, epoch, bits: 4 };
+            let mut shares: Vec<(Binding, Vec<u8>)> = elders.iter().map(|(k, b)| (b.clone(), ticket.sign(k))).collect();
+            let from = position(&ticket.peer);
+            shares.sort_by_key(|(b, _)| xor(&from, &position(&b.peer)));
+            if relocates(&Ticket::event(&shares[0].1), age) {
+                return (ticket, shares);
+            }
+        }
+        unreachable!()
+    }
+
+    /// A new key in the destination's range of `ticket`'s event.
+    fn landing(ticket: &Ticket, lead: &[u8]) -> libp2p_identity::Keypair {
+        let dest = destination(&Ticket::event(lead));
+        loop {
+            let k = libp2p_identity::Keypair::generate_ed25519();
+            if in_range(&position(&k.public().to_peer_id()), &dest, ticket.bits) {
+                return k;
+            }
+        }
+    }
+
+    #[test]
+    fn a_relocation_proves_one_more_year_only_for_the_key_made_where_the_elders_sent_it() {
+        let genesis = WalletKey::random();
+        let pk = genesis.public_key();
+        let old = libp2p_identity::Keypair::generate_ed25519();
+        let (ticket, shares) = relocating(&old, 2);
+        let mut sorted = shares.clone();
+        let from = position(&ticket.peer);
+        sorted.sort_by_key(|(b, _)| xor(&from, &position(&b.peer)));
+        let new = landing(&ticket, &sorted[0].1);
+        let new_id = new.public().to_peer_id();
+        // Shares in any order: the lead is found.
+        let mut shuffled = shares.clone();
+        shuffled.reverse();
+        let proof = AgeProof::relocated(ticket.clone(), shuffled, &old, new_id).unwrap();
+        assert_eq!(proof.age, 3);
+        let mut cache = BindingCache::default();
+        let pending = proof.prepare(&new_id, Some(&pk), &mut cache).unwrap();
+        assert!(pending.checks.iter().all(SigCheck::holds));
+        assert_eq!(pending.voters.len(), 6);
+        assert!(matches!(proof.verify(&new_id, Some(&pk)), Err(AgeError::BadRelocation { .. })), "its signers' ages are needed");
+        let refused = |p: &AgeProof, by: &PeerId| p.prepare(by, Some(&pk), &mut BindingCache::default()).map(|_| ()).unwrap_err();
+        // A key made anywhere else.
+        let elsewhere = loop {
+            let k = libp2p_identity::Keypair::generate_ed25519();
+            let dest = destination(&Ticket::event(&sorted[0].1));
+            if !in_range(&position(&k.public().to_peer_id()), &dest, ticket.bits) {
+                break k.public().to_peer_id();
+            }
+        };
+        let stolen = AgeProof::relocated(ticket.clone(), shares.clone(), &old, elsewhere).unwrap();
+        assert!(matches!(refused(&stolen, &elsewhere), AgeError::BadRelocation { .. }));
+        // Older than one relocation makes.
+        let older = AgeProof { age: 5, ..proof.clone() };
+        assert!(matches!(refused(&older, &new_id), AgeError::BadRelocation { .. }));
+        // Someone else's key handing over the old vault's age.
+        let thief = libp2p_identity::Keypair::generate_ed25519();
+        let forged = AgeProof::relocated(ticket.clone(), shares.clone(), &thief, new_id).unwrap();
+        assert!(matches!(refused(&forged, &new_id), AgeError::BadRelocation { .. }));
+        // A signature that is not the lead's.
+        let mut swapped = proof.clone();
+        if let Grant::Relocated(r) = &mut swapped.grant {
+            r.lead = sorted[1].1.clone();
+        }
+        assert!(refused(&swapped, &new_id).to_string().contains("not valid") || {
+            let p = swapped.prepare(&new_id, Some(&pk), &mut BindingCache::default()).unwrap();
+            !p.checks.iter().all(SigCheck::holds)
+        });
+        // A ticket its event does not relocate (a vault of a greater age).
+        let mut unmoved = proof.clone();
+        if let Grant::Relocated(r) = &mut unmoved.grant {
+            r.ticket.age = 200;
+        }
+        unmoved.age = 201;
+        assert!(matches!(refused(&unmoved, &new_id), AgeError::BadRelocation { .. }));
     }
 
     #[test]

@@ -39,8 +39,7 @@ mod sig;
 mod summary;
 
 pub use quote::{format_amount, parse_amount, price_per_mib, shards_memo, Quote, QUOTE_SECS};
-pub use sig::{verify_batch, Binding, BindingCache, SigCheck};
-use sig::decode_signature;
+pub use sig::{aggregate_check, aggregate_signatures, verify_batch, Binding, BindingCache, SigCheck};
 pub use summary::Summary;
 
 /// Most outputs one transfer may have (one upload batch pays each of its holders once).
@@ -406,18 +405,7 @@ impl Certificate {
     pub fn aggregate(transfer: SignedTransfer, shares: Vec<(Binding, Vec<u8>)>) -> Result<Certificate, LedgerError> {
         // Each share is decoded but not checked to be in the group (a third of a pairing
         // each): the sum is, when the certificate is verified.
-        let sigs = shares
-            .iter()
-            .map(|(_, s)| match s.len() {
-                SIGNATURE_LEN => blst::min_pk::Signature::uncompress(s).map_err(|_| LedgerError::Malformed("signature".into())),
-                _ => Err(LedgerError::Malformed("signature".into())),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let signature = blst::min_pk::AggregateSignature::aggregate(&sigs.iter().collect::<Vec<_>>(), false)
-            .map_err(|_| LedgerError::BadCertificate)?
-            .to_signature()
-            .compress()
-            .to_vec();
+        let signature = aggregate_signatures(&shares.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>())?;
         Ok(Certificate { transfer, signers: shares.into_iter().map(|(b, _)| b).collect(), signature })
     }
 
@@ -474,17 +462,7 @@ impl Certificate {
         if cache.verified.contains(&digest) {
             return Ok(PreparedCertificate { total, digest, owner: None, aggregate: None });
         }
-        let mut keys = Vec::with_capacity(n);
-        for b in &self.signers {
-            cache.check(b.digest(), || b.verify())?;
-            keys.push(cache.key(b)?);
-        }
-        // Summing is safe because each key comes with a proof of possession.
-        let sum = blst::min_pk::AggregatePublicKey::aggregate(&keys.iter().collect::<Vec<_>>(), false)
-            .map_err(|_| LedgerError::BadCertificate)?
-            .to_public_key();
-        let sig = decode_signature(&self.signature)?;
-        let aggregate = SigCheck { key: sum.into(), sig: sig.into(), msg: replica_message(&self.transfer.certified_id()) };
+        let aggregate = aggregate_check(&self.signers, replica_message(&self.transfer.certified_id()), &self.signature, cache)?;
         Ok(PreparedCertificate { total, digest, owner: Some(owner), aggregate: Some(aggregate) })
     }
 }

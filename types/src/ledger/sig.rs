@@ -97,6 +97,38 @@ pub(super) fn decode_signature(bytes: &[u8]) -> Result<blst::min_pk::Signature, 
     blst::min_pk::Signature::sig_validate(bytes, true).map_err(|_| LedgerError::Malformed("signature".into()))
 }
 
+/// The aggregate of BLS signatures (each decoded; the sum is checked when verified).
+pub fn aggregate_signatures(sigs: &[Vec<u8>]) -> Result<Vec<u8>, LedgerError> {
+    let decoded = sigs
+        .iter()
+        .map(|s| match s.len() {
+            SIGNATURE_LEN => blst::min_pk::Signature::uncompress(s).map_err(|_| LedgerError::Malformed("signature".into())),
+            _ => Err(LedgerError::Malformed("signature".into())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(blst::min_pk::AggregateSignature::aggregate(&decoded.iter().collect::<Vec<_>>(), false)
+        .map_err(|_| LedgerError::BadCertificate)?
+        .to_signature()
+        .compress()
+        .to_vec())
+}
+
+/// The check that `signature` is the aggregate of `signers`' signatures of `msg`: their
+/// bindings verified (each once, remembered in `cache`), their keys summed.
+pub fn aggregate_check(signers: &[Binding], msg: Vec<u8>, signature: &[u8], cache: &mut BindingCache) -> Result<SigCheck, LedgerError> {
+    let mut keys = Vec::with_capacity(signers.len());
+    for b in signers {
+        cache.check(b.digest(), || b.verify())?;
+        keys.push(cache.key(b)?);
+    }
+    // Summing is safe because each key comes with a proof of possession.
+    let sum = blst::min_pk::AggregatePublicKey::aggregate(&keys.iter().collect::<Vec<_>>(), false)
+        .map_err(|_| LedgerError::BadCertificate)?
+        .to_public_key();
+    let sig = decode_signature(signature)?;
+    Ok(SigCheck { key: sum.into(), sig: sig.into(), msg })
+}
+
 /// A vault's BLS key, bound to its peer id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Binding {
