@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kura_types::age::{diverse, AgeProof, ELDER_AGE, HOLD_AGE, PER_PREFIX};
+use kura_types::age::{diverse, quorum, AgeError, AgeProof, ELDER_AGE, HOLD_AGE, PER_PREFIX};
+use kura_types::ledger::BindingCache;
 use kura_types::wire::{Request, Response};
 use libp2p::PeerId;
 use tracing::debug;
@@ -29,6 +30,10 @@ pub const YOUNG_FOR: Duration = Duration::from_secs(30);
 
 /// Most vaults whose age is remembered.
 pub const MAX_KNOWN: usize = 1 << 16;
+
+/// Relocations deep that a proof's signers are looked up: a signer relocated by signers
+/// themselves unknown is asked about too, this far.
+const DEPTH: u32 = 3;
 
 /// Age proofs asked for at once.
 const ASKS_AT_ONCE: usize = 16;
@@ -58,12 +63,14 @@ enum Known {
 pub struct Elders {
     genesis: Option<Vec<u8>>,
     known: Mutex<HashMap<PeerId, Known>>,
+    /// Signers' bindings verified already (each costs a pairing).
+    cache: Arc<Mutex<BindingCache>>,
 }
 
 impl Elders {
     /// A registry for a network whose genesis key is `genesis` (none: no ages on it).
     pub fn new(genesis: Option<Vec<u8>>) -> Arc<Elders> {
-        Arc::new(Elders { genesis, known: Mutex::new(HashMap::new()) })
+        Arc::new(Elders { genesis, known: Mutex::new(HashMap::new()), cache: Default::default() })
     }
 
     /// The network's genesis key.
@@ -125,35 +132,74 @@ impl Elders {
     }
 
     /// Checks the proof `shown_by` showed (off the async threads) and remembers the age it
-    /// proves; a missing or bad proof counts as a newcomer's. Returns the age.
-    pub async fn admit(&self, shown_by: PeerId, proof: Option<AgeProof>) -> u8 {
-        let age = match proof {
-            Some(proof) => {
-                let genesis = self.genesis.clone();
-                let checked = tokio::task::spawn_blocking(move || proof.verify(&shown_by, genesis.as_deref())).await;
-                match checked {
-                    Ok(Ok(age)) => Some(age),
-                    Ok(Err(e)) => {
+    /// proves; a missing or bad proof counts as a newcomer's. Returns the age. A relocation's
+    /// signers must be elders: those whose age is not known are asked, and their proofs
+    /// checked the same way, at most [`DEPTH`] relocations deep.
+    pub async fn admit(&self, node: &NodeHandle, shown_by: PeerId, proof: Option<AgeProof>) -> u8 {
+        self.admit_at(node, shown_by, proof, DEPTH).await
+    }
+
+    fn admit_at<'a>(
+        &'a self,
+        node: &'a NodeHandle,
+        shown_by: PeerId,
+        proof: Option<AgeProof>,
+        depth: u32,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = u8> + Send + 'a>> {
+        Box::pin(async move {
+            if matches!(self.known().get(&shown_by), Some(Known::Demoted)) {
+                return 0;
+            }
+            let age = match proof {
+                Some(proof) => match self.check(node, &shown_by, proof, depth).await {
+                    Ok(age) => Some(age),
+                    Err(e) => {
                         debug!(peer = %shown_by, error = %e, "an age proof refused");
                         None
                     }
-                    Err(_) => None,
-                }
+                },
+                None => None,
+            };
+            match age {
+                Some(a) => self.remember(shown_by, Known::Aged(a)),
+                None => self.remember(shown_by, Known::Young(Instant::now())),
             }
-            None => None,
-        };
-        if matches!(self.known().get(&shown_by), Some(Known::Demoted)) {
-            return 0;
+            age.unwrap_or(0)
+        })
+    }
+
+    async fn check(&self, node: &NodeHandle, shown_by: &PeerId, proof: AgeProof, depth: u32) -> Result<u8, AgeError> {
+        let (genesis, cache, peer) = (self.genesis.clone(), self.cache.clone(), *shown_by);
+        let age = proof.age;
+        let voters = tokio::task::spawn_blocking(move || {
+            let pending = proof.prepare(&peer, genesis.as_deref(), &mut cache.lock().unwrap_or_else(|e| e.into_inner()))?;
+            match pending.checks.iter().all(|c| c.holds()) {
+                true => Ok(pending.voters),
+                false => Err(AgeError::BadSignature(peer)),
+            }
+        })
+        .await
+        .map_err(|e| AgeError::BadRelocation { peer, reason: e.to_string() })??;
+        if voters.is_empty() {
+            return Ok(age);
         }
-        match age {
-            Some(a) => self.remember(shown_by, Known::Aged(a)),
-            None => self.remember(shown_by, Known::Young(Instant::now())),
+        if depth > 0 {
+            self.learn_at(node, &voters, depth - 1).await;
         }
-        age.unwrap_or(0)
+        let elders = voters.iter().filter(|p| self.is_elder(p)).count();
+        let needed = quorum(self.committee_size());
+        match elders >= needed {
+            true => Ok(age),
+            false => Err(AgeError::BadRelocation { peer, reason: format!("{elders} of its signers are known elders, {needed} needed") }),
+        }
     }
 
     /// Asks every one of `peers` whose age is not known for its proof (a few at a time).
     pub async fn learn(&self, node: &NodeHandle, peers: &[PeerId]) {
+        self.learn_at(node, peers, DEPTH).await
+    }
+
+    async fn learn_at(&self, node: &NodeHandle, peers: &[PeerId], depth: u32) {
         if !self.counted() {
             return;
         }
@@ -164,7 +210,7 @@ impl Elders {
                 for attempt in 0..ASK_ATTEMPTS {
                     match node.request(peer, Request::Age).await {
                         Ok(Response::Age { proof, .. }) => {
-                            self.admit(peer, proof).await;
+                            self.admit_at(node, peer, proof, depth).await;
                             return;
                         }
                         // An answer that is not one: no age shown.
@@ -179,7 +225,7 @@ impl Elders {
                         }
                     }
                 }
-                self.admit(peer, None).await;
+                self.admit_at(node, peer, None, depth).await;
             })
             .buffer_unordered(ASKS_AT_ONCE)
             .collect::<Vec<()>>()
@@ -236,16 +282,18 @@ mod tests {
 
     #[tokio::test]
     async fn proven_ages_are_remembered_and_anything_else_is_a_newcomer() {
+        let (node, _inbound) = crate::spawn(crate::NodeConfig::client(crate::Keypair::generate_ed25519())).await.unwrap();
+        let node = &node;
         let genesis = WalletKey::random();
         let elders = Elders::new(Some(genesis.public_key()));
         let (old, forged, none) = (PeerId::random(), PeerId::random(), PeerId::random());
-        assert_eq!(elders.admit(old, Some(AgeProof::genesis(&genesis, old, ELDER_AGE))).await, ELDER_AGE);
+        assert_eq!(elders.admit(node, old, Some(AgeProof::genesis(&genesis, old, ELDER_AGE))).await, ELDER_AGE);
         let stranger = WalletKey::random();
-        assert_eq!(elders.admit(forged, Some(AgeProof::genesis(&stranger, forged, 40))).await, 0);
+        assert_eq!(elders.admit(node, forged, Some(AgeProof::genesis(&stranger, forged, 40))).await, 0);
         // Another vault's proof, shown as one's own.
         let thief = PeerId::random();
-        assert_eq!(elders.admit(thief, Some(AgeProof::genesis(&genesis, old, ELDER_AGE))).await, 0);
-        assert_eq!(elders.admit(none, None).await, 0);
+        assert_eq!(elders.admit(node, thief, Some(AgeProof::genesis(&genesis, old, ELDER_AGE))).await, 0);
+        assert_eq!(elders.admit(node, none, None).await, 0);
         assert!(elders.is_elder(&old));
         for p in [forged, thief, none] {
             assert_eq!(elders.age(&p), Some(0));
@@ -256,7 +304,7 @@ mod tests {
         // An elder caught misbehaving votes no more here, whatever it shows again.
         elders.demote(old);
         assert!(!elders.is_elder(&old));
-        assert_eq!(elders.admit(old, Some(AgeProof::genesis(&genesis, old, ELDER_AGE))).await, 0);
+        assert_eq!(elders.admit(node, old, Some(AgeProof::genesis(&genesis, old, ELDER_AGE))).await, 0);
         assert!(!elders.is_elder(&old) && !elders.has_aged(&old));
     }
 }

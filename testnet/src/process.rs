@@ -19,6 +19,16 @@ pub const TESTNET_ID_DIFFICULTY: u8 = 8;
 /// Seconds a testnet vault keeps a handed-over shard (a real network waits 10 minutes).
 pub const TESTNET_PROBATION_SECS: u64 = 20;
 
+/// Seconds in a testnet's age epoch: a vault added to a testnet is first relocated one to two
+/// epochs after it joins (it must be seen for a whole epoch), and is an elder after about 31
+/// epochs (some five hours). Long enough that no test sees a vault it added move unless it
+/// asks for a shorter epoch (`--age-epoch`).
+pub const TESTNET_AGE_EPOCH_SECS: u64 = 600;
+
+/// The age `kura-testnet up` grants the vaults it starts with: elders that move about once in
+/// 2¹⁶ epochs, so a testnet's founders stay where tests expect them.
+pub const FOUNDER_AGE: u8 = 16;
+
 /// Finds the `kura-vault` program to launch for the testnet in `dir`: `$KURA_VAULT_BIN`; else
 /// a `kura-vault` built beside this executable, if it is at least as new; else this very
 /// executable under the name `kura-vault` (a symlink in `dir/bin`), which runs the same vault
@@ -119,7 +129,8 @@ pub fn spawn(l: &Launch) -> Result<u32, TestnetError> {
         .args(["--id-difficulty", &TESTNET_ID_DIFFICULTY.to_string()])
         // Seconds, not a production vault's minutes: long enough to outlast an attack staged in
         // a test, short enough for churn tests to see copies go.
-        .args(["--handover-probation", &TESTNET_PROBATION_SECS.to_string()]);
+        .args(["--handover-probation", &TESTNET_PROBATION_SECS.to_string()])
+        .args(["--age-epoch", &TESTNET_AGE_EPOCH_SECS.to_string()]);
     if let Some(f) = &l.peers_file {
         cmd.arg("--peers-file").arg(f);
     }

@@ -44,7 +44,24 @@ impl Testnet {
 
     /// Its saved state.
     pub fn state(&self) -> Result<TestnetState, TestnetError> {
-        self.layout.load()
+        let mut state = self.layout.load()?;
+        // A relocated vault runs on as a new id (same process, same address): its status file
+        // says which. The state and the peers file follow it.
+        let mut moved = false;
+        for v in state.vaults.iter_mut().filter(|v| process::is_alive(v.pid)) {
+            let Ok(info) = kura_vault::VaultInfo::read(&self.layout.vault_root(v.index)) else { continue };
+            if info.pid == v.pid && info.peer_id != v.peer_id {
+                if let Some(listen) = info.listen_addrs.first() {
+                    v.addr = format!("{listen}/p2p/{}", info.peer_id);
+                }
+                v.peer_id = info.peer_id;
+                moved = true;
+            }
+        }
+        if moved {
+            self.save(&state)?;
+        }
+        Ok(state)
     }
 
     /// Indices of the vaults whose processes are alive.
@@ -131,7 +148,7 @@ impl Testnet {
         std::fs::create_dir_all(&root).map_err(|e| TestnetError::io(&root, e))?;
         let key = kura_node::identity::load_or_create_with_work(&root, process::TESTNET_ID_DIFFICULTY)
             .map_err(|e| TestnetError::Usage(format!("vault {index}'s identity: {e}")))?;
-        let proof = kura_node::age::AgeProof::genesis(genesis, key.public().to_peer_id(), kura_node::age::ELDER_AGE);
+        let proof = kura_node::age::AgeProof::genesis(genesis, key.public().to_peer_id(), process::FOUNDER_AGE);
         let path = root.join(kura_vault::age::AGE_FILE);
         kura_node::durable::replace(&path, &kura_vault::age::encode(&proof), kura_node::durable::Access::Shared).map_err(|e| TestnetError::io(&path, e))
     }

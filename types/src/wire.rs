@@ -119,6 +119,9 @@ pub enum Request {
     },
     /// Ask a vault for the proof of its age ([`Response::Age`]).
     Age,
+    /// Ask an elder of the sender's group to sign the sender's ticket for this epoch
+    /// ([`crate::age::Ticket`]); answered with [`Response::Ticket`] or a refusal.
+    Ticket(crate::age::Ticket),
     /// A frame that arrived but could not be decoded. Never sent: the codec produces it so the
     /// receiver can answer with a clear error instead of silently dropping the stream.
     #[serde(skip)]
@@ -180,6 +183,8 @@ pub enum Response {
         /// Whether a later page holds more.
         more: bool,
     },
+    /// Reply to [`Request::Ticket`]: the elder's signature of the ticket.
+    Ticket(crate::ledger::ReplicaSignature),
     /// Reply to [`Request::Age`].
     Age {
         /// The vault's age proof, none while it is a newcomer.

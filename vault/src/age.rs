@@ -8,16 +8,32 @@
 //! table for their proofs as they appear, so that the ledger finds the ages it needs already
 //! known.
 //!
-//! Owns: nothing but the worker's counters. Talks to: peers (`Request::Age`).
+//! Relocation (the rules in `kura_types::age`): once an age epoch (`age_epoch_secs`), a vault
+//! asks the elders of its own group to sign a ticket `(peer, age, epoch, bits)`. An elder
+//! signs only a vault of its group that it has seen for a whole epoch, at the age it knows.
+//! The hash of the lead elder's signature (the one closest to the vault) is the churn event:
+//! if it ends in at least `age` zero bits, the vault moves. It makes a new key within `bits`
+//! of the event's destination (with the id work), writes the proof of its new age and the new
+//! key, and starts again as the new id; the records it held as the old id are handed over as
+//! any departed holder's are.
+//!
+//! Owns: its BLS key's binding for tickets, when it first saw each vault, the relocation
+//! signal. Talks to: peers (`Request::Age`, `Request::Ticket`).
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use kura_node::age::AgeProof;
-use kura_node::{NodeError, PeerId};
-use tracing::warn;
+use kura_node::age::{destination, estimate_vaults, in_range, position, quorum, range_bits, relocates, xor, AgeProof, Ticket, VOTERS};
+use kura_node::ledger::{Binding, ReplicaSignature, WalletKey};
+use kura_node::wire::{RemoteError, Request, Response};
+use kura_node::{Address, Keypair, NodeError, PeerId};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
 
-use crate::context::Ctx;
+use crate::context::{internal, lock, Ctx};
 use crate::error::VaultError;
 
 /// The file in a vault's root holding its age proof.
@@ -53,14 +69,241 @@ pub fn load(root: &Path, me: &PeerId) -> Result<Option<AgeProof>, VaultError> {
     Ok(Some(proof))
 }
 
-/// Learns the ages of the vaults in the routing table.
-pub(crate) struct AgeWorker {
+/// Vaults whose first sighting is remembered (for the tenure a ticket needs).
+const SEEN_KEPT: usize = 1 << 16;
+
+/// Departed vaults a routing table may still hold ahead of an elder of a vault's group: an
+/// elder this close behind the group still signs its ticket.
+const LAGGING: usize = 3;
+
+/// The vault's age subsystem: signs the tickets of the vaults in its group while it is an
+/// elder, and once an epoch asks its own group to sign its ticket, moving when the ticket
+/// says so.
+#[derive(Clone)]
+pub(crate) struct Ages {
     ctx: Ctx,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    key: WalletKey,
+    binding: Binding,
+    keypair: Keypair,
+    /// When each vault of the routing table was first seen there.
+    first_seen: Mutex<HashMap<PeerId, Instant>>,
+    /// Turned `true` once this vault has relocated: its process starts again as the new id.
+    relocated: watch::Sender<bool>,
+    stats: AgeStats,
+}
+
+/// What the age subsystem has done, for status.
+#[derive(Debug, Default)]
+pub(crate) struct AgeStats {
+    tickets_signed: AtomicU64,
+    tickets_refused: AtomicU64,
+    epochs_asked: AtomicU64,
+    relocations: AtomicU64,
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Ages {
+    pub(crate) fn new(ctx: Ctx, key: WalletKey, keypair: Keypair) -> Ages {
+        let binding = key.bind(&keypair);
+        let inner = Inner {
+            key,
+            binding,
+            keypair,
+            first_seen: Mutex::new(HashMap::new()),
+            relocated: watch::channel(false).0,
+            stats: AgeStats::default(),
+        };
+        Ages { ctx, inner: Arc::new(inner) }
+    }
+
+    /// Turns `true` when this vault has relocated and must start again as its new id.
+    pub(crate) fn relocated(&self) -> watch::Receiver<bool> {
+        self.inner.relocated.subscribe()
+    }
+
+    fn epoch(&self) -> Option<u64> {
+        let secs = self.ctx.config().age_epoch_secs;
+        (secs > 0 && self.ctx.elders().counted()).then(|| unix_secs() / secs)
+    }
+
+    /// The elders of `peer`'s group as this vault sees them, nearest its position first.
+    async fn group_of(&self, peer: &PeerId) -> Result<Vec<PeerId>, NodeError> {
+        let mut view = self.ctx.node().routing_table().await?;
+        view.push(self.ctx.me());
+        view.retain(|p| p != peer);
+        let from = position(peer);
+        view.sort_by_key(|p| xor(&from, &position(p)));
+        view.truncate(VOTERS * 2);
+        Ok(self.ctx.elders_among(view).await)
+    }
+
+    /// The range a relocated vault must land in on this network, as this vault estimates
+    /// its size.
+    async fn bits(&self) -> Result<u32, NodeError> {
+        let table = self.ctx.node().routing_table().await?;
+        Ok(range_bits(estimate_vaults(&self.ctx.me(), &table)))
+    }
+
+    /// Signs `from`'s ticket if this vault is an elder of its group and the ticket says what
+    /// this vault knows: its age, this epoch (or the last), a range no wider than the
+    /// network's size calls for, and a vault seen here for a whole epoch already.
+    pub(crate) async fn sign_ticket(&self, from: PeerId, ticket: Ticket) -> Result<Response, RemoteError> {
+        let result = self.check_ticket(from, &ticket).await;
+        let counter = match &result {
+            Ok(()) => &self.inner.stats.tickets_signed,
+            Err(_) => &self.inner.stats.tickets_refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result?;
+        let signature = ticket.sign(&self.inner.key);
+        Ok(Response::Ticket(ReplicaSignature { binding: self.inner.binding.clone(), signature }))
+    }
+
+    async fn check_ticket(&self, from: PeerId, ticket: &Ticket) -> Result<(), RemoteError> {
+        let me = self.ctx.me();
+        let Some(epoch) = self.epoch() else { return Err(RemoteError::Invalid("this vault does not relocate vaults".into())) };
+        if !self.ctx.elders().is_elder(&me) {
+            return Err(RemoteError::NotResponsible(Address(position(&from))));
+        }
+        if ticket.peer != from {
+            return Err(RemoteError::Invalid("a ticket is asked for by its own vault".into()));
+        }
+        if ticket.epoch != epoch && ticket.epoch + 1 != epoch {
+            return Err(RemoteError::Invalid(format!("epoch {} is not this one ({epoch})", ticket.epoch)));
+        }
+        let tenure = Duration::from_secs(self.ctx.config().age_epoch_secs);
+        let seen = lock(&self.inner.first_seen).get(&from).copied();
+        if seen.is_none_or(|at| at.elapsed() < tenure) {
+            return Err(RemoteError::Invalid("seen here for less than an epoch".into()));
+        }
+        self.ctx.elders().learn(self.ctx.node(), &[from]).await;
+        let age = self.ctx.elders().age(&from).unwrap_or(0);
+        if age != ticket.age {
+            return Err(RemoteError::Invalid(format!("age {} is not the age known here ({age})", ticket.age)));
+        }
+        let wanted = self.bits().await.map_err(internal)?;
+        if ticket.bits + 2 < wanted {
+            return Err(RemoteError::Invalid(format!("a range of {} bits; this network calls for {wanted}", ticket.bits)));
+        }
+        let group = self.group_of(&from).await.map_err(internal)?;
+        if !group.iter().take(VOTERS + LAGGING).any(|p| *p == me) {
+            return Err(RemoteError::NotResponsible(Address(position(&from))));
+        }
+        Ok(())
+    }
+
+    /// Notes when the vaults of the routing table were first seen.
+    async fn note_table(&self) -> Result<Vec<PeerId>, NodeError> {
+        let table = self.ctx.node().routing_table().await?;
+        let mut seen = lock(&self.inner.first_seen);
+        if seen.len() >= SEEN_KEPT {
+            seen.retain(|p, _| table.contains(p));
+        }
+        let now = Instant::now();
+        for p in &table {
+            if seen.len() < SEEN_KEPT {
+                seen.entry(*p).or_insert(now);
+            }
+        }
+        Ok(table)
+    }
+
+    /// Asks this vault's group's elders to sign its ticket for `epoch`; relocates when the
+    /// signed ticket says so. Returns whether it relocated.
+    async fn ask_ticket(&self, epoch: u64) -> Result<bool, NodeError> {
+        let me = self.ctx.me();
+        let group: Vec<PeerId> = self.group_of(&me).await?.into_iter().take(VOTERS).collect();
+        let needed = quorum(self.ctx.elders().committee_size());
+        if group.len() < needed {
+            return Ok(false);
+        }
+        self.inner.stats.epochs_asked.fetch_add(1, Ordering::Relaxed);
+        let age = self.ctx.age().map_or(0, |p| p.age);
+        let ticket = Ticket { peer: me, age, epoch, bits: self.bits().await? };
+        let asks = group.iter().map(|&p| {
+            let ticket = ticket.clone();
+            async move { (p, self.ctx.ask(p, Request::Ticket(ticket)).await) }
+        });
+        let mut shares = Vec::new();
+        for (peer, answer) in futures::future::join_all(asks).await {
+            match answer {
+                Ok(Response::Ticket(s)) if s.binding.peer == peer => shares.push((s.binding, s.signature)),
+                Ok(other) => debug!(%peer, answer = ?other, "no ticket"),
+                Err(e) => debug!(%peer, error = %e, "no ticket"),
+            }
+        }
+        // Shares are checked before any of them decides where this vault goes.
+        let check = ticket.clone();
+        let shares = tokio::task::spawn_blocking(move || {
+            shares.into_iter().filter(|(b, s)| b.verify().is_ok() && check.holds(b, s)).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| NodeError::Lookup { target: Address(position(&me)), reason: e.to_string() })?;
+        if shares.len() < needed {
+            debug!(signed = shares.len(), needed, "too few elders signed this epoch's ticket");
+            return Ok(false);
+        }
+        let from = position(&me);
+        let lead = shares.iter().min_by_key(|(b, _)| xor(&from, &position(&b.peer))).map(|(_, s)| s.clone()).unwrap_or_default();
+        let event = Ticket::event(&lead);
+        if !relocates(&event, age) {
+            return Ok(false);
+        }
+        self.relocate(ticket, shares, event).await?;
+        Ok(true)
+    }
+
+    /// Makes a key in the destination's range (with the id work), writes the proof of the
+    /// new age and the new key, and says the vault must start again as the new id.
+    async fn relocate(&self, ticket: Ticket, shares: Vec<(Binding, Vec<u8>)>, event: [u8; 32]) -> Result<(), NodeError> {
+        let (dest, bits, difficulty) = (destination(&event), ticket.bits, self.ctx.config().id_difficulty);
+        let new = tokio::task::spawn_blocking(move || loop {
+            let key = kura_node::puzzle::generate(difficulty);
+            if in_range(&position(&key.public().to_peer_id()), &dest, bits) {
+                return key;
+            }
+        })
+        .await
+        .map_err(|e| NodeError::Lookup { target: Address(dest), reason: e.to_string() })?;
+        let new_id = new.public().to_peer_id();
+        let failed = |reason: String| NodeError::Lookup { target: Address(dest), reason };
+        let proof = AgeProof::relocated(ticket, shares, &self.inner.keypair, new_id).map_err(|e| failed(e.to_string()))?;
+        let root = self.ctx.config().root.clone();
+        let key_bytes = new.to_protobuf_encoding().map_err(|e| failed(e.to_string()))?;
+        let age = proof.age;
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            // The proof first: a crash before the key is written leaves the old key and a
+            // proof naming another peer, which runs as a newcomer (never as a false elder).
+            kura_node::durable::replace(&root.join(AGE_FILE), &encode(&proof), kura_node::durable::Access::Private)?;
+            kura_node::durable::replace(&root.join(kura_node::identity::KEY_FILE), &kura_node::durable::encode_key(&key_bytes), kura_node::durable::Access::Private)
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(format!("writing the relocated identity: {e}")))?;
+        self.inner.stats.relocations.fetch_add(1, Ordering::Relaxed);
+        info!(new = %new_id, age, "relocated: starting again as the new id");
+        let _ = self.inner.relocated.send(true);
+        Ok(())
+    }
+}
+
+/// Learns the ages of the vaults in the routing table, and once an epoch asks this vault's
+/// group for its ticket.
+pub(crate) struct AgeWorker {
+    ages: Ages,
+    asked: Option<u64>,
 }
 
 impl AgeWorker {
-    pub(crate) fn new(ctx: Ctx) -> AgeWorker {
-        AgeWorker { ctx }
+    pub(crate) fn new(ages: Ages) -> AgeWorker {
+        AgeWorker { ages, asked: None }
     }
 }
 
@@ -71,22 +314,42 @@ impl crate::worker::Worker for AgeWorker {
     }
 
     fn counters(&self) -> Vec<(String, u64)> {
-        let (known, elders) = self.ctx.elders().counts();
+        let ctx = &self.ages.ctx;
+        let (known, elders) = ctx.elders().counts();
+        let s = &self.ages.inner.stats;
         vec![
-            ("age".into(), self.ctx.age().map_or(0, |p| u64::from(p.age))),
+            ("age".into(), ctx.age().map_or(0, |p| u64::from(p.age))),
             ("known".into(), known as u64),
             ("elders".into(), elders as u64),
+            ("tickets_signed".into(), s.tickets_signed.load(Ordering::Relaxed)),
+            ("tickets_refused".into(), s.tickets_refused.load(Ordering::Relaxed)),
+            ("epochs_asked".into(), s.epochs_asked.load(Ordering::Relaxed)),
+            ("relocations".into(), s.relocations.load(Ordering::Relaxed)),
         ]
     }
 
     async fn work(&mut self) -> Result<crate::worker::WorkState, NodeError> {
-        let table = self.ctx.node().routing_table().await?;
-        self.ctx.elders().learn(self.ctx.node(), &table).await;
+        let table = self.ages.note_table().await?;
+        self.ages.ctx.elders().learn(self.ages.ctx.node(), &table).await;
+        if let Some(epoch) = self.ages.epoch() {
+            if self.asked.is_none_or(|e| e < epoch) && !*self.ages.inner.relocated.borrow() {
+                self.asked = Some(epoch);
+                if self.ages.ask_ticket(epoch).await? {
+                    return Ok(crate::worker::WorkState::Done);
+                }
+            }
+        }
         Ok(crate::worker::WorkState::Idle)
     }
 
     async fn wait_for_work(&mut self) {
-        tokio::time::sleep(LEARN_EVERY).await;
+        // A short epoch (a test's) is looked at each second; otherwise every few seconds.
+        let epoch = self.ages.ctx.config().age_epoch_secs;
+        let every = match epoch {
+            0 => LEARN_EVERY,
+            e => LEARN_EVERY.min(Duration::from_secs(e / 2).max(Duration::from_secs(1))),
+        };
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -33,8 +33,10 @@ enum Command {
 }
 
 /// Settings for `run` and `config`. Flags have no defaults of their own: what a flag leaves
-/// out comes from the --config file, and what that leaves out from the preset.
+/// out comes from the --config file, and what that leaves out from the preset. A flag given
+/// twice takes its last value (a testnet's flags, then a test's).
 #[derive(clap::Args, Debug)]
+#[command(args_override_self = true)]
 struct RunArgs {
     /// A TOML file of settings (any field `kura-vault config` prints; `preset = "local"` picks
     /// the local preset as the base).
@@ -88,6 +90,10 @@ struct RunArgs {
     /// 600]
     #[arg(long, value_name = "SECS")]
     handover_probation: Option<u64>,
+    /// Seconds in an age epoch: once an epoch the vault asks its group's elders to sign its
+    /// ticket, which may relocate it, one step older; 0 for never. [production preset: 3600]
+    #[arg(long, value_name = "SECS")]
+    age_epoch: Option<u64>,
     /// Bits of work a vault id must carry (S/Kademlia's static puzzle), this vault's own and
     /// every vault's it puts in its routing table; the same on every vault of a network.
     /// [production preset: 16, about a second of one core to make an id]
@@ -146,6 +152,9 @@ impl RunArgs {
         }
         if let Some(v) = self.handover_probation {
             c.handover_probation_secs = v;
+        }
+        if let Some(v) = self.age_epoch {
+            c.age_epoch_secs = v;
         }
         if let Some(v) = self.id_difficulty {
             c.id_difficulty = v;
@@ -251,33 +260,64 @@ async fn run(mut config: VaultConfig) -> Result<(), VaultError> {
         config.bootstrap.extend(read_peers(file)?);
     }
     let peers_file = config.peers_file.clone();
-    let vault = Vault::start(config).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| VaultError::Io { path: "SIGTERM handler".into(), source })?;
-    let mut reread = tokio::time::interval_at(tokio::time::Instant::now() + PEERS_FILE_EVERY, PEERS_FILE_EVERY);
+    let listen = config.listen.clone();
+    let mut restarts = 0u32;
     loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-            // A vault that restarted on a new address is found again through the file (a
-            // testnet rewrites it), whatever this vault's routing table forgot.
-            _ = reread.tick(), if peers_file.is_some() => {
-                let Some(file) = &peers_file else { continue };
-                let Ok(addrs) = read_peers(file) else { continue };
-                let known = vault.node().routing_table().await.unwrap_or_default();
-                for addr in addrs {
-                    let listed = match addr.iter().last() {
-                        Some(kura_node::Protocol::P2p(peer)) => Some(peer),
-                        _ => None,
-                    };
-                    if listed.is_some_and(|p| p != vault.node().peer_id() && !known.contains(&p)) {
-                        let _ = vault.node().dial(addr).await;
+        let vault = match Vault::start(config.clone()).await {
+            Ok(v) => v,
+            // Starting again after a relocation: the old socket may take a moment to close.
+            Err(e) if restarts > 0 && restarts < 20 => {
+                tracing::warn!(error = %e, "starting again after relocating failed; retrying");
+                restarts += 1;
+                if restarts > 10 {
+                    config.listen = listen.clone();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut relocated = vault.relocated();
+        let mut reread = tokio::time::interval_at(tokio::time::Instant::now() + PEERS_FILE_EVERY, PEERS_FILE_EVERY);
+        let again = loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break false,
+                _ = term.recv() => break false,
+                // Relocated: the new identity and its age proof are on disk.
+                Ok(()) = relocated.changed() => if *relocated.borrow() { break true },
+                // A vault that restarted on a new address is found again through the file (a
+                // testnet rewrites it), whatever this vault's routing table forgot.
+                _ = reread.tick(), if peers_file.is_some() => {
+                    let Some(file) = &peers_file else { continue };
+                    let Ok(addrs) = read_peers(file) else { continue };
+                    let known = vault.node().routing_table().await.unwrap_or_default();
+                    for addr in addrs {
+                        let listed = match addr.iter().last() {
+                            Some(kura_node::Protocol::P2p(peer)) => Some(peer),
+                            _ => None,
+                        };
+                        if listed.is_some_and(|p| p != vault.node().peer_id() && !known.contains(&p)) {
+                            let _ = vault.node().dial(addr).await;
+                        }
                     }
                 }
             }
+        };
+        if !again {
+            tracing::info!("shutting down");
+            vault.shutdown().await;
+            return Ok(());
         }
+        // The new id listens where the old one did, so peers that knew the address find it.
+        if let Ok(addrs) = vault.node().listen_addrs().await {
+            if !addrs.is_empty() {
+                config.listen = addrs;
+            }
+        }
+        tracing::info!("relocated: shutting down to start again as the new id");
+        vault.shutdown().await;
+        restarts = 1;
     }
-    tracing::info!("shutting down");
-    vault.shutdown().await;
-    Ok(())
 }

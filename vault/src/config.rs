@@ -79,6 +79,11 @@ pub struct VaultConfig {
     /// it (handed over, or found there): the new holder must hold it, and then prove it, for
     /// this long before the copy goes, so ids made to sit close to a chunk cannot drain it.
     pub handover_probation_secs: u64,
+    /// Seconds in an age epoch: once an epoch a vault asks its group's elders to sign its
+    /// ticket, whose hash may relocate it (one step older) to a place no one chose; 0 turns
+    /// relocation off (a vault then never ages past what it was granted). The same on every
+    /// vault of a network.
+    pub age_epoch_secs: u64,
     /// Seconds another vault may go without answering audits before its silence counts as a
     /// failed audit (a vault under load may miss some answers; only lasting silence is held
     /// against it).
@@ -181,6 +186,7 @@ impl VaultConfig {
             full_memory_secs: 60,
             audit_silence_secs: 60,
             handover_probation_secs: 30,
+            age_epoch_secs: 0,
             client_requests_per_sec: kura_node::budget::Budget::CLIENT.requests_per_sec as u32,
             client_writes_per_sec: kura_node::budget::Budget::CLIENT.writes_per_sec as u32,
             client_bytes_per_sec: kura_node::budget::Budget::CLIENT.bytes_per_sec as u64,
@@ -209,6 +215,7 @@ impl VaultConfig {
             audit_interval_secs: 300,
             audit_silence_secs: 900,
             handover_probation_secs: 600,
+            age_epoch_secs: 3600,
             connections_per_ip: 64,
             id_difficulty: 16,
             ids_per_ip_per_bucket: 2,

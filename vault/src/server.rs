@@ -46,6 +46,7 @@ pub struct Vault {
     inbox: Arc<Inbox>,
     ledger: Arc<Ledger>,
     payments: Payments,
+    ages: crate::age::Ages,
     life: Arc<Life>,
 }
 
@@ -132,7 +133,7 @@ impl Vault {
         let ledger_dir = (config.storage == Storage::Disk).then(|| config.root.join("ledger"));
         let store = StoreActor::start(store).map_err(|source| VaultError::Io { path: config.root.clone(), source })?;
         let me = node.peer_id();
-        let own = elders.admit(me, age.clone()).await;
+        let own = elders.admit(&node, me, age.clone()).await;
         if age.is_some() && own == 0 {
             return Err(VaultError::Config(format!(
                 "the age proof in {} is not signed by this network's genesis key",
@@ -162,7 +163,9 @@ impl Vault {
         let repair = Repair::new(ctx.clone(), records.clone(), auditor.clone());
         let pointers = Arc::new(Pointers::new(ctx.clone(), records.clone(), repair.clone()));
         let inbox = Arc::new(Inbox::new(ctx.clone(), records.clone(), repair.clone()));
+        let bls_for_tickets = bls.clone();
         let ledger = Arc::new(Ledger::new(ctx.clone(), records.clone(), repair.clone(), bls, &keypair, genesis, ledger_dir, verifier));
+        let ages = crate::age::Ages::new(ctx.clone(), bls_for_tickets, keypair.clone());
         let payments = Payments::new(ctx.clone(), records.clone(), (*ledger).clone(), keypair);
         let kinds: [(RecordKind, Arc<dyn KindRules>); 3] =
             [(RecordKind::Pointer, pointers.clone()), (RecordKind::Message, inbox.clone()), (RecordKind::Transfer, ledger.clone())];
@@ -170,7 +173,7 @@ impl Vault {
             records.register(*kind, Arc::downgrade(rules));
         }
         let life = Life { started: Instant::now(), disk, workers: Default::default(), tasks: Default::default() };
-        Vault { ctx, records, auditor, repair, _pointers: pointers, inbox, ledger, payments, life: Arc::new(life) }
+        Vault { ctx, records, auditor, repair, _pointers: pointers, inbox, ledger, payments, ages, life: Arc::new(life) }
     }
 
     /// Starts the request loop and the workers the configuration turns on.
@@ -186,8 +189,14 @@ impl Vault {
         let purge = Duration::from_secs(config.message_purge_secs.max(1));
         tasks.push(workers.spawn(crate::inbox::InboxWorker::new((*self.inbox).clone(), purge), self.ctx.stop_signal()));
         tasks.push(workers.spawn(crate::payments::LedgerWorker::new(self.payments.clone()), self.ctx.stop_signal()));
-        tasks.push(workers.spawn(crate::age::AgeWorker::new(self.ctx.clone()), self.ctx.stop_signal()));
+        tasks.push(workers.spawn(crate::age::AgeWorker::new(self.ages.clone()), self.ctx.stop_signal()));
         *lock(&self.life.tasks) = tasks;
+    }
+
+    /// Turns `true` when the vault has been relocated: its identity and age proof on disk are
+    /// the new ones, and it must be shut down and started again to take them up.
+    pub fn relocated(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.ages.relocated()
     }
 
     /// The vault's network handle.
@@ -293,6 +302,7 @@ impl Vault {
             Request::Inbox(request) => self.inbox.inbox_request(request).await,
             Request::Sign(signed) => self.ledger.sign_transfer(signed).await,
             Request::Quote => Ok(self.payments.quote()),
+            Request::Ticket(ticket) => self.ages.sign_ticket(peer, ticket).await,
             Request::Age => Ok(Response::Age { proof: self.ctx.age().cloned(), genesis: self.ctx.elders().genesis().map(<[u8]>::to_vec) }),
             Request::StoreShard { shard, quote } => self.payments.store_quoted(shard, quote, peer).await,
             Request::Paid { certificate, shards } => self.payments.paid(certificate, shards).await,

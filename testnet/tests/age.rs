@@ -1,0 +1,90 @@
+//! Node age on real vault processes (issue 19): vaults added to a running network start as
+//! newcomers, are relocated by their groups' elders to places no one chose (each time a new
+//! id, in the same process), age one step a relocation, and become elders that others check
+//! by their proofs; the ledger keeps working and the supply stays whole meanwhile.
+
+use std::collections::HashSet;
+
+use futures::StreamExt;
+use std::time::{Duration, Instant};
+
+use kura_node::age::ELDER_AGE;
+use kura_node::ledger::{Output, WalletKey};
+use kura_node::wire::{Request, Response};
+use kura_node::PeerId;
+use kura_testnet::GENESIS_SUPPLY;
+
+mod common;
+use common::{rt, Net};
+
+/// Seconds in this test's age epoch: a newcomer is an elder after about 31 epochs.
+const EPOCH: &str = "2";
+
+#[test]
+fn newcomers_are_relocated_by_their_elders_and_age_into_elders() {
+    let net = Net::up_with(8, 1 << 30, &["--age-epoch", EPOCH]);
+    let rt = rt();
+    let added = net.net.add(3, 1 << 30).unwrap();
+    let first_ids: HashSet<String> = added.iter().map(|&i| net.net.state().unwrap().vaults[i].peer_id.clone()).collect();
+    let dirs = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let client = net.connect().await;
+        let elders = client.elders().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(360);
+        let (elder, seen) = loop {
+            // The testnet's state follows each vault to its new id.
+            let state = net.net.state().unwrap();
+            let mut ages = Vec::new();
+            for &i in &added {
+                let peer: PeerId = state.vaults[i].peer_id.parse().unwrap();
+                let proof = match client.node().request(peer, Request::Age).await {
+                    Ok(Response::Age { proof, .. }) => proof,
+                    _ => None,
+                };
+                let shown = proof.as_ref().map_or(0, |p| p.age);
+                // Checked as any vault checks it: the relocation's signers must be elders.
+                let checked = elders.admit(client.node(), peer, proof).await;
+                ages.push((i, peer, shown, checked));
+            }
+            if let Some(&(i, peer, _, _)) = ages.iter().find(|(_, _, _, checked)| *checked >= ELDER_AGE) {
+                break (i, peer);
+            }
+            assert!(Instant::now() < deadline, "no added vault became an elder: (index, id, age shown, age checked) {ages:?}");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        };
+        eprintln!("vault {elder} is an elder as {seen}");
+        assert!(!first_ids.contains(&seen.to_string()), "it was relocated: its id is not the one it joined with");
+        let status = client.vault_status(seen).await.unwrap();
+        let relocations = status
+            .workers
+            .iter()
+            .find(|w| w.name == "age")
+            .and_then(|w| w.counters.iter().find(|(n, _)| n == "relocations"))
+            .map_or(0, |(_, n)| *n);
+        eprintln!("its age worker since its last start: {:?}", status.workers.iter().find(|w| w.name == "age"));
+        assert!(relocations <= 1, "one relocation per start of the process's vault ({relocations})");
+        // A forged claim of the same age by another key is no proof: only the new id holds it.
+        let Ok(Response::Age { proof: Some(proof), .. }) = client.node().request(seen, Request::Age).await else { panic!("no proof") };
+        let stranger = PeerId::random();
+        assert_eq!(elders.admit(client.node(), stranger, Some(proof)).await, 0);
+        // The ledger works on, and adds up, with vaults relocating under it.
+        let payer = kura_client::Wallet::open(&dirs.path().join("payer"), WalletKey::random()).unwrap();
+        let payee = WalletKey::random().address();
+        let faucet = net.faucet();
+        client.pay(&faucet, vec![Output { to: payer.address(), amount: 1000, memo: [0; 32] }]).await.unwrap();
+        client.pay(&payer, vec![Output { to: payee, amount: 400, memo: [0; 32] }]).await.unwrap();
+        let total: i128 = [payer.address(), payee, faucet.address()]
+            .into_iter()
+            .map(|a| {
+                let client = client.clone();
+                async move { client.balance(a).await.unwrap().balance }
+            })
+            .collect::<futures::stream::FuturesOrdered<_>>()
+            .collect::<Vec<i128>>()
+            .await
+            .into_iter()
+            .sum();
+        assert_eq!(total, i128::from(GENESIS_SUPPLY), "the supply is whole");
+        client.close().await;
+    });
+}
