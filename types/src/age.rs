@@ -66,6 +66,22 @@ pub enum Grant {
     /// By relocation: a quorum of the elders of the vault's old group signed a ticket whose
     /// hash relocated it, and it made its new key in the range of the destination.
     Relocated(Box<Relocation>),
+    /// By attestation: a quorum of the elders of the vault's group signed its ticket this
+    /// epoch, at its age, and the ticket did not move it. A vault renews its proof so once an
+    /// epoch, so its proof is signed by elders that are still there.
+    Attested(Box<Attestation>),
+}
+
+/// Elders' signatures of a ticket that did not relocate its vault: a fresh proof of its age.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Attestation {
+    /// The ticket the elders signed.
+    pub ticket: Ticket,
+    /// The elders that signed.
+    pub signers: Vec<Binding>,
+    /// Their aggregate signature of the ticket.
+    #[serde(with = "serde_bytes")]
+    pub aggregate: Vec<u8>,
 }
 
 /// A vault's request to its group's elders, once an epoch: "I, `peer`, of age `age`, am here
@@ -246,6 +262,17 @@ impl AgeProof {
         Ok(AgeProof { peer: new, age, grant: Grant::Relocated(Box::new(relocation)) })
     }
 
+    /// A fresh proof of `ticket`'s age, from the elders' signatures of it (`shares`).
+    pub fn attested(ticket: Ticket, mut shares: Vec<(Binding, Vec<u8>)>) -> Result<AgeProof, AgeError> {
+        let bad = |reason: String| AgeError::BadRelocation { peer: ticket.peer, reason };
+        shares.truncate(VOTERS);
+        let sigs: Vec<Vec<u8>> = shares.iter().map(|(_, s)| s.clone()).collect();
+        let aggregate = crate::ledger::aggregate_signatures(&sigs).map_err(|e| bad(e.to_string()))?;
+        let (peer, age) = (ticket.peer, ticket.age);
+        let attestation = Attestation { ticket, signers: shares.into_iter().map(|(b, _)| b).collect(), aggregate };
+        Ok(AgeProof { peer, age, grant: Grant::Attested(Box::new(attestation)) })
+    }
+
     /// Everything this proof proves on its own (as shown by `shown_by`, on a network whose
     /// genesis key is `genesis`), and what is left to check: its signatures, and for a
     /// relocation that its signers were elders.
@@ -289,6 +316,20 @@ impl AgeProof {
                 let aggregate = crate::ledger::aggregate_check(&r.signers, t.message(), &r.aggregate, cache).map_err(|e| bad(e.to_string()))?;
                 let lead = SigCheck::new(&r.signers[0].bls, t.message(), &r.lead).map_err(|e| bad(e.to_string()))?;
                 Ok(Pending { checks: vec![aggregate, lead], voters: r.signers.iter().map(|b| b.peer).collect() })
+            }
+            Grant::Attested(a) => {
+                let bad = |reason: String| AgeError::BadRelocation { peer: self.peer, reason };
+                let t = &a.ticket;
+                if t.peer != self.peer || t.age != self.age {
+                    return Err(bad(format!("a ticket of {} at age {} attests {} at {}", t.peer, t.age, self.peer, self.age)));
+                }
+                let n = a.signers.len();
+                let peers: std::collections::HashSet<PeerId> = a.signers.iter().map(|b| b.peer).collect();
+                if n == 0 || n > VOTERS || peers.len() != n || peers.contains(&t.peer) {
+                    return Err(bad(format!("{n} signers, {} distinct", peers.len())));
+                }
+                let aggregate = crate::ledger::aggregate_check(&a.signers, t.message(), &a.aggregate, cache).map_err(|e| bad(e.to_string()))?;
+                Ok(Pending { checks: vec![aggregate], voters: a.signers.iter().map(|b| b.peer).collect() })
             }
         }
     }
@@ -515,6 +556,25 @@ mod tests {
         }
         unmoved.age = 201;
         assert!(matches!(refused(&unmoved, &new_id), AgeError::BadRelocation { .. }));
+    }
+
+    #[test]
+    fn an_attestation_proves_the_age_its_elders_signed_and_no_other() {
+        let genesis = WalletKey::random();
+        let pk = genesis.public_key();
+        let vault = libp2p_identity::Keypair::generate_ed25519();
+        let peer = vault.public().to_peer_id();
+        let (ticket, shares) = relocating(&vault, 3);
+        let proof = AgeProof::attested(ticket, shares).unwrap();
+        assert_eq!((proof.peer, proof.age), (peer, 3));
+        let pending = proof.prepare(&peer, Some(&pk), &mut BindingCache::default()).unwrap();
+        assert!(pending.checks.iter().all(SigCheck::holds));
+        assert_eq!(pending.voters.len(), 6);
+        let older = AgeProof { age: 4, ..proof.clone() };
+        assert!(older.prepare(&peer, Some(&pk), &mut BindingCache::default()).is_err());
+        let other = PeerId::random();
+        let renamed = AgeProof { peer: other, ..proof };
+        assert!(renamed.prepare(&other, Some(&pk), &mut BindingCache::default()).is_err());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kura_node::age::{destination, estimate_vaults, in_range, position, quorum, range_bits, relocates, xor, AgeProof, Ticket, VOTERS};
+use kura_node::age::{destination, estimate_vaults, in_range, position, quorum, range_bits, relocates, xor, AgeProof, Grant, Ticket, VOTERS};
 use kura_node::ledger::{Binding, ReplicaSignature, WalletKey};
 use kura_node::wire::{RemoteError, Request, Response};
 use kura_node::{Address, Keypair, NodeError, PeerId};
@@ -254,10 +254,30 @@ impl Ages {
         let lead = shares.iter().min_by_key(|(b, _)| xor(&from, &position(&b.peer))).map(|(_, s)| s.clone()).unwrap_or_default();
         let event = Ticket::event(&lead);
         if !relocates(&event, age) {
+            self.renew(ticket, shares).await;
             return Ok(false);
         }
         self.relocate(ticket, shares, event).await?;
         Ok(true)
+    }
+
+    /// Takes the elders' signatures of a ticket that did not move this vault as its proof of
+    /// age (kept on disk too), so that its proof is signed by elders still there. A grant of
+    /// the network's genesis is kept as it is: it never goes stale.
+    async fn renew(&self, ticket: Ticket, shares: Vec<(Binding, Vec<u8>)>) {
+        let current = self.ctx.age();
+        if ticket.age == 0 || matches!(current.as_ref().map(|p| &p.grant), Some(Grant::Genesis { .. })) {
+            return;
+        }
+        let Ok(proof) = AgeProof::attested(ticket, shares) else { return };
+        let path = self.ctx.config().root.join(AGE_FILE);
+        let bytes = encode(&proof);
+        let written = tokio::task::spawn_blocking(move || kura_node::durable::replace(&path, &bytes, kura_node::durable::Access::Private)).await;
+        match written {
+            Ok(Ok(())) => self.ctx.set_age(proof),
+            Ok(Err(e)) => warn!(error = %e, "keeping a renewed age proof failed"),
+            Err(e) => warn!(error = %e, "keeping a renewed age proof failed"),
+        }
     }
 
     /// Makes a key in the destination's range (with the id work), writes the proof of the

@@ -32,8 +32,9 @@ struct Core {
     config: VaultConfig,
     /// The ages this vault has learned (who is an elder).
     elders: Arc<Elders>,
-    /// The proof of this vault's own age, none while it is a newcomer.
-    age: Option<AgeProof>,
+    /// The proof of this vault's own age, none while it is a newcomer (renewed once an epoch
+    /// by attestation).
+    age: Mutex<Option<AgeProof>>,
     /// The store's actor: reads and writes of record files go through it.
     store: StoreActor,
     /// Tells the workers to stop once their current step is done.
@@ -47,7 +48,7 @@ impl Ctx {
     /// The context of a vault with network handle `node`, configuration `config` and store
     /// `store`.
     pub(crate) fn new(node: NodeHandle, config: VaultConfig, store: StoreActor, elders: Arc<Elders>, age: Option<AgeProof>) -> Ctx {
-        let core = Core { config, elders, age, store, stop: watch::channel(false).0, background: Default::default() };
+        let core = Core { config, elders, age: Mutex::new(age), store, stop: watch::channel(false).0, background: Default::default() };
         Ctx { node, core: Arc::new(core) }
     }
 
@@ -57,8 +58,13 @@ impl Ctx {
     }
 
     /// The proof of this vault's age, if it has one.
-    pub(crate) fn age(&self) -> Option<&AgeProof> {
-        self.core.age.as_ref()
+    pub(crate) fn age(&self) -> Option<AgeProof> {
+        lock(&self.core.age).clone()
+    }
+
+    /// Takes up a renewed proof of this vault's age.
+    pub(crate) fn set_age(&self, proof: AgeProof) {
+        *lock(&self.core.age) = Some(proof);
     }
 
     /// The elders among `peers` (in order), their ages learned first.

@@ -303,7 +303,7 @@ impl Vault {
             Request::Sign(signed) => self.ledger.sign_transfer(signed).await,
             Request::Quote => Ok(self.payments.quote()),
             Request::Ticket(ticket) => self.ages.sign_ticket(peer, ticket).await,
-            Request::Age => Ok(Response::Age { proof: self.ctx.age().cloned(), genesis: self.ctx.elders().genesis().map(<[u8]>::to_vec) }),
+            Request::Age => Ok(Response::Age { proof: self.ctx.age(), genesis: self.ctx.elders().genesis().map(<[u8]>::to_vec) }),
             Request::StoreShard { shard, quote } => self.payments.store_quoted(shard, quote, peer).await,
             Request::Paid { certificate, shards } => self.payments.paid(certificate, shards).await,
             Request::Account(account) => self.ledger.account_view(account).await,
