@@ -150,6 +150,7 @@ impl Client {
     /// has on this network as this client knows it.
     pub async fn committee(&self, account: Address) -> Result<(Vec<PeerId>, usize), ClientError> {
         let elders = self.elders().await?;
+        elders.count_live(&self.node).await;
         let near = self.group(account, 2 * kura_node::age::VOTERS).await?;
         let members: Vec<PeerId> = elders.elders(&self.node, near).await.into_iter().take(kura_node::age::VOTERS).collect();
         Ok((members, elders.committee_size()))

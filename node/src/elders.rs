@@ -65,12 +65,14 @@ pub struct Elders {
     known: Mutex<HashMap<PeerId, Known>>,
     /// Signers' bindings verified already (each costs a pairing).
     cache: Arc<Mutex<BindingCache>>,
+    /// Elders in the routing table (and this node, if one) when last counted; 0 before.
+    live: std::sync::atomic::AtomicUsize,
 }
 
 impl Elders {
     /// A registry for a network whose genesis key is `genesis` (none: no ages on it).
     pub fn new(genesis: Option<Vec<u8>>) -> Arc<Elders> {
-        Arc::new(Elders { genesis, known: Mutex::new(HashMap::new()), cache: Default::default() })
+        Arc::new(Elders { genesis, known: Mutex::new(HashMap::new()), cache: Default::default(), live: Default::default() })
     }
 
     /// The network's genesis key.
@@ -258,13 +260,31 @@ impl Elders {
     }
 
     /// How many elders a committee has on this network as this node knows it
-    /// ([`crate::committee::committee_size`] of the elders it knows; [`kura_types::age::VOTERS`]
-    /// where ages do not count).
+    /// ([`crate::committee::committee_size`] of the elders in its routing table when last
+    /// counted, see [`Elders::count_live`]; [`kura_types::age::VOTERS`] where ages do not
+    /// count). Elders that left, or moved to new ids, drop out of the count as they drop out of
+    /// the table, so a small network's quorum never outgrows the elders it has.
     pub fn committee_size(&self) -> usize {
-        match self.counted() {
-            true => crate::committee::committee_size(self.counts().1),
-            false => kura_types::age::VOTERS,
+        if !self.counted() {
+            return kura_types::age::VOTERS;
         }
+        // Before the first count, the strictest: a full committee's quorum.
+        match self.live.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => kura_types::age::VOTERS,
+            live => crate::committee::committee_size(live),
+        }
+    }
+
+    /// Counts the elders in `node`'s routing table (and `node` itself, if a vault and an
+    /// elder), learning the ages not yet known.
+    pub async fn count_live(&self, node: &NodeHandle) {
+        let Ok(mut table) = node.routing_table().await else { return };
+        if node.role() == crate::Role::Vault {
+            table.push(node.peer_id());
+        }
+        self.learn(node, &table).await;
+        let live = table.iter().filter(|p| self.is_elder(p)).count();
+        self.live.store(live, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How many vaults this node knows the age of, and how many of them are elders.

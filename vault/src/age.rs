@@ -349,8 +349,8 @@ impl crate::worker::Worker for AgeWorker {
     }
 
     async fn work(&mut self) -> Result<crate::worker::WorkState, NodeError> {
-        let table = self.ages.note_table().await?;
-        self.ages.ctx.elders().learn(self.ages.ctx.node(), &table).await;
+        self.ages.note_table().await?;
+        self.ages.ctx.elders().count_live(self.ages.ctx.node()).await;
         if let Some(epoch) = self.ages.epoch() {
             if self.asked.is_none_or(|e| e < epoch) && !*self.ages.inner.relocated.borrow() {
                 self.asked = Some(epoch);

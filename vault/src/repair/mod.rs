@@ -443,7 +443,7 @@ impl Repair {
         for action in actions {
             match action {
                 Action::Drop { index, kept_by } => {
-                    if let Err(wait) = self.on_probation(chunk, index, kept_by) {
+                    if let Err(wait) = self.on_probation(chunk, index, kept_by, &view, k) {
                         later = Some(later.map_or(wait, |l| l.min(wait)));
                         continue;
                     }
@@ -471,7 +471,7 @@ impl Repair {
                         self.state.stats.bytes.fetch_add(len, Ordering::Relaxed);
                         debug!(%chunk, index, %to, "shard handed over; kept here while it is on probation");
                     }
-                    match self.on_probation(chunk, index, to) {
+                    match self.on_probation(chunk, index, to, &view, k) {
                         Err(wait) => later = Some(later.map_or(wait, |l| l.min(wait))),
                         Ok(()) => {
                             if self.auditor.audit_and_report(to, &first.header, index).await? == Verdict::Passed {
@@ -492,13 +492,24 @@ impl Repair {
     }
 
     /// Whether this vault's copy of shard `index` of `chunk` may go now that `holder` holds it
-    /// (see [`Probation`]); else how long until it may. A newcomer's holding never lets it
-    /// go, however long it lasts: its id may have been ground next to the chunk, so the copy
-    /// stays until the newcomer has aged ([`kura_node::age::HOLD_AGE`]).
-    fn on_probation(&self, chunk: Address, index: u8, holder: PeerId) -> Result<(), Duration> {
+    /// (see [`Probation`]); else how long until it may. Data is never left only with
+    /// newcomers (their ids may have been ground next to the chunk): the copy stays, however
+    /// long a newcomer has held it, until vaults of the group that have aged
+    /// ([`kura_node::age::HOLD_AGE`]) hold at least `k` of the chunk's shards, enough to
+    /// rebuild it without any newcomer.
+    fn on_probation(&self, chunk: Address, index: u8, holder: PeerId, view: &ChunkView, k: usize) -> Result<(), Duration> {
         let mut probation = lock(&self.state.probation);
         let served = probation.may_release(chunk, index, holder, std::time::Instant::now());
-        match self.ctx.elders().has_aged(&holder) {
+        let elders = self.ctx.elders();
+        let with_aged: BTreeSet<u8> = view
+            .group
+            .iter()
+            .filter(|p| **p != self.ctx.me() && elders.has_aged(p))
+            .filter_map(|p| view.holdings.get(p))
+            .flatten()
+            .copied()
+            .collect();
+        match with_aged.len() >= k {
             true => served,
             false => Err(probation.period()),
         }
