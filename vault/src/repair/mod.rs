@@ -493,13 +493,18 @@ impl Repair {
 
     /// Whether this vault's copy of shard `index` of `chunk` may go now that `holder` holds it
     /// (see [`Probation`]); else how long until it may. Data is never left only with
-    /// newcomers (their ids may have been ground next to the chunk): the copy stays, however
-    /// long a newcomer has held it, until vaults of the group that have aged
-    /// ([`kura_node::age::HOLD_AGE`]) hold at least `k` of the chunk's shards, enough to
-    /// rebuild it without any newcomer.
+    /// newcomers (their ids may have been ground next to the chunk): a vault the group has
+    /// displaced keeps its copy, however long a newcomer has held it, until vaults of the group
+    /// that have aged ([`kura_node::age::HOLD_AGE`]) hold at least `k` of the chunk's shards,
+    /// enough to rebuild it without any newcomer. A member of the group dropping a second copy
+    /// (a closer member holds it too) needs only the probation: the chunk stays with its group,
+    /// and the member is freed to take a shard the group lacks.
     fn on_probation(&self, chunk: Address, index: u8, holder: PeerId, view: &ChunkView, k: usize) -> Result<(), Duration> {
         let mut probation = lock(&self.state.probation);
         let served = probation.may_release(chunk, index, holder, std::time::Instant::now());
+        if view.group.contains(&self.ctx.me()) {
+            return served;
+        }
         let elders = self.ctx.elders();
         let with_aged: BTreeSet<u8> = view
             .group
