@@ -308,7 +308,9 @@ fn two_transfers_at_one_nonce_are_never_both_certified() {
 
 #[test]
 fn random_transfers_through_churn_conserve_the_supply() {
-    let net = Net::up(10, 1 << 30);
+    // Two-second age epochs: the vaults added midway are relocated (new ids, in the same
+    // processes) again and again while the transfers run, and may age into elders.
+    let net = Net::up_with(10, 1 << 30, &["--age-epoch", "2"]);
     let rt = rt();
     let dirs = tempfile::tempdir().unwrap();
     const ACCOUNTS: usize = 20;
@@ -333,8 +335,8 @@ fn random_transfers_through_churn_conserve_the_supply() {
             };
             wait_for(TRANSFERS / 4).await;
             // Two of the ten elders go: the vaults added later are newcomers, which hold and
-            // earn but do not vote until relocation has aged them (not yet run by vaults), so
-            // eight elders stay for committees that certify with seven.
+            // earn but do not vote until relocation has aged them (about a minute here), so
+            // eight elders stay for committees that certify with seven meanwhile.
             let victims = net.net.pick_running(2).unwrap();
             net.net.kill(&victims, true).unwrap();
             eprintln!("stopped vaults {victims:?} after {} transfers", done.load(std::sync::atomic::Ordering::Relaxed));
