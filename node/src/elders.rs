@@ -42,6 +42,10 @@ const ASKS_AT_ONCE: usize = 16;
 const ASK_ATTEMPTS: u32 = 3;
 const ASK_BACKOFF: Duration = Duration::from_millis(200);
 
+/// How long one ask for an age is waited for: a peer that never answers costs the asker
+/// little.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a vault that did not answer is not asked again.
 pub const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
 
@@ -210,7 +214,8 @@ impl Elders {
         futures::stream::iter(unknown)
             .map(|peer| async move {
                 for attempt in 0..ASK_ATTEMPTS {
-                    match node.request(peer, Request::Age).await {
+                    let asked = tokio::time::timeout(ASK_TIMEOUT, node.request(peer, Request::Age)).await;
+                    match asked.unwrap_or_else(|_| Err(crate::NodeError::Request { peer, reason: "no age within the time".into() })) {
                         Ok(Response::Age { proof, .. }) => {
                             self.admit_at(node, peer, proof, depth).await;
                             return;

@@ -88,3 +88,41 @@ fn newcomers_are_relocated_by_their_elders_and_age_into_elders() {
         client.close().await;
     });
 }
+
+/// An elder signs one ticket of a vault an epoch: asked again with another range (which
+/// would give another signature, so another churn event), it refuses, so a vault cannot pick
+/// where it goes from several draws.
+#[test]
+fn an_elder_signs_one_ticket_of_a_vault_an_epoch() {
+    let net = Net::up_with(6, 1 << 30, &["--age-epoch", EPOCH]);
+    let rt = rt();
+    let peers = kura_client::peers::read_peers_file(&net.peers_file()).unwrap();
+    let elders = common::running_ids(&net);
+    rt.block_on(async {
+        let key = kura_node::puzzle::generate(kura_testnet::process::TESTNET_ID_DIFFICULTY);
+        let me = key.public().to_peer_id();
+        let (node, mut inbound) = kura_node::spawn(kura_node::NodeConfig::vault(key).with_bootstrap(peers)).await.unwrap();
+        // A newcomer: it shows no age.
+        tokio::spawn(async move {
+            while let Some(req) = inbound.recv().await {
+                let (_, request, responder) = req.into_parts();
+                responder.respond(match request {
+                    Request::Age => Response::Age { proof: None, genesis: None },
+                    _ => Response::Pong,
+                });
+            }
+        });
+        // Seen by the elders for a whole epoch first.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / EPOCH.parse::<u64>().unwrap();
+        let ticket = |bits| kura_node::age::Ticket { peer: me, age: 0, epoch, bits };
+        let elder = elders[0];
+        let first = node.request(elder, Request::Ticket(ticket(0))).await;
+        assert!(matches!(first, Ok(Response::Ticket(_))), "{first:?}");
+        let again = node.request(elder, Request::Ticket(ticket(0))).await;
+        assert!(matches!(again, Ok(Response::Ticket(_))), "the same ticket is signed again: {again:?}");
+        let other = node.request(elder, Request::Ticket(ticket(1))).await;
+        assert!(other.is_err_and(|e| e.to_string().contains("another ticket")), "another range is refused");
+        node.shutdown().await;
+    });
+}

@@ -91,6 +91,10 @@ struct Inner {
     keypair: Keypair,
     /// When each vault of the routing table was first seen there.
     first_seen: Mutex<HashMap<PeerId, Instant>>,
+    /// The one ticket this elder signed for each vault and epoch (its hash): a vault that
+    /// asked again with another range would get another signature, so another event, and
+    /// could pick where it goes from several.
+    signed: Mutex<HashMap<(PeerId, u64), [u8; 32]>>,
     /// Turned `true` once this vault has relocated: its process starts again as the new id.
     relocated: watch::Sender<bool>,
     stats: AgeStats,
@@ -117,6 +121,7 @@ impl Ages {
             binding,
             keypair,
             first_seen: Mutex::new(HashMap::new()),
+            signed: Mutex::new(HashMap::new()),
             relocated: watch::channel(false).0,
             stats: AgeStats::default(),
         };
@@ -196,7 +201,19 @@ impl Ages {
         if !group.iter().take(VOTERS + LAGGING).any(|p| *p == me) {
             return Err(RemoteError::NotResponsible(Address(position(&from))));
         }
-        Ok(())
+        let hash = *blake3::hash(&postcard::to_stdvec(ticket).map_err(internal)?).as_bytes();
+        let mut signed = lock(&self.inner.signed);
+        if signed.len() >= SEEN_KEPT {
+            // Only this epoch's and the last's can be asked for again.
+            signed.retain(|(_, e), _| *e + 1 >= epoch);
+            if signed.len() >= SEEN_KEPT {
+                return Err(RemoteError::Invalid("too many tickets this epoch; try the next".into()));
+            }
+        }
+        match signed.entry((from, ticket.epoch)).or_insert(hash) {
+            h if *h == hash => Ok(()),
+            _ => Err(RemoteError::Invalid("this elder signed another ticket of this vault this epoch".into())),
+        }
     }
 
     /// Notes when the vaults of the routing table were first seen.
