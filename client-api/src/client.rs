@@ -137,7 +137,13 @@ impl Client {
                     .collect();
                 match shown.first() {
                     None => Err(ClientError::Wallet(format!("none of the {} bootstrap vaults showed the network's genesis key; try again", asked.len()))),
-                    Some(first) if shown.iter().all(|g| g == first) => Ok(kura_node::elders::Elders::new(first.clone())),
+                    Some(first) if shown.iter().all(|g| g == first) => {
+                        let elders = kura_node::elders::Elders::new(first.clone());
+                        // Counted before first use, so proofs are checked against the
+                        // network's committee size.
+                        elders.count_live(&self.node).await;
+                        Ok(elders)
+                    }
                     Some(_) => Err(ClientError::Wallet("the bootstrap vaults disagree on the network's genesis key: they are not one network".into())),
                 }
             })

@@ -133,12 +133,13 @@ impl Vault {
         let ledger_dir = (config.storage == Storage::Disk).then(|| config.root.join("ledger"));
         let store = StoreActor::start(store).map_err(|source| VaultError::Io { path: config.root.clone(), source })?;
         let me = node.peer_id();
-        let own = elders.admit(&node, me, age.clone()).await;
-        if age.is_some() && own == 0 {
-            return Err(VaultError::Config(format!(
-                "the age proof in {} is not signed by this network's genesis key",
-                config.root.join(crate::age::AGE_FILE).display()
-            )));
+        if let Some(proof) = age.clone() {
+            if let Err(e) = elders.admit_own(me, proof).await {
+                return Err(VaultError::Config(format!(
+                    "the age proof in {} does not hold on this network: {e}",
+                    config.root.join(crate::age::AGE_FILE).display()
+                )));
+            }
         }
         let ctx = Ctx::new(node, config, store, elders, age);
         let vault = Vault::assemble(ctx, disk, keypair, kura_node::ledger::WalletKey::from_seed(&bls_seed), genesis, ledger_dir, verifier);
