@@ -46,6 +46,9 @@ const ASK_BACKOFF: Duration = Duration::from_millis(200);
 /// little.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often the elders of the routing table are counted at most.
+const COUNT_EVERY: Duration = Duration::from_secs(1);
+
 /// How long a vault that did not answer is not asked again.
 pub const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
 
@@ -71,12 +74,14 @@ pub struct Elders {
     cache: Arc<Mutex<BindingCache>>,
     /// Elders in the routing table (and this node, if one) when last counted; 0 before.
     live: std::sync::atomic::AtomicUsize,
+    /// When the elders were last counted.
+    counted_at: Mutex<Option<Instant>>,
 }
 
 impl Elders {
     /// A registry for a network whose genesis key is `genesis` (none: no ages on it).
     pub fn new(genesis: Option<Vec<u8>>) -> Arc<Elders> {
-        Arc::new(Elders { genesis, known: Mutex::new(HashMap::new()), cache: Default::default(), live: Default::default() })
+        Arc::new(Elders { genesis, known: Mutex::new(HashMap::new()), cache: Default::default(), live: Default::default(), counted_at: Default::default() })
     }
 
     /// The network's genesis key.
@@ -307,8 +312,16 @@ impl Elders {
     }
 
     /// Counts the elders in `node`'s routing table (and `node` itself, if a vault and an
-    /// elder), learning the ages not yet known.
+    /// elder), learning the ages not yet known; at most once every [`COUNT_EVERY`] (callers on
+    /// a payment's path call it each time).
     pub async fn count_live(&self, node: &NodeHandle) {
+        {
+            let mut last = self.counted_at.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < COUNT_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
         let Ok(mut table) = node.routing_table().await else { return };
         if node.role() == crate::Role::Vault {
             table.push(node.peer_id());

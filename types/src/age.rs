@@ -232,6 +232,16 @@ pub struct Pending {
     pub voters: Vec<PeerId>,
 }
 
+/// A ticket's signers: one to [`VOTERS`], distinct, and not the vault itself.
+fn signers_shape(signers: &[Binding], vault: &PeerId) -> Result<(), String> {
+    let n = signers.len();
+    let peers: std::collections::HashSet<PeerId> = signers.iter().map(|b| b.peer).collect();
+    match n == 0 || n > VOTERS || peers.len() != n || peers.contains(vault) {
+        true => Err(format!("{n} signers, {} distinct", peers.len())),
+        false => Ok(()),
+    }
+}
+
 impl AgeProof {
     /// The genesis key's grant of `age` to `peer`.
     pub fn genesis(key: &WalletKey, peer: PeerId, age: u8) -> AgeProof {
@@ -296,11 +306,7 @@ impl AgeProof {
                 if old.to_peer_id() != t.peer || !old.verify(&t.handoff(&self.peer), &r.handoff) {
                     return Err(bad("the old key did not hand its age to this peer".into()));
                 }
-                let n = r.signers.len();
-                let peers: std::collections::HashSet<PeerId> = r.signers.iter().map(|b| b.peer).collect();
-                if n == 0 || n > VOTERS || peers.len() != n || peers.contains(&t.peer) {
-                    return Err(bad(format!("{n} signers, {} distinct", peers.len())));
-                }
+                signers_shape(&r.signers, &t.peer).map_err(bad)?;
                 let from = position(&t.peer);
                 let lead_distance = xor(&from, &position(&r.signers[0].peer));
                 if r.signers.iter().any(|b| xor(&from, &position(&b.peer)) < lead_distance) {
@@ -323,11 +329,7 @@ impl AgeProof {
                 if t.peer != self.peer || t.age != self.age {
                     return Err(bad(format!("a ticket of {} at age {} attests {} at {}", t.peer, t.age, self.peer, self.age)));
                 }
-                let n = a.signers.len();
-                let peers: std::collections::HashSet<PeerId> = a.signers.iter().map(|b| b.peer).collect();
-                if n == 0 || n > VOTERS || peers.len() != n || peers.contains(&t.peer) {
-                    return Err(bad(format!("{n} signers, {} distinct", peers.len())));
-                }
+                signers_shape(&a.signers, &t.peer).map_err(bad)?;
                 let aggregate = crate::ledger::aggregate_check(&a.signers, t.message(), &a.aggregate, cache).map_err(|e| bad(e.to_string()))?;
                 Ok(Pending { checks: vec![aggregate], voters: a.signers.iter().map(|b| b.peer).collect() })
             }

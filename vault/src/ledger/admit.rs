@@ -319,7 +319,7 @@ impl Ledger {
             let strangers = outsiders(&signers, &members);
             refused(match strangers.is_empty() {
                 // Members all, but too few of them.
-                true => LedgerError::TooFewSigners { got: signers.len(), need: kura_node::ledger::quorum(self.committee_size()) },
+                true => LedgerError::TooFewSigners { got: signers.len(), need: kura_node::ledger::quorum(self.committee_size().max(members.len()).min(VOTERS)) },
                 false => LedgerError::UnknownSigners(strangers),
             })
         };
