@@ -123,6 +123,11 @@ fn an_elder_signs_one_ticket_of_a_vault_an_epoch() {
         assert!(matches!(again, Ok(Response::Ticket(_))), "the same ticket is signed again: {again:?}");
         let other = node.request(elder, Request::Ticket(ticket(1))).await;
         assert!(other.is_err_and(|e| e.to_string().contains("another ticket")), "another range is refused");
+        // The promise is on the elder's disk before its signature left: a restart keeps it.
+        let state = net.net.state().unwrap();
+        let index = net.net.running_peers(&state).into_iter().find(|(_, p)| *p == elder).unwrap().0;
+        let kept = net.net.layout().vault_root(index).join("tickets").join(epoch.to_string());
+        assert!(std::fs::metadata(&kept).is_ok_and(|m| m.len() > 32), "{} holds the promise", kept.display());
         node.shutdown().await;
     });
 }

@@ -142,7 +142,7 @@ impl Vault {
             }
         }
         let ctx = Ctx::new(node, config, store, elders, age);
-        let vault = Vault::assemble(ctx, disk, keypair, kura_node::ledger::WalletKey::from_seed(&bls_seed), genesis, ledger_dir, verifier);
+        let vault = Vault::assemble(ctx, disk, keypair, kura_node::ledger::WalletKey::from_seed(&bls_seed), genesis, ledger_dir, verifier)?;
         vault.start_workers(inbound);
         Ok(vault)
     }
@@ -158,7 +158,7 @@ impl Vault {
         genesis: Option<(kura_node::Address, u64)>,
         ledger_dir: Option<std::path::PathBuf>,
         verifier: kura_node::verifier::Verifier,
-    ) -> Vault {
+    ) -> Result<Vault, VaultError> {
         let records = Records::new(ctx.clone());
         let auditor = Auditor::new(ctx.clone(), records.clone());
         let repair = Repair::new(ctx.clone(), records.clone(), auditor.clone());
@@ -166,7 +166,7 @@ impl Vault {
         let inbox = Arc::new(Inbox::new(ctx.clone(), records.clone(), repair.clone()));
         let bls_for_tickets = bls.clone();
         let ledger = Arc::new(Ledger::new(ctx.clone(), records.clone(), repair.clone(), bls, &keypair, genesis, ledger_dir, verifier));
-        let ages = crate::age::Ages::new(ctx.clone(), bls_for_tickets, keypair.clone());
+        let ages = crate::age::Ages::new(ctx.clone(), bls_for_tickets, keypair.clone())?;
         let payments = Payments::new(ctx.clone(), records.clone(), (*ledger).clone(), keypair);
         let kinds: [(RecordKind, Arc<dyn KindRules>); 3] =
             [(RecordKind::Pointer, pointers.clone()), (RecordKind::Message, inbox.clone()), (RecordKind::Transfer, ledger.clone())];
@@ -174,7 +174,7 @@ impl Vault {
             records.register(*kind, Arc::downgrade(rules));
         }
         let life = Life { started: Instant::now(), disk, workers: Default::default(), tasks: Default::default() };
-        Vault { ctx, records, auditor, repair, _pointers: pointers, inbox, ledger, payments, ages, life: Arc::new(life) }
+        Ok(Vault { ctx, records, auditor, repair, _pointers: pointers, inbox, ledger, payments, ages, life: Arc::new(life) })
     }
 
     /// Starts the request loop and the workers the configuration turns on.

@@ -414,7 +414,9 @@ impl Repair {
         // What vaults past the group hold is theirs to hand over; the group is repaired as if
         // they held nothing (a copy left over there is dropped once the group holds it).
         holdings.retain(|p, _| *p == me || group.contains(p));
-        let view = ChunkView { chunk, n, group, holdings };
+        let elders = self.ctx.elders();
+        let aged = group.iter().filter(|p| elders.has_aged(p)).copied().collect();
+        let view = ChunkView { chunk, n, group, holdings, aged };
         let mut actions = plan(me, &view);
         // This loss: the indices held nowhere (a later loss of the same chunk is another).
         let held_anywhere: BTreeSet<u8> = view.holdings.values().flatten().copied().collect();

@@ -19,8 +19,12 @@
 //!   rendezvous hashing (BLAKE3 of chunk and peer id), not the closest one: the chunks a dead
 //!   vault held all sit near it, so "closest" would hand nearly all of them to its nearest
 //!   neighbour, and repair would run at one vault's pace.
+//! - Repair **prefers aged holders** (see [`ChunkView::aged`]): a holder that has aged
+//!   coordinates before any newcomer, and rebuilt or handed-over shards go to free members
+//!   that have aged before free newcomers. A newcomer's id may have been ground next to the
+//!   chunk; what it is given is what an attacker would drain.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use kura_node::{Address, PeerId};
 
@@ -35,6 +39,25 @@ pub struct ChunkView {
     pub group: Vec<PeerId>,
     /// Indices each vault that answered holds (this vault included).
     pub holdings: HashMap<PeerId, Vec<u8>>,
+    /// Group members that have aged enough to hold data alone
+    /// ([`kura_node::age::HOLD_AGE`]; every member on a network where ages do not count).
+    pub aged: HashSet<PeerId>,
+}
+
+impl ChunkView {
+    /// Holders in the group in the order they coordinate: aged before newcomers, then by
+    /// rendezvous rank for this chunk.
+    fn holders_in_line(&self) -> Vec<PeerId> {
+        let held_by = |p: &PeerId| self.holdings.get(p).is_some_and(|h| !h.is_empty());
+        let mut holders: Vec<PeerId> = self.group.iter().filter(|p| held_by(p)).copied().collect();
+        holders.sort_by_key(|p| std::cmp::Reverse((self.aged.contains(p), rank(&self.chunk, p))));
+        holders
+    }
+
+    /// The holder that coordinates repair of this chunk (see [`ChunkView::holders_in_line`]).
+    pub fn coordinator(&self) -> Option<PeerId> {
+        self.holders_in_line().first().copied()
+    }
 }
 
 /// What a vault should do for a chunk.
@@ -70,31 +93,31 @@ pub fn plan(me: PeerId, view: &ChunkView) -> Vec<Action> {
 /// holders behind it stand in one after another ([`plan_as`]) if the loss outlasts their
 /// turn, and a later one finds the loss repaired and does nothing.
 pub fn stand_in_rank(me: PeerId, view: &ChunkView) -> Option<usize> {
-    let held_by = |p: &PeerId| view.holdings.get(p).is_some_and(|h| !h.is_empty());
     let held_anywhere: BTreeSet<u8> = view.holdings.values().flatten().copied().collect();
     let lost = (0..view.n as u8).any(|i| !held_anywhere.contains(&i));
     if !lost || free_members(view).is_empty() {
         return None;
     }
-    let mut holders: Vec<&PeerId> = view.group.iter().filter(|p| held_by(p)).collect();
-    holders.sort_by_key(|p| std::cmp::Reverse(rank(&view.chunk, p)));
-    holders.iter().position(|p| **p == me).filter(|r| *r > 0)
+    view.holders_in_line().iter().position(|p| *p == me).filter(|r| *r > 0)
 }
 
-/// Group members that answered and hold nothing they will keep, closest first: empty, or
-/// holding only shards a closer member also holds (copies kept through the handover
-/// probation, dropped after it). Counting those as taken would leave a lost shard with
-/// nowhere to go for the whole probation.
+/// Group members that answered and hold nothing they will keep, aged first, then closest
+/// first: empty, or holding only shards a closer member also holds (copies kept through the
+/// handover probation, dropped after it). Counting those as taken would leave a lost shard
+/// with nowhere to go for the whole probation.
 fn free_members(view: &ChunkView) -> Vec<PeerId> {
     let held_closer = |pos: usize, index: &u8| {
         view.group[..pos].iter().any(|c| view.holdings.get(c).is_some_and(|h| h.contains(index)))
     };
-    view.group
+    let mut free: Vec<PeerId> = view
+        .group
         .iter()
         .enumerate()
         .filter(|(pos, p)| view.holdings.get(p).is_some_and(|h| h.iter().all(|i| held_closer(*pos, i))))
         .map(|(_, p)| *p)
-        .collect()
+        .collect();
+    free.sort_by_key(|p| !view.aged.contains(p));
+    free
 }
 
 /// [`plan`], with `me` acting as the coordinator when `stand_in` (see [`stand_in_rank`]).
@@ -132,8 +155,7 @@ pub fn plan_as(me: PeerId, view: &ChunkView, stand_in: bool) -> Vec<Action> {
     // A member holding several shards while another holds none gives the extras away, so
     // that losing one vault never loses two shards.
     actions.extend(kept.iter().skip(1).zip(free.by_ref()).map(|(&index, to)| Action::HandOver { index, to }));
-    let coordinator = view.group.iter().filter(|p| held_by(p)).max_by_key(|p| rank(&view.chunk, p));
-    if coordinator != Some(&me) && !(stand_in && held_by(&me)) {
+    if view.coordinator() != Some(me) && !(stand_in && held_by(&me)) {
         return actions;
     }
     // Indices held anywhere (a holder outside the group will hand its own over) are not lost.
@@ -157,12 +179,13 @@ mod tests {
     }
 
     fn view(group: &[PeerId], holdings: &[(PeerId, Vec<u8>)]) -> ChunkView {
-        ChunkView { chunk: Address::random(), n: 8, group: group.to_vec(), holdings: holdings.iter().cloned().collect() }
+        let aged = group.iter().copied().collect();
+        ChunkView { chunk: Address::random(), n: 8, group: group.to_vec(), holdings: holdings.iter().cloned().collect(), aged }
     }
 
     /// The holder that coordinates `v`.
     fn coordinator(v: &ChunkView) -> PeerId {
-        *v.group.iter().filter(|p| v.holdings.get(p).is_some_and(|h| !h.is_empty())).max_by_key(|p| rank(&v.chunk, p)).unwrap()
+        v.coordinator().unwrap()
     }
 
     #[test]
@@ -313,7 +336,9 @@ mod tests {
                 held.dedup();
                 holdings.insert(*p, held);
             }
-            let v = ChunkView { chunk: Address::random(), n: 8, group: g.clone(), holdings };
+            // Some members are newcomers: the rules hold whoever has aged.
+            let aged = g.iter().filter(|_| rng.gen_bool(0.7)).copied().collect();
+            let v = ChunkView { chunk: Address::random(), n: 8, group: g.clone(), holdings, aged };
             let everyone: Vec<PeerId> = g.iter().chain(&o).copied().collect();
             let mut rebuilt: HashMap<u8, usize> = HashMap::new();
             for p in &everyone {
@@ -368,6 +393,35 @@ mod tests {
         // Nothing lost: nobody stands in.
         let full: Vec<(PeerId, Vec<u8>)> = (0..8).map(|i| (g[i], vec![i as u8])).collect();
         assert!(g.iter().all(|p| stand_in_rank(*p, &view(&g, &full)).is_none()));
+    }
+
+    #[test]
+    fn repair_prefers_aged_holders() {
+        let g = peers(8);
+        // Shards 6 and 7 were lost; g[6] and g[7] hold nothing; only g[0], g[1], g[7] have aged
+        // (the rest are newcomers whose ids may have been ground next to the chunk).
+        let mut holdings: Vec<(PeerId, Vec<u8>)> = (0..6).map(|i| (g[i], vec![i as u8])).collect();
+        holdings.push((g[6], vec![]));
+        holdings.push((g[7], vec![]));
+        let mut v = view(&g, &holdings);
+        v.aged = [g[0], g[1], g[7]].into_iter().collect();
+        let c = coordinator(&v);
+        assert!(c == g[0] || c == g[1], "an aged holder coordinates, not a newcomer");
+        // The aged free member takes the first lost shard though it is farther.
+        assert_eq!(plan(c, &v), vec![Action::Rebuild(vec![(6, g[7]), (7, g[6])])]);
+        let mut ranks: Vec<(usize, PeerId)> = g.iter().filter_map(|p| stand_in_rank(*p, &v).map(|r| (r, *p))).collect();
+        ranks.sort();
+        assert!([g[0], g[1]].contains(&ranks[0].1), "the other aged holder stands in first");
+        // Handed over too: an outside holder gives its shard to the aged free member first.
+        let out = PeerId::random();
+        let mut with_out = holdings.clone();
+        with_out.push((out, vec![6]));
+        let mut v = view(&g, &with_out);
+        v.aged = [g[0], g[1], g[7]].into_iter().collect();
+        assert_eq!(plan(out, &v), vec![Action::HandOver { index: 6, to: g[7] }]);
+        // With no aged holder at all, a newcomer still coordinates (data is never left alone).
+        v.aged.clear();
+        assert!(v.coordinator().is_some());
     }
 
     #[test]

@@ -36,6 +36,9 @@ use tracing::{debug, info, warn};
 use crate::context::{internal, lock, Ctx};
 use crate::error::VaultError;
 
+mod promises;
+use promises::{Promises, Refused};
+
 /// The file in a vault's root holding its age proof.
 pub const AGE_FILE: &str = "age.proof";
 
@@ -91,10 +94,10 @@ struct Inner {
     keypair: Keypair,
     /// When each vault of the routing table was first seen there.
     first_seen: Mutex<HashMap<PeerId, Instant>>,
-    /// The one ticket this elder signed for each vault and epoch (its hash): a vault that
+    /// The one ticket this elder signed for each vault and epoch, kept on disk: a vault that
     /// asked again with another range would get another signature, so another event, and
     /// could pick where it goes from several.
-    signed: Mutex<HashMap<(PeerId, u64), [u8; 32]>>,
+    promises: Promises,
     /// Turned `true` once this vault has relocated: its process starts again as the new id.
     relocated: watch::Sender<bool>,
     stats: AgeStats,
@@ -114,18 +117,20 @@ fn unix_secs() -> u64 {
 }
 
 impl Ages {
-    pub(crate) fn new(ctx: Ctx, key: WalletKey, keypair: Keypair) -> Ages {
+    pub(crate) fn new(ctx: Ctx, key: WalletKey, keypair: Keypair) -> Result<Ages, VaultError> {
         let binding = key.bind(&keypair);
+        let secs = ctx.config().age_epoch_secs;
+        let promises = Promises::open(&ctx.config().root, (secs > 0).then(|| unix_secs() / secs))?;
         let inner = Inner {
             key,
             binding,
             keypair,
             first_seen: Mutex::new(HashMap::new()),
-            signed: Mutex::new(HashMap::new()),
+            promises,
             relocated: watch::channel(false).0,
             stats: AgeStats::default(),
         };
-        Ages { ctx, inner: Arc::new(inner) }
+        Ok(Ages { ctx, inner: Arc::new(inner) })
     }
 
     /// Turns `true` when this vault has relocated and must start again as its new id.
@@ -202,17 +207,11 @@ impl Ages {
             return Err(RemoteError::NotResponsible(Address(position(&from))));
         }
         let hash = *blake3::hash(&postcard::to_stdvec(ticket).map_err(internal)?).as_bytes();
-        let mut signed = lock(&self.inner.signed);
-        if signed.len() >= SEEN_KEPT {
-            // Only this epoch's and the last's can be asked for again.
-            signed.retain(|(_, e), _| *e + 1 >= epoch);
-            if signed.len() >= SEEN_KEPT {
-                return Err(RemoteError::Invalid("too many tickets this epoch; try the next".into()));
-            }
-        }
-        match signed.entry((from, ticket.epoch)).or_insert(hash) {
-            h if *h == hash => Ok(()),
-            _ => Err(RemoteError::Invalid("this elder signed another ticket of this vault this epoch".into())),
+        match self.inner.promises.promise(from, ticket.epoch, epoch, hash).await {
+            Ok(()) => Ok(()),
+            Err(Refused::Another) => Err(RemoteError::Invalid("this elder signed another ticket of this vault this epoch".into())),
+            Err(Refused::Full) => Err(RemoteError::Invalid("too many tickets this epoch; try the next".into())),
+            Err(Refused::Io(e)) => Err(internal(e)),
         }
     }
 
