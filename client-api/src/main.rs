@@ -587,5 +587,9 @@ fn serde_json_like(s: &kura_node::wire::VaultStatus) -> String {
         let counters: Vec<String> = w.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
         out.push_str(&format!("\n  {:<9} {:<9} {}", w.name, w.state, counters.join(" ")));
     }
+    out.push_str("\nsettings:");
+    for (k, v) in &s.settings {
+        out.push_str(&format!("\n  {k} = {v}"));
+    }
     out
 }

@@ -226,6 +226,7 @@ mod tests {
             transfers_signed: 0,
             ledger_evidence: 0,
             workers: vec![],
+            settings: vec![],
             version: String::new(),
         })
     }

@@ -260,6 +260,14 @@ fn print_status(net: &Testnet, report: &HealthReport) -> Result<()> {
                 kura_node::ledger::format_amount(i128::from(s.earned)),
                 s.account
             );
+            let shown = ["paid_storage", "storage_price", "payment_grace_secs", "handover_probation_secs", "age_epoch_secs", "repair_sweep_secs", "audit_interval_secs", "id_difficulty"];
+            let settings: Vec<String> = shown
+                .iter()
+                .filter_map(|name| s.settings.iter().find(|(k, _)| k == name).map(|(k, v)| format!("{k}={v}")))
+                .collect();
+            if !settings.is_empty() {
+                println!("       settings: {}", settings.join(" "));
+            }
             if s.ledger_evidence > 0 {
                 println!("       ledger evidence: {} (double spends or unowned certificates; see evidence/ in its folder)", s.ledger_evidence);
             }

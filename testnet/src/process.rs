@@ -19,6 +19,10 @@ pub const TESTNET_ID_DIFFICULTY: u8 = 8;
 /// Seconds a testnet vault keeps a handed-over shard (a real network waits 10 minutes).
 pub const TESTNET_PROBATION_SECS: u64 = 20;
 
+/// Seconds a client has to pay a testnet vault for the shards it stored (a real network
+/// gives 10 minutes).
+pub const TESTNET_PAYMENT_GRACE_SECS: u64 = 60;
+
 /// Seconds in a testnet's age epoch: a vault added to a testnet is first relocated one to two
 /// epochs after it joins (it must be seen for a whole epoch), and is an elder after about 31
 /// epochs (some five hours). Long enough that no test sees a vault it added move unless it
@@ -130,7 +134,8 @@ pub fn spawn(l: &Launch) -> Result<u32, TestnetError> {
         // Seconds, not a production vault's minutes: long enough to outlast an attack staged in
         // a test, short enough for churn tests to see copies go.
         .args(["--handover-probation", &TESTNET_PROBATION_SECS.to_string()])
-        .args(["--age-epoch", &TESTNET_AGE_EPOCH_SECS.to_string()]);
+        .args(["--age-epoch", &TESTNET_AGE_EPOCH_SECS.to_string()])
+        .args(["--payment-grace", &TESTNET_PAYMENT_GRACE_SECS.to_string()]);
     if let Some(f) = &l.peers_file {
         cmd.arg("--peers-file").arg(f);
     }

@@ -270,6 +270,9 @@ pub struct VaultStatus {
     pub ledger_evidence: u64,
     /// Its background workers.
     pub workers: Vec<WorkerStatus>,
+    /// The settings it runs with, as `(name, value)`: the effective values after preset,
+    /// configuration file and flags (payment grace, handover probation, age epoch, ...).
+    pub settings: Vec<(String, String)>,
     /// The software version it runs.
     pub version: String,
 }
@@ -466,6 +469,7 @@ mod tests {
             balance: Some(-3),
             transfers_signed: 0,
             workers: vec![WorkerStatus { name: "repair".into(), state: "idle".into(), counters: vec![("rebuilt".into(), 2)] }],
+            settings: vec![("payment_grace_secs".into(), "60".into())],
             version: "0.1.0".into(),
         };
         for resp in [

@@ -287,6 +287,17 @@ impl VaultConfig {
         self.audit.then(|| Duration::from_secs(self.audit_interval_secs.max(1)))
     }
 
+    /// Every setting with a single value, as `(name, value)` (what status shows): the values
+    /// this vault runs with, whichever of preset, file and flags set them.
+    pub fn effective_settings(&self) -> Vec<(String, String)> {
+        let Ok(toml::Value::Table(table)) = toml::Value::try_from(self) else { return Vec::new() };
+        table
+            .into_iter()
+            .filter(|(k, v)| !matches!(v, toml::Value::Array(_) | toml::Value::Table(_)) && k != "root" && k != "genesis_key")
+            .map(|(k, v)| (k, v.to_string().trim_matches('"').to_string()))
+            .collect()
+    }
+
     /// How long another vault has to answer a maintenance request.
     pub fn maintenance_timeout(&self) -> Duration {
         Duration::from_secs(self.maintenance_timeout_secs.max(1))
@@ -318,6 +329,17 @@ mod size {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn effective_settings_name_the_values_run_with() {
+        let mut c = VaultConfig::production("/v".into());
+        c.payment_grace_secs = 60;
+        let settings: std::collections::HashMap<String, String> = c.effective_settings().into_iter().collect();
+        assert_eq!(settings["payment_grace_secs"], "60");
+        assert_eq!(settings["paid_storage"], "true");
+        assert_eq!(settings["handover_probation_secs"], "600");
+        assert!(!settings.contains_key("root") && !settings.contains_key("listen"));
+    }
 
     #[test]
     fn toml_overlays_a_preset_and_round_trips() {

@@ -349,6 +349,7 @@ impl Vault {
             transfers_signed: self.ledger.stats().signed.load(Ordering::Relaxed),
             ledger_evidence: self.ledger.evidence().found(),
             workers: self.life.workers.statuses(),
+            settings: self.ctx.config().effective_settings(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         })
     }
