@@ -12,7 +12,7 @@ use kura_testnet::process;
 
 use crate::healthy_testnet;
 
-const MIB: f64 = 1048576.0;
+use crate::MIB;
 
 fn write_random(path: &Path, mib: usize) -> Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);

@@ -18,6 +18,7 @@ use kura_testnet::{process, Testnet};
 mod audit;
 mod erasure;
 mod files;
+mod flood;
 mod ledger;
 mod load;
 mod messaging;
@@ -134,6 +135,21 @@ enum Command {
         #[arg(long, default_value_t = 25)]
         each: usize,
     },
+    /// A vault's memory under a flood of maximal frames from fresh identities.
+    Flood {
+        /// Vaults (8: every vault holds a shard of every chunk).
+        #[arg(long, default_value_t = 8)]
+        nodes: usize,
+        /// Flooding identities, a connection each.
+        #[arg(long, default_value_t = 32)]
+        identities: usize,
+        /// Streams of each.
+        #[arg(long, default_value_t = 8)]
+        streams: usize,
+        /// Seconds of flood.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+    },
     /// (internal) Run one client operation in this process, for RSS measurement.
     #[command(hide = true)]
     Client {
@@ -166,9 +182,13 @@ fn main() -> Result<()> {
         Command::Pointers { nodes, sets, per_vault } => pointers::run(nodes, sets, per_vault),
         Command::Messaging { nodes, latency, burst, senders, poll_ms } => messaging::run(nodes, latency, burst, senders, poll_ms),
         Command::Ledger { nodes, payers, each } => ledger::run(nodes, payers, each),
+        Command::Flood { nodes, identities, streams, secs } => flood::run(nodes, identities, streams, secs),
         Command::Client { op, peers, what, out } => files::client_op(&op, &peers, &what, out),
     }
 }
+
+/// Bytes in a MiB, for figures.
+pub const MIB: f64 = 1048576.0;
 
 /// A fresh directory for one benchmark's testnet.
 pub fn tempdir() -> Result<PathBuf> {

@@ -10,7 +10,7 @@ use kura_testnet::process;
 
 use crate::healthy_testnet;
 
-const MIB: f64 = 1048576.0;
+use crate::MIB;
 
 fn median_rss(net: &kura_testnet::Testnet) -> Result<f64> {
     let mut rss: Vec<f64> =

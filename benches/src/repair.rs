@@ -12,7 +12,7 @@ use kura_testnet::process;
 
 use crate::{healthy_testnet, load};
 
-const MIB: f64 = 1048576.0;
+use crate::MIB;
 
 /// Chunks whose close group lacks an index. Every group of every chunk is asked at once, so a
 /// pass takes well under a second and the time to full redundancy is not the poll's.

@@ -11,16 +11,18 @@ use std::time::Duration;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::request_response;
 use libp2p::StreamProtocol;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
+use crate::fair::{FairBudget, Share};
 use crate::wire::{self, Request, Response, WireError, MAX_FRAME_LEN};
 
 /// Default bound on the bytes of inbound requests held at once, being read or waiting for
 /// an answer, across all peers (see [`KuraCodec`]).
 pub const INBOUND_BYTES: usize = 64 << 20;
 
-/// How much of a frame is read per draw on the inbound budget.
+/// How much of a frame is read per draw on the inbound budget, at most; the first draw is
+/// [`FIRST_PIECE`], and each next one twice the last, so a frame announced and withheld
+/// holds little of the budget (a thousand such streams hold 4 MiB, not 64).
 const PIECE: usize = 64 << 10;
+const FIRST_PIECE: usize = 4 << 10;
 /// Every inbound frame may take this long, plus its length at [`MIN_READ_RATE`].
 const READ_GRACE: Duration = Duration::from_secs(10);
 /// The slowest rate, in bytes per second, at which an inbound frame may arrive after the grace.
@@ -29,19 +31,35 @@ const MIN_READ_RATE: usize = 64 << 10;
 /// Codec for [`wire::REQUEST_PROTOCOL`].
 ///
 /// Inbound requests draw on one shared byte budget as their bytes arrive, and give it back only
-/// when answered (the permit travels in the [`Envelope`]). Many streams of maximal frames from
+/// when answered (the share travels in the [`Envelope`]). Many streams of maximal frames from
 /// any number of peers therefore hold at most the budget in memory; streams past it wait for
 /// room, and a frame that does not arrive at [`MIN_READ_RATE`] after [`READ_GRACE`] fails, so
-/// a slow sender cannot hold its share for long.
-#[derive(Debug, Clone)]
+/// a slow sender cannot hold its share for long. Waiting draws are served fairly between
+/// connections ([`FairBudget`]): a connection holding little goes first, so streams of
+/// maximal frames from many fresh identities do not starve an honest peer's request.
+///
+/// Each connection reads with its own clone: libp2p's request-response behaviour clones its
+/// codec for each connection's handler, and the handler clones that one for each stream. So a
+/// clone of the codec the behaviour holds (which has no connection) is a new connection, and a
+/// clone of a connection's codec is the same connection.
+#[derive(Debug)]
 pub struct KuraCodec {
-    inbound: Arc<Semaphore>,
+    inbound: Arc<FairBudget>,
+    conn: Option<u64>,
+}
+
+impl Clone for KuraCodec {
+    fn clone(&self) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let conn = self.conn.or_else(|| Some(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        KuraCodec { inbound: self.inbound.clone(), conn }
+    }
 }
 
 impl KuraCodec {
     /// A codec whose inbound requests hold at most `inbound_bytes` (at least one maximal frame).
     pub fn new(inbound_bytes: usize) -> Self {
-        KuraCodec { inbound: Arc::new(Semaphore::new(inbound_bytes.max(MAX_FRAME_LEN))) }
+        KuraCodec { inbound: FairBudget::new(inbound_bytes.max(MAX_FRAME_LEN)), conn: None }
     }
 }
 
@@ -57,7 +75,7 @@ pub struct Envelope {
     /// The request.
     pub request: Request,
     /// The budget its bytes hold while it is read, queued and answered.
-    pub permit: Option<OwnedSemaphorePermit>,
+    pub permit: Option<Share>,
 }
 
 impl From<Request> for Envelope {
@@ -148,18 +166,15 @@ impl request_response::Codec for KuraCodec {
             // The budget is drawn a piece at a time, just before the piece is read: a peer that
             // announces a large frame and sends little holds only what it sent.
             let mut body = Vec::new();
-            // One permit more than the length, so that empty frames count too.
-            let mut held = self.inbound.clone().acquire_owned().await.map_err(|_| io::Error::other("codec closed"))?;
+            let conn = self.conn.unwrap_or(0);
+            // One byte more than the length, so that empty frames count too.
+            let mut held = self.inbound.acquire(conn, 1).await;
+            let mut next = FIRST_PIECE;
             while body.len() < len {
-                let piece = (len - body.len()).min(PIECE);
-                let p = self
-                    .inbound
-                    .clone()
-                    .acquire_many_owned(piece as u32)
-                    .await
-                    .map_err(|_| io::Error::other("codec closed"))?;
-                held.merge(p);
+                let piece = (len - body.len()).min(next);
+                held.merge(self.inbound.acquire(conn, piece).await);
                 read_piece(&mut *io, &mut body, piece, len).await?;
+                next = (next * 2).min(PIECE);
             }
             Ok::<_, io::Error>((body, Some(held)))
         };
@@ -284,11 +299,11 @@ mod tests {
             tokio::spawn(async move { codec.read_request(&proto(), &mut Stall(bytes, 0)).await })
         };
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let held = INBOUND_BYTES - codec.inbound.available_permits();
-        assert!(held <= PIECE + 1, "a stalled 8 MiB frame holds {held} bytes of the budget");
+        let held = INBOUND_BYTES - codec.inbound.available();
+        assert!(held <= 2 * FIRST_PIECE + 1, "a stalled 8 MiB frame holds {held} bytes of the budget");
         reader.abort();
         let _ = reader.await;
-        assert_eq!(codec.inbound.available_permits(), INBOUND_BYTES, "given back when the stream goes");
+        assert_eq!(codec.inbound.available(), INBOUND_BYTES, "given back when the stream goes");
     }
 
     #[tokio::test]
@@ -296,7 +311,7 @@ mod tests {
         let mut codec = KuraCodec::new(MAX_FRAME_LEN);
         let big = vec![wire::WIRE_VERSION; MAX_FRAME_LEN - 2];
         let held = codec.read_request(&proto(), &mut Cursor::new(framed(&big))).await.unwrap();
-        assert_eq!(codec.inbound.available_permits(), 1, "the request holds its bytes until answered");
+        assert_eq!(codec.inbound.available(), 1, "the request holds its bytes until answered");
         let small = framed(&wire::encode(&Request::Ping).unwrap());
         let (mut other, p) = (codec.clone(), proto());
         let waiting = tokio::spawn(async move { other.read_request(&p, &mut Cursor::new(small)).await.map(|e| e.request) });
@@ -304,7 +319,7 @@ mod tests {
         assert!(!waiting.is_finished(), "a frame that does not fit waits for the budget");
         drop(held);
         assert_eq!(waiting.await.unwrap().unwrap(), Request::Ping, "and is read once room is made");
-        assert_eq!(codec.inbound.available_permits(), MAX_FRAME_LEN);
+        assert_eq!(codec.inbound.available(), MAX_FRAME_LEN);
     }
 
     #[tokio::test]

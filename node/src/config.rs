@@ -59,6 +59,15 @@ pub struct NodeConfig {
     /// Bytes of inbound requests held at once, being read or waiting for an answer, across
     /// all peers (default 64 MiB; see [`crate::KuraCodec`]).
     pub inbound_bytes: usize,
+    /// Bytes a peer may send on one QUIC stream ahead of this node reading them (default 1 MiB).
+    /// QUIC buffers what arrives within its windows outside the inbound budget, so these bound
+    /// that memory: at most `connection_window` a connection.
+    pub stream_window: u32,
+    /// Bytes a peer may send on all streams of one connection ahead of this node reading them
+    /// (default 2 MiB; quinn's own default is 15 MB, so 32 connections that fill theirs held
+    /// 480 MB). A window bounds a connection's throughput to window / round trip: 20 MiB/s at
+    /// 100 ms.
+    pub connection_window: u32,
     /// Requests one connection may have open at once, both ways together (default 100, as
     /// libp2p; past it an outbound request fails at once, so a vault handing many shards to one
     /// peer needs room; memory is bounded by `inbound_bytes`, not by this).
@@ -99,6 +108,8 @@ impl NodeConfig {
             client_budget: Budget::CLIENT,
             vault_budget: Budget::VAULT,
             inbound_bytes: crate::codec::INBOUND_BYTES,
+            stream_window: 1 << 20,
+            connection_window: 2 << 20,
             streams_per_connection: 100,
             max_connections: 1024,
             connections_per_peer: 8,
@@ -116,6 +127,10 @@ impl NodeConfig {
             idle_timeout: Duration::from_secs(60),
             dead_peer_timeout: Duration::from_secs(4),
             join_bootstraps: vec![Duration::from_millis(300)],
+            // A client receives only the answers it asked for: quinn's windows, for speed
+            // over long round trips.
+            stream_window: 10_000_000,
+            connection_window: 15_000_000,
             ..NodeConfig::vault(keypair)
         }
     }

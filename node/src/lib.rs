@@ -26,6 +26,7 @@ pub mod committee;
 mod config;
 pub mod elders;
 mod error;
+pub mod fair;
 pub mod identity;
 mod limits;
 mod node;

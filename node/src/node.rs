@@ -25,7 +25,6 @@ use crate::address::{close_group, Address};
 use crate::budget::{request_cost, Budgets};
 use crate::codec::{Envelope, KuraCodec};
 use crate::limits::IpLimits;
-use tokio::sync::OwnedSemaphorePermit;
 use crate::config::{NodeConfig, Role};
 use crate::error::NodeError;
 use crate::penalty::Penalties;
@@ -75,7 +74,7 @@ pub struct InboundRequest {
     pub from_vault: bool,
     reply: oneshot::Sender<Response>,
     /// The request's share of the inbound byte budget, held until it is answered.
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<crate::fair::Share>,
 }
 
 impl InboundRequest {
@@ -95,7 +94,7 @@ impl InboundRequest {
 pub struct Responder {
     reply: oneshot::Sender<Response>,
     /// Held until the answer is sent: the request's bytes count against the budget till then.
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: Option<crate::fair::Share>,
 }
 
 impl Responder {
@@ -388,6 +387,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
     let request_timeout = config.request_timeout;
     let dead_peer_timeout = config.dead_peer_timeout;
     let mtu = config.mtu_upper_bound;
+    let (stream_window, connection_window) = (config.stream_window, config.connection_window);
     let inbound_bytes = config.inbound_bytes;
     let streams_per_connection = config.streams_per_connection;
     let max_connections = config.max_connections as u32;
@@ -398,6 +398,8 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
         .with_quic_config(|mut c| {
             c.max_idle_timeout = u32::try_from(dead_peer_timeout.as_millis()).unwrap_or(u32::MAX);
             c.keep_alive_interval = dead_peer_timeout / 4;
+            c.max_stream_data = stream_window;
+            c.max_connection_data = connection_window.max(stream_window);
             c.mtu_upper_bound(mtu)
         })
         .with_behaviour(|key| {

@@ -273,3 +273,73 @@ fn floods_leave_the_vault_bounded_serving_and_unpunished() {
     assert_eq!(repaired(&client), repaired_before, "data of the flooded vault was rebuilt elsewhere");
     rt.block_on(client.close());
 }
+
+/// Fresh identities (free to make), a connection each, keep 8 streams of complete maximal
+/// frames going to one vault. What QUIC buffers for them is bounded by its windows, what the
+/// vault reads by its inbound budget (shared fairly, so an honest client's requests are read
+/// first), and what it freed is handed back: RSS stays under 256 MiB during the flood and
+/// comes back near idle after, and a put and a get through the vault succeed meanwhile.
+#[test]
+fn fresh_identities_flooding_maximal_frames_leave_memory_bounded() {
+    const IDENTITIES: usize = 32;
+    const STREAMS: usize = 8;
+    let net = Net::up(8, 1 << 30);
+    let rt = rt();
+    let state = net.net.state().unwrap();
+    let (pid, target): (u32, PeerId) = (state.vaults[0].pid, state.vaults[0].peer_id.parse().unwrap());
+    let peers = kura_client::peers::read_peers_file(&net.peers_file()).unwrap();
+    let client = rt.block_on(net.connect());
+    let idle = rss_mib(pid);
+    let mut shard = kura_node::erasure::Coding::default().encode(b"flood").unwrap().remove(0);
+    shard.data = vec![7u8; MAX_FRAME_LEN - (64 << 10)];
+    let request = Request::PutShard(shard);
+    let flood_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..IDENTITIES {
+        let config = NodeConfig::client(Keypair::generate_ed25519()).with_bootstrap(peers.clone());
+        let (node, _inbound) = flood_rt.block_on(kura_node::spawn(config)).unwrap();
+        for _ in 0..STREAMS {
+            let (node, stop, answered, request) = (node.clone(), stop.clone(), answered.clone(), request.clone());
+            tasks.push(flood_rt.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = node.request(target, request.clone()).await;
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+    }
+    let started = Instant::now();
+    let mut peak = 0;
+    std::thread::sleep(Duration::from_secs(5));
+    peak = peak.max(rss_mib(pid));
+    let key = UserKey::generate();
+    let bar = ProgressBar::hidden();
+    let content: Vec<u8> = (0..2 * MIB).map(|_| rand::random::<u8>()).collect();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("during");
+    std::fs::write(&src, &content).unwrap();
+    let address = rt.block_on(client.put_path(&src, Visibility::Private, &key, &bar)).expect("put during the flood");
+    let out = work.path().join("during.out");
+    rt.block_on(client.get_path(address, &out, &key, &bar)).expect("get during the flood");
+    assert!(std::fs::read(&out).unwrap() == content, "the file fetched during the flood differs");
+    while started.elapsed() < Duration::from_secs(25) {
+        peak = peak.max(rss_mib(pid));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    drop(flood_rt);
+    let frames = answered.load(Ordering::Relaxed);
+    // Freed memory is handed back every 10 s.
+    std::thread::sleep(Duration::from_secs(15));
+    let after = rss_mib(pid);
+    eprintln!("{frames} frames of 8 MiB answered; target RSS idle {idle} MiB, peak {peak} MiB, after {after} MiB");
+    assert!(frames >= 10, "the flood reached the vault: {frames} frames");
+    assert!(peak <= 256, "target RSS reached {peak} MiB during the flood");
+    assert!(after <= idle + 48, "target RSS {after} MiB after the flood, {idle} MiB idle before it");
+    rt.block_on(client.close());
+}

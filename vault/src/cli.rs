@@ -255,6 +255,20 @@ fn read_peers(file: &std::path::Path) -> Result<Vec<kura_node::Multiaddr>, Vault
 /// How often a vault re-reads its peers file for vaults it has lost touch with.
 const PEERS_FILE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How often freed memory is handed back to the system.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Hands memory freed since the last call back to the system. glibc keeps what a burst freed
+/// in its per-thread arenas for reuse: after a flood of 8 MiB frames a vault that held 200 MiB
+/// at the peak stayed near that for good, idle. Trimming costs a few milliseconds.
+fn trim_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 async fn run(mut config: VaultConfig) -> Result<(), VaultError> {
     if let Some(file) = &config.peers_file {
         config.bootstrap.extend(read_peers(file)?);
@@ -264,6 +278,13 @@ async fn run(mut config: VaultConfig) -> Result<(), VaultError> {
         .map_err(|source| VaultError::Io { path: "SIGTERM handler".into(), source })?;
     let listen = config.listen.clone();
     let mut restarts = 0u32;
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(TRIM_EVERY);
+        loop {
+            every.tick().await;
+            let _ = tokio::task::spawn_blocking(trim_memory).await;
+        }
+    });
     loop {
         let vault = match Vault::start(config.clone()).await {
             Ok(v) => v,
