@@ -18,9 +18,13 @@ use crate::wire::{self, Request, Response, WireError, MAX_FRAME_LEN};
 /// an answer, across all peers (see [`KuraCodec`]).
 pub const INBOUND_BYTES: usize = 64 << 20;
 
-/// How much of a frame is read per draw on the inbound budget, at most; the first draw is
-/// [`FIRST_PIECE`], and each next one twice the last, so a frame announced and withheld
-/// holds little of the budget (a thousand such streams hold 4 MiB, not 64).
+/// Default bound on the bytes of inbound requests read per second, from all peers together.
+pub const INBOUND_RATE: u64 = 64 << 20;
+
+/// How much of a frame is read per draw on the inbound budget: the first draw is
+/// [`FIRST_PIECE`], and each next one twice the last up to this, so a frame announced and
+/// withheld holds little of the budget (a thousand such streams hold 4 MiB, not 64). A frame
+/// longer than this draws all the rest after its first piece.
 const PIECE: usize = 64 << 10;
 const FIRST_PIECE: usize = 4 << 10;
 /// Every inbound frame may take this long, plus its length at [`MIN_READ_RATE`].
@@ -59,7 +63,12 @@ impl Clone for KuraCodec {
 impl KuraCodec {
     /// A codec whose inbound requests hold at most `inbound_bytes` (at least one maximal frame).
     pub fn new(inbound_bytes: usize) -> Self {
-        KuraCodec { inbound: FairBudget::new(inbound_bytes.max(MAX_FRAME_LEN)), conn: None }
+        KuraCodec::with_rate(inbound_bytes, None)
+    }
+
+    /// [`KuraCodec::new`], reading at most `rate` bytes a second from all connections together.
+    pub fn with_rate(inbound_bytes: usize, rate: Option<u64>) -> Self {
+        KuraCodec { inbound: FairBudget::with_rate(inbound_bytes.max(MAX_FRAME_LEN), rate), conn: None }
     }
 }
 
@@ -171,7 +180,14 @@ impl request_response::Codec for KuraCodec {
             let mut held = self.inbound.acquire(conn, 1).await;
             let mut next = FIRST_PIECE;
             while body.len() < len {
-                let piece = (len - body.len()).min(next);
+                // Past its first piece a large frame draws all the rest at once: frames read a
+                // piece at a time in turn could together hold the whole budget with none of them
+                // whole, and wait for one another until their deadlines. One that holds all it
+                // needs finishes as fast as its sender sends.
+                let piece = match body.len() >= FIRST_PIECE && len > PIECE {
+                    true => len - body.len(),
+                    false => (len - body.len()).min(next),
+                };
                 held.merge(self.inbound.acquire(conn, piece).await);
                 read_piece(&mut *io, &mut body, piece, len).await?;
                 next = (next * 2).min(PIECE);

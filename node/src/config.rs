@@ -59,15 +59,25 @@ pub struct NodeConfig {
     /// Bytes of inbound requests held at once, being read or waiting for an answer, across
     /// all peers (default 64 MiB; see [`crate::KuraCodec`]).
     pub inbound_bytes: usize,
-    /// Bytes a peer may send on one QUIC stream ahead of this node reading them (default 1 MiB).
-    /// QUIC buffers what arrives within its windows outside the inbound budget, so these bound
-    /// that memory: at most `connection_window` a connection.
+    /// Bytes of inbound requests read per second from all peers together (default 64 MiB/s for
+    /// a vault, `None` for no bound), shared fairly between connections (see
+    /// [`crate::fair`]): a flood is not read faster than this, and a quiet peer is read first.
+    pub inbound_rate: Option<u64>,
+    /// Bytes a peer may send on one QUIC stream ahead of this node reading them (default
+    /// 128 KiB for a vault). QUIC buffers what arrives within its windows outside the inbound
+    /// budget, so the windows bound that memory: at most `connection_window` a connection.
     pub stream_window: u32,
     /// Bytes a peer may send on all streams of one connection ahead of this node reading them
-    /// (default 2 MiB; quinn's own default is 15 MB, so 32 connections that fill theirs held
-    /// 480 MB). A window bounds a connection's throughput to window / round trip: 20 MiB/s at
-    /// 100 ms.
+    /// (default 2 MiB for a vault; quinn's own is 15 MB, so 32 connections that filled theirs
+    /// held 480 MB). A window bounds a connection's throughput to window / round trip: 20 MiB/s
+    /// at 100 ms.
     pub connection_window: u32,
+    /// Streams a peer may have open to this node at once (default 16 for a vault). Streams this
+    /// node does not read yet (no room in the inbound budget) keep what arrived in the
+    /// connection's window; with at most this many of `stream_window` each, they never fill
+    /// it, so the one stream being read always has room to arrive (else a flood's unread
+    /// streams starve its own read stream, and everyone waits for their timeouts).
+    pub incoming_streams: u32,
     /// Requests one connection may have open at once, both ways together (default 100, as
     /// libp2p; past it an outbound request fails at once, so a vault handing many shards to one
     /// peer needs room; memory is bounded by `inbound_bytes`, not by this).
@@ -108,8 +118,10 @@ impl NodeConfig {
             client_budget: Budget::CLIENT,
             vault_budget: Budget::VAULT,
             inbound_bytes: crate::codec::INBOUND_BYTES,
-            stream_window: 1 << 20,
+            inbound_rate: Some(crate::codec::INBOUND_RATE),
+            stream_window: 128 << 10,
             connection_window: 2 << 20,
+            incoming_streams: 16,
             streams_per_connection: 100,
             max_connections: 1024,
             connections_per_peer: 8,
@@ -131,6 +143,9 @@ impl NodeConfig {
             // over long round trips.
             stream_window: 10_000_000,
             connection_window: 15_000_000,
+            incoming_streams: 256,
+            // It takes no requests.
+            inbound_rate: None,
             ..NodeConfig::vault(keypair)
         }
     }

@@ -387,8 +387,8 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
     let request_timeout = config.request_timeout;
     let dead_peer_timeout = config.dead_peer_timeout;
     let mtu = config.mtu_upper_bound;
-    let (stream_window, connection_window) = (config.stream_window, config.connection_window);
-    let inbound_bytes = config.inbound_bytes;
+    let (stream_window, connection_window, incoming_streams) = (config.stream_window, config.connection_window, config.incoming_streams);
+    let (inbound_bytes, inbound_rate) = (config.inbound_bytes, config.inbound_rate);
     let streams_per_connection = config.streams_per_connection;
     let max_connections = config.max_connections as u32;
     let connections_per_peer = config.connections_per_peer as u32;
@@ -400,6 +400,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
             c.keep_alive_interval = dead_peer_timeout / 4;
             c.max_stream_data = stream_window;
             c.max_connection_data = connection_window.max(stream_window);
+            c.max_concurrent_stream_limit = incoming_streams.max(1);
             c.mtu_upper_bound(mtu)
         })
         .with_behaviour(|key| {
@@ -428,7 +429,7 @@ fn build_swarm(config: &NodeConfig) -> Result<Swarm<Behaviour>, NodeError> {
                 Role::Client => ProtocolSupport::Outbound,
             };
             let rr = request_response::Behaviour::with_codec(
-                KuraCodec::new(inbound_bytes),
+                KuraCodec::with_rate(inbound_bytes, inbound_rate),
                 [(StreamProtocol::new(REQUEST_PROTOCOL), support)],
                 request_response::Config::default()
                     .with_request_timeout(request_timeout)
