@@ -170,35 +170,34 @@ impl request_response::Codec for KuraCodec {
         T: AsyncRead + Unpin + Send,
     {
         let len = read_len(io).await?;
-        let deadline = tokio::time::Instant::now() + READ_GRACE + Duration::from_secs_f64(len as f64 / MIN_READ_RATE as f64);
-        let read = async {
-            // The budget is drawn a piece at a time, just before the piece is read: a peer that
-            // announces a large frame and sends little holds only what it sent.
-            let mut body = Vec::new();
-            let conn = self.conn.unwrap_or(0);
-            // One byte more than the length, so that empty frames count too.
-            let mut held = self.inbound.acquire(conn, 1).await;
-            let mut next = FIRST_PIECE;
-            while body.len() < len {
-                // Past its first piece a large frame draws all the rest at once: frames read a
-                // piece at a time in turn could together hold the whole budget with none of them
-                // whole, and wait for one another until their deadlines. One that holds all it
-                // needs finishes as fast as its sender sends.
-                let piece = match body.len() >= FIRST_PIECE && len > PIECE {
-                    true => len - body.len(),
-                    false => (len - body.len()).min(next),
-                };
-                held.merge(self.inbound.acquire(conn, piece).await);
-                read_piece(&mut *io, &mut body, piece, len).await?;
-                next = (next * 2).min(PIECE);
-            }
-            Ok::<_, io::Error>((body, Some(held)))
-        };
-        // A frame must arrive at a minimum rate, so a slow sender holds its share of the
-        // budget only for a bounded time.
-        let (body, permit) = tokio::time::timeout_at(deadline, read)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("frame of {len} bytes arrived too slowly")))??;
+        // A frame must arrive at a minimum rate, so a slow sender holds its share of the budget
+        // only for a bounded time. Only the time spent reading counts: waiting for this node's
+        // own budget (its turn under a flood) is not the sender's slowness.
+        let mut allowance = READ_GRACE + Duration::from_secs_f64(len as f64 / MIN_READ_RATE as f64);
+        let too_slow = || io::Error::new(io::ErrorKind::TimedOut, format!("frame of {len} bytes arrived too slowly"));
+        // The budget is drawn a piece at a time, just before the piece is read: a peer that
+        // announces a large frame and sends little holds only what it sent.
+        let mut body = Vec::new();
+        let conn = self.conn.unwrap_or(0);
+        // One byte more than the length, so that empty frames count too.
+        let mut held = self.inbound.acquire(conn, 1).await;
+        let mut next = FIRST_PIECE;
+        while body.len() < len {
+            // Past its first piece a large frame draws all the rest at once: frames read a
+            // piece at a time in turn could together hold the whole budget with none of them
+            // whole, and wait for one another until their deadlines. One that holds all it
+            // needs finishes as fast as its sender sends.
+            let piece = match body.len() >= FIRST_PIECE && len > PIECE {
+                true => len - body.len(),
+                false => (len - body.len()).min(next),
+            };
+            held.merge(self.inbound.acquire(conn, piece).await);
+            let started = tokio::time::Instant::now();
+            tokio::time::timeout(allowance, read_piece(&mut *io, &mut body, piece, len)).await.map_err(|_| too_slow())??;
+            allowance = allowance.checked_sub(started.elapsed()).ok_or_else(too_slow)?;
+            next = (next * 2).min(PIECE);
+        }
+        let permit = Some(held);
         let request = wire::decode(&body).unwrap_or_else(Request::Undecodable);
         Ok(Envelope { request, permit })
     }

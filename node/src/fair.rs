@@ -48,8 +48,10 @@ struct State {
     rate: Option<f64>,
     tokens: f64,
     refilled: Instant,
-    /// Waiting draws by (bytes their connection drew lately, when they asked, arrival).
-    queue: BTreeMap<(u64, u64), Waiter>,
+    /// Waiting draws by arrival; the next served is the one whose connection drew least lately
+    /// as of the moment it is served (a rank fixed when it asked would let a flood's draws
+    /// queued during a lull go ahead of a quiet peer's).
+    queue: BTreeMap<u64, Waiter>,
     arrivals: u64,
 }
 
@@ -138,12 +140,19 @@ impl State {
         }
     }
 
-    /// How long until the rate lets the first waiting draw through.
+    /// The waiter served next: the one whose connection holds and drew least now, the earliest
+    /// among equals. Returns its arrival and amount.
+    fn next(&self, now: Instant) -> Option<(u64, usize)> {
+        let rank = |w: &Waiter| self.used(w.conn, now) + self.held.get(&w.conn).copied().unwrap_or(0) as f64;
+        self.queue.iter().min_by(|(a, x), (b, y)| rank(x).total_cmp(&rank(y)).then(a.cmp(b))).map(|(k, w)| (*k, w.amount))
+    }
+
+    /// How long until the rate lets the next waiter through (releases wake waiters sooner).
     fn wait(&self) -> Duration {
-        let needed = self.queue.first_key_value().map_or(0.0, |(_, w)| w.amount as f64);
+        let needed = self.next(Instant::now()).map_or(0, |(_, a)| a);
         match self.rate {
-            Some(rate) if self.tokens < needed.min(rate) => {
-                Duration::from_secs_f64((needed.min(rate) - self.tokens) / rate).clamp(Duration::from_millis(1), Duration::from_millis(100))
+            Some(rate) if needed > UNRATED && self.tokens < (needed as f64).min(rate) => {
+                Duration::from_secs_f64(((needed as f64).min(rate) - self.tokens) / rate).clamp(Duration::from_millis(1), Duration::from_millis(100))
             }
             _ => Duration::from_millis(100),
         }
@@ -193,9 +202,9 @@ impl FairBudget {
                 return Share { budget: self.clone(), conn, amount };
             }
             let (tx, rx) = oneshot::channel();
-            let key = (s.used(conn, now) as u64, s.arrivals);
+            let arrival = s.arrivals;
             s.arrivals += 1;
-            s.queue.insert(key, Waiter { conn, amount, tx });
+            s.queue.insert(arrival, Waiter { conn, amount, tx });
             rx
         };
         loop {
@@ -226,8 +235,12 @@ impl FairBudget {
         s.refill(now);
         // Draws whose waiters went (a stream closed, a read timed out) give up their place.
         s.queue.retain(|_, w| !w.tx.is_closed());
-        while s.queue.first_key_value().is_some_and(|(_, w)| s.grantable(w.amount)) {
-            let Some((_, w)) = s.queue.pop_first() else { break };
+        loop {
+            let Some((arrival, amount)) = s.next(now) else { break };
+            if !s.grantable(amount) {
+                break;
+            }
+            let Some(w) = s.queue.remove(&arrival) else { break };
             s.take(w.conn, w.amount, now);
             if let Err(mut share) = w.tx.send(Share { budget: self.clone(), conn: w.conn, amount: w.amount }) {
                 // Gone between the check and the send: undone here, under the lock.
