@@ -53,6 +53,8 @@ struct State {
     /// queued during a lull go ahead of a quiet peer's).
     queue: BTreeMap<u64, Waiter>,
     arrivals: u64,
+    /// When a waiter's timer last looked at the queue.
+    looked: Instant,
 }
 
 #[derive(Debug)]
@@ -178,6 +180,7 @@ impl FairBudget {
             refilled: Instant::now(),
             queue: BTreeMap::new(),
             arrivals: 0,
+            looked: Instant::now(),
         };
         Arc::new(FairBudget { state: Mutex::new(state) })
     }
@@ -218,7 +221,21 @@ impl FairBudget {
                         Err(_) => Share { budget: self.clone(), conn, amount: 0 },
                     };
                 }
-                _ = tokio::time::sleep(wait) => self.pump(),
+                _ = tokio::time::sleep(wait) => {
+                    // Every waiter has a timer, and a look costs a pass over the queue: many
+                    // waiters waking together look once a millisecond between them.
+                    let look = {
+                        let mut s = self.lock();
+                        let due = s.looked.elapsed() >= Duration::from_millis(1);
+                        if due {
+                            s.looked = Instant::now();
+                        }
+                        due
+                    };
+                    if look {
+                        self.pump();
+                    }
+                }
             }
         }
     }
